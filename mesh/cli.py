@@ -1,0 +1,432 @@
+"""The ``lamamesh`` command line. The only place that reads argv and the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import config as config_mod
+from . import const
+from .client import Client, Job, JobResult, embedded
+from .config import Config
+from .errors import InputError, MeshError, NoMesh
+from .images import OUTPUT_FORMATS
+from .models import Registry
+from .transport import Context
+
+app = typer.Typer(
+    name="lamamesh",
+    help="Turn the machines on a LAN into one inpainting cluster.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="The model registry: list, add.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+log = logging.getLogger("lamamesh")
+T = TypeVar("T")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
+
+MeshOpt = Annotated[str | None, typer.Option("--mesh", help="Mesh name (nodes of other meshes are ignored).")]
+PeerOpt = Annotated[list[str] | None, typer.Option("--peer", help="HOST:PORT of a node's task port (repeatable).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file.")]
+PortOpt = Annotated[int | None, typer.Option("--port", help="Task port (default 5555; 0 = ephemeral).")]
+LogOpt = Annotated[str | None, typer.Option("--log-level", help="debug, info, warning or error.")]
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s lamamesh %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def _fail(exc: MeshError) -> typer.Exit:
+    err.print(f"lamamesh: {exc}", markup=False)
+    return typer.Exit(exc.exit_code)
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Run a command body: a MeshError becomes one line on stderr and its exit code."""
+    try:
+        return fn()
+    except MeshError as exc:
+        raise _fail(exc) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _arun(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def _config(**flags: Any) -> Config:
+    config_file = flags.pop("config", None)
+    return config_mod.build(flags, config_file=config_file)
+
+
+# ---------------------------------------------------------------------------------------
+# join
+
+
+@app.command()
+def join(
+    mesh: MeshOpt = None,
+    peer: PeerOpt = None,
+    slots: Annotated[int | None, typer.Option("--slots", help="Slot processes (default: from the hardware).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
+    bind: Annotated[str | None, typer.Option("--bind", help="Interface address to listen on (default 0.0.0.0).")] = None,
+    port: PortOpt = None,
+    http: Annotated[int | None, typer.Option("--http", help="Serve HTTP on this port (not yet available).")] = None,
+    secret_file: Annotated[str | None, typer.Option("--secret-file", help="Mesh key file (not yet available).")] = None,
+    config: ConfigOpt = None,
+    log_level: LogOpt = None,
+) -> None:
+    """Run a node in the foreground until Ctrl-C (a graceful leave; a second Ctrl-C exits at once)."""
+    from .node import Node
+
+    def body() -> None:
+        cfg = _config(
+            mesh=mesh, peers=tuple(peer or ()), slots=slots, device=device, bind=bind, port=port,
+            http=http, secret_file=secret_file, config=config, log_level=log_level,
+        )
+        _setup_logging(cfg.log_level)
+        if cfg.http or cfg.secret_file:
+            raise InputError("--http and --secret-file are not available in this version yet")
+        if cfg.bind in ("0.0.0.0", "", "*"):
+            log.info("the mesh has no key: any machine on the LAN can submit tasks to this node")
+
+        async def main() -> None:
+            node = Node(cfg)
+            loop = asyncio.get_running_loop()
+            hits = 0
+
+            def on_signal() -> None:
+                nonlocal hits
+                hits += 1
+                if hits == 1:
+                    log.info("stopping (again to exit at once)")
+                    node.request_stop()
+                else:
+                    if node.pool is not None:
+                        for s in node.pool.slots:
+                            if s.proc is not None and s.proc.is_alive():
+                                s.proc.kill()
+                    os._exit(130)
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, on_signal)
+            await node.run()
+
+        _arun(main())
+
+    _guard(body)
+
+
+# ---------------------------------------------------------------------------------------
+# submit
+
+
+def _read(path: Path, what: str) -> bytes:
+    if not path.exists():
+        raise InputError(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder, not a file")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _suffix_for(fmt: str) -> str:
+    return {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}.get(fmt, ".png")
+
+
+def _pair_batch(image_dir: Path, masks: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    images = sorted(p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if masks.is_file():
+        return [(p, masks) for p in images], []
+    if not masks.is_dir():
+        raise InputError(f"mask {masks} does not exist")
+    by_stem: dict[str, Path] = {}
+    for m in sorted(masks.iterdir()):
+        if m.is_file() and m.suffix.lower() in IMAGE_SUFFIXES:
+            by_stem.setdefault(m.stem, m)
+    pairs, missing = [], []
+    for p in images:
+        m = by_stem.get(p.stem)
+        if m is None or m.resolve() == p.resolve():
+            missing.append(p)
+        else:
+            pairs.append((p, m))
+    return pairs, missing
+
+
+async def _with_mesh(cfg: Config, no_local: bool, quiet: bool, work: Callable[[Client], Coroutine[Any, Any, T]]) -> T:
+    ctx = Context()
+    peers = [config_mod.parse_peer(p) for p in cfg.peers] or [(cfg.local_host, cfg.port or const.DEFAULT_TASK_PORT)]
+    client = Client(ctx, peers)
+    try:
+        try:
+            await client.connect()
+        except NoMesh as exc:
+            if no_local:
+                raise NoMesh(f"{exc} (and --no-local forbids running locally)") from None
+            if not quiet:
+                err.print(f"lamamesh: {exc}; running on an embedded local node", markup=False)
+            async with embedded(cfg) as node:
+                client.peers = [("127.0.0.1", node.task_port)]
+                await client.connect()
+                return await work(client)
+        return await work(client)
+    finally:
+        client.close()
+        ctx.close()
+
+
+@app.command()
+def submit(
+    image: Annotated[Path, typer.Argument(help="An image file, or a folder of images (batch).")],
+    mask: Annotated[Path, typer.Argument(help="Its mask (white = fill), or a folder of masks matched by file stem.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Output file (folder for a batch).")] = None,
+    model: Annotated[str, typer.Option("--model", help="Model name (lamamesh models list).")] = "builtin",
+    priority: Annotated[str | None, typer.Option("--priority", help="interactive or batch.")] = None,
+    session: Annotated[str, typer.Option("--session", help="Keep successive edits on one node.")] = "",
+    hd_strategy: Annotated[str, typer.Option("--hd-strategy", help="Crop, Resize or Original.")] = "Crop",
+    mesh: MeshOpt = None,
+    peer: PeerOpt = None,
+    port: PortOpt = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds to wait for all results.")] = None,
+    no_local: Annotated[bool, typer.Option("--no-local", help="Fail (exit 3) instead of running locally.")] = False,
+    config: ConfigOpt = None,
+    log_level: LogOpt = None,
+) -> None:
+    """Inpaint IMAGE where MASK is white; or every image of IMAGE_DIR with its mask into -o OUT_DIR."""
+
+    def body() -> int:
+        cfg = _config(mesh=mesh, peers=tuple(peer or ()), port=port, config=config, log_level=log_level or "warning")
+        _setup_logging(cfg.log_level)
+        if priority not in (None, "interactive", "batch"):
+            raise InputError(f"--priority must be interactive or batch, not {priority!r}")
+        if hd_strategy.lower() not in ("crop", "resize", "original"):
+            raise InputError(f"--hd-strategy must be Crop, Resize or Original, not {hd_strategy!r}")
+        if timeout is not None and timeout <= 0:
+            raise InputError("--timeout must be a positive number of seconds")
+        common = {"model": model, "session": session, "hd_strategy": hd_strategy}
+        if image.is_dir():
+            return _batch(cfg, image, mask, output, no_local, timeout, common, priority or "batch")
+        if output is not None and output.is_dir():
+            raise InputError(f"-o {output} is a folder; give a file name for a single image")
+        out_fmt = ""
+        if output is not None and output.suffix:
+            if output.suffix.lower().lstrip(".") not in OUTPUT_FORMATS:
+                raise InputError(f"cannot write {output.suffix} files; use .png, .jpg, .webp, .tif or .bmp")
+            out_fmt = output.suffix.lower().lstrip(".")
+        job = Job(_read(image, "image"), _read(mask, "mask"), out_format=out_fmt, priority=priority or "interactive",
+                  label=str(image), **common)
+
+        async def work(client: Client) -> list[JobResult]:
+            return await client.run([job], timeout=timeout)
+
+        (res,) = _arun(_with_mesh(cfg, no_local, False, work))
+        if not res.ok:
+            raise _error_of(res)
+        dest = output or Path(f"{image.stem}_inpainted{_suffix_for(res.out_format)}")
+        if not dest.suffix:
+            dest = dest.with_suffix(_suffix_for(res.out_format))
+        _write(dest, res.data)
+        out.print(f"wrote {dest} ({res.node_id}, {res.slot_ms:.0f} ms in the slot, {res.latency_ms:.0f} ms in all)")
+        return 0
+
+    code = _guard(body)
+    raise typer.Exit(code)
+
+
+def _error_of(res: JobResult) -> MeshError:
+    from .errors import from_code
+
+    return from_code(res.error_code, f"{res.job.label}: {res.error}" if res.job.label else res.error)
+
+
+def _batch(
+    cfg: Config, image_dir: Path, masks: Path, output: Path | None, no_local: bool, timeout: float | None,
+    common: dict[str, Any], priority: str,
+) -> int:
+    if output is None:
+        raise InputError("a folder of images needs -o OUT_DIR")
+    if output.exists() and not output.is_dir():
+        raise InputError(f"-o {output} is a file; a batch writes into a folder")
+    pairs, missing = _pair_batch(image_dir, masks)
+    for p in missing:
+        err.print(f"lamamesh: skipping {p.name}: no mask with the stem {p.stem!r} in {masks}", markup=False)
+    if not pairs:
+        raise InputError(f"no image in {image_dir} has a matching mask in {masks}")
+    output.mkdir(parents=True, exist_ok=True)
+    mask_cache: dict[Path, bytes] = {}
+
+    def jobs() -> list[Job]:
+        out_jobs = []
+        for img, m in pairs:
+            if m not in mask_cache:
+                mask_cache[m] = _read(m, "mask")
+            out_jobs.append(Job(_read(img, "image"), mask_cache[m], priority=priority, label=img.name, **common))
+        return out_jobs
+
+    counts: Counter[str] = Counter()
+    failures: list[str] = []
+    started = time.monotonic()
+
+    async def work(client: Client) -> None:
+        todo = await asyncio.to_thread(jobs)
+        with Progress(
+            TextColumn("[bold]inpainting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[last]}"), console=err, transient=False,
+        ) as bar:
+            tid = bar.add_task("batch", total=len(todo), last="")
+
+            async def on_result(r: JobResult) -> None:
+                if r.ok:
+                    dest = output / (Path(r.job.label).stem + _suffix_for(r.out_format))
+                    await asyncio.to_thread(_write, dest, r.data)
+                    counts[r.node_id] += 1
+                else:
+                    failures.append(f"{r.job.label}: {r.error}")
+                bar.update(tid, advance=1, last=r.job.label)
+
+            await client.run(todo, on_result, timeout=timeout)
+
+    _arun(_with_mesh(cfg, no_local, False, work))
+    for line in failures:
+        err.print(f"lamamesh: failed {line}", markup=False)
+    done = sum(counts.values())
+    secs = time.monotonic() - started
+    split = ", ".join(f"{n} {k}" for k, n in counts.most_common())
+    out.print(f"{done} of {len(pairs)} inpainted into {output} in {secs:.1f} s ({done / secs:.2f}/s); by node: {split or '-'}")
+    return 1 if failures else 0
+
+
+# ---------------------------------------------------------------------------------------
+# status
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one snapshot as JSON.")] = False,
+    mesh: MeshOpt = None,
+    peer: PeerOpt = None,
+    port: PortOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Show the mesh: its leader, term and nodes."""
+
+    def body() -> None:
+        cfg = _config(mesh=mesh, peers=tuple(peer or ()), port=port, config=config)
+
+        async def work(client: Client) -> dict[str, Any]:
+            snap = await client.status()
+            d = asdict(snap)
+            d.pop("t", None)
+            return d
+
+        snap = _arun(_with_mesh(cfg, True, True, work))
+        if as_json:
+            out.print(json.dumps(snap, indent=2), markup=False)
+            return
+        table = Table(title=f"mesh {snap['mesh']!r}: leader {snap['leader']} (term {snap['term']})")
+        for col in ("node", "role", "host", "provider", "slots", "busy", "done", "ms/task"):
+            table.add_column(col)
+        for n in snap["nodes"]:
+            ms = ", ".join(f"{k} {v:.0f}" for k, v in n.get("ewma_ms", {}).items())
+            table.add_row(n["id"], n["role"], n["host"], n["provider"], str(n["slots"]), str(n["busy"]), str(n["done"]), ms)
+        out.print(table)
+        out.print(f"queued {snap['queued']}, done {snap['done']}, failed {snap['failed']}")
+
+    _guard(body)
+
+
+# ---------------------------------------------------------------------------------------
+# models
+
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="Where models are kept (LAMAMESH_HOME).")]
+
+
+@models_app.command("list")
+def models_list(home: HomeOpt = None, config: ConfigOpt = None) -> None:
+    """Every model this machine knows, whether its file is here, and its contract."""
+
+    def body() -> None:
+        cfg = _config(home=home, config=config)
+        table = Table()
+        for col in ("name", "here", "input", "channels", "output", "sha256", "description"):
+            table.add_column(col, overflow="fold")
+        for e in Registry(cfg.home).entries():
+            s = e.spec
+            shape = f"{s.size}x{s.size}" if s.size else f"any (x{s.multiple})"
+            table.add_row(
+                s.name, "yes" if e.path else "no", shape, s.channels, f"0..{s.output_range:g}",
+                (s.sha256 or "-")[:12], s.description,
+            )
+        out.print(table)
+
+    _guard(body)
+
+
+@models_app.command("add")
+def models_add(
+    path: Annotated[Path, typer.Argument(help="An ONNX file you copied here.")],
+    name: Annotated[str | None, typer.Option("--name", help="Name to register it under.")] = None,
+    like: Annotated[str | None, typer.Option("--like", help="Take the contract of this manifest model (e.g. lama-opencv).")] = None,
+    size: Annotated[int | None, typer.Option("--size", help="Fixed input size (0 = any size).")] = None,
+    channels: Annotated[str | None, typer.Option("--channels", help="rgb or bgr.")] = None,
+    output_range: Annotated[float | None, typer.Option("--output-range", help="1 or 255.")] = None,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Register a model file (a LaMa ONNX export is recognised by its checksum)."""
+    from . import engine
+
+    def body() -> None:
+        cfg = _config(home=home, config=config)
+        if not path.is_file():
+            raise InputError(f"{path} does not exist or is not a file")
+        shapes = engine.input_shapes(path)
+        spec = Registry(cfg.home).add(path, name, like, size, channels, output_range, shapes)
+        shape = f"{spec.size}x{spec.size}" if spec.size else "any size"
+        out.print(f"added model {spec.name!r} ({shape}, {spec.channels}, output 0..{spec.output_range:g}, sha256 {spec.sha256})")
+
+    _guard(body)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""One frozen configuration object, built by the CLI alone.
+
+Precedence: command-line flags > ``LAMAMESH_*`` environment > TOML config file > defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import const
+from .errors import ConfigError
+
+ENV_PREFIX = "LAMAMESH_"
+
+
+def default_home() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "lamamesh"
+
+
+@dataclass(frozen=True)
+class Config:
+    mesh: str = "default"  # mesh name: nodes of other meshes are ignored
+    peers: tuple[str, ...] = ()  # HOST:PORT of nodes to reach directly (task ports)
+    slots: int = 0  # slot processes; 0 = from the hardware
+    device: str = "auto"  # auto | cpu | cuda
+    bind: str = "0.0.0.0"  # interface to listen on
+    port: int = const.DEFAULT_TASK_PORT  # task port; the backend takes port + 1; 0 = ephemeral
+    http: int = 0  # HTTP port; 0 = off
+    secret_file: str = ""
+    home: Path = dataclasses.field(default_factory=default_home)  # models and registry live here
+    log_level: str = "info"
+    max_pixels: int = const.MAX_IMAGE_PIXELS
+    shutdown_grace: float = const.SHUTDOWN_GRACE  # s
+
+    @property
+    def local_host(self) -> str:
+        """The address a process on this machine uses to reach this node."""
+        return "127.0.0.1" if self.bind in ("0.0.0.0", "", "*") else self.bind
+
+
+_HINTS = typing.get_type_hints(Config)
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    hint = _HINTS[name]
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if hint is int:
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is Path:
+            return Path(str(value)).expanduser()
+        if hint == tuple[str, ...]:
+            if isinstance(value, str):
+                return tuple(p.strip() for p in value.split(",") if p.strip())
+            return tuple(str(v) for v in value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {name} = {value!r} is not a valid {getattr(hint, '__name__', hint)}") from None
+
+
+def build(flags: Mapping[str, Any], env: Mapping[str, str] | None = None, config_file: Path | None = None) -> Config:
+    """Merge the layers; ``flags`` holds only what the user gave (None values are ignored)."""
+    env = os.environ if env is None else env
+    merged: dict[str, Any] = {}
+    path = config_file or (Path(env[ENV_PREFIX + "CONFIG"]) if env.get(ENV_PREFIX + "CONFIG") else None)
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        section = data.get("lamamesh", data)
+        for key, value in section.items():
+            name = key.replace("-", "_")
+            if name not in _HINTS:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            merged[name] = _coerce(name, value, f"config file {path}")
+    for name in _HINTS:
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            merged[name] = _coerce(name, raw, f"environment {ENV_PREFIX}{name.upper()}")
+    for name, value in flags.items():
+        if value is None or (name == "peers" and not value):
+            continue
+        merged[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
+    cfg = Config(**merged)
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda, not {cfg.device!r}")
+    if not 0 <= cfg.port <= 65534:
+        raise ConfigError(f"port must be between 0 and 65534, not {cfg.port}")
+    if cfg.slots < 0:
+        raise ConfigError(f"slots must be 0 (automatic) or more, not {cfg.slots}")
+    for peer in cfg.peers:
+        parse_peer(peer)
+    return cfg
+
+
+def parse_peer(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"peer {text!r} should be HOST:PORT (the node's task port, e.g. 192.168.1.20:5555)")
+    return host.strip("[]"), int(port)

@@ -1,0 +1,159 @@
+"""Image and mask decoding/encoding with Pillow (runs in slot processes, never on the loop).
+
+A ``Picture`` keeps the decoded pixels in their own mode (RGB, RGBA, L, LA or 16-bit
+grey), so the pixels outside the mask go back bit for bit; the model only ever sees an
+8-bit RGB view of it.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from . import const
+from .errors import InputError
+
+OUTPUT_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tif": "TIFF", "tiff": "TIFF", "bmp": "BMP"}
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")
+
+
+@dataclass(frozen=True, eq=False)
+class Picture:
+    pixels: np.ndarray  # HxW (L, I) or HxWxC (RGB, RGBA, LA) as decoded, orientation applied
+    mode: str  # Pillow mode of ``pixels``: RGB, RGBA, L, LA or I (16-bit grey held as int32)
+    format: str  # the file format it came in (PNG, JPEG, WEBP ...)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.pixels.shape[1]), int(self.pixels.shape[0])
+
+    def rgb8(self) -> np.ndarray:
+        """An HxWx3 uint8 RGB view for the model."""
+        p = self.pixels
+        if self.mode == "I":
+            grey = np.clip(np.round(p / 257.0), 0, 255).astype(np.uint8)
+            return np.repeat(grey[:, :, None], 3, axis=2)
+        if self.mode == "L":
+            return np.repeat(p[:, :, None], 3, axis=2)
+        if self.mode == "LA":
+            return np.repeat(p[:, :, :1], 3, axis=2)
+        return np.ascontiguousarray(p[:, :, :3])
+
+    def merged(self, filled_rgb8: np.ndarray, mask: np.ndarray) -> Picture:
+        """A copy whose masked pixels come from ``filled_rgb8``; all others are untouched."""
+        out = self.pixels.copy()
+        if self.mode in ("RGB", "RGBA"):
+            out[..., :3][mask] = filled_rgb8[mask]
+        else:
+            f = filled_rgb8[mask].astype(np.float32)
+            luma = f[:, 0] * 0.299 + f[:, 1] * 0.587 + f[:, 2] * 0.114
+            if self.mode == "I":
+                out[mask] = np.clip(np.round(luma * 257.0), 0, 65535).astype(out.dtype)
+            elif self.mode == "L":
+                out[mask] = np.clip(np.round(luma), 0, 255).astype(np.uint8)
+            else:  # LA
+                out[..., 0][mask] = np.clip(np.round(luma), 0, 255).astype(np.uint8)
+        return Picture(out, self.mode, self.format)
+
+
+def _open(data: bytes, what: str, max_pixels: int) -> Image.Image:
+    if not data:
+        raise InputError(f"{what} is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise InputError(f"{what} is too large to decode safely (limit {max_pixels:,} pixels)") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{what} is not an image Pillow can read (PNG, JPEG, WebP, TIFF, BMP ...)") from None
+    except Exception as exc:  # Pillow raises many types on garbage
+        raise InputError(f"{what} could not be read: {exc}") from None
+    w, h = im.size
+    if w * h > max_pixels:
+        raise InputError(f"{what} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}")
+    if w < 1 or h < 1:
+        raise InputError(f"{what} has no pixels ({w}x{h})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im.load()
+            im = ImageOps.exif_transpose(im)
+    except Exception as exc:
+        raise InputError(f"{what} is damaged or truncated: {exc}") from None
+    return im
+
+
+def decode_image(data: bytes, max_pixels: int = const.MAX_IMAGE_PIXELS) -> Picture:
+    im = _open(data, "image", max_pixels)
+    fmt = (im.format or "PNG").upper()
+    mode = im.mode
+    if mode in _SIXTEEN_BIT:
+        arr = np.asarray(im, dtype=np.int32)
+        if mode == "I" and (arr.min() < 0 or arr.max() > 65535):
+            arr = np.clip(arr, 0, 65535)
+        return Picture(arr, "I", fmt)
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode == "PA":
+        im = im.convert("RGBA")
+    elif mode in ("1", "F"):
+        im = im.convert("L")
+    elif mode not in ("RGB", "RGBA", "L", "LA"):
+        im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV ...
+    return Picture(np.asarray(im).copy(), im.mode, fmt)
+
+
+def decode_mask(data: bytes, size: tuple[int, int], max_pixels: int = const.MAX_IMAGE_PIXELS) -> np.ndarray:
+    """A bool HxW mask, True where the image is to be filled (grey >= 127, as IOPaint)."""
+    im = _open(data, "mask", max_pixels)
+    if im.size != size:
+        raise InputError(f"mask is {im.size[0]}x{im.size[1]} but the image is {size[0]}x{size[1]}; they must match")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = np.asarray(im.convert("RGBA"))
+        grey = np.asarray(Image.fromarray(rgba[:, :, :3]).convert("L"))
+        if rgba[:, :, 3].min() < 255:
+            # a mask drawn on a transparent layer: painted = opaque and bright
+            grey = np.minimum(grey, rgba[:, :, 3])
+        return grey >= const.MASK_THRESHOLD
+    if im.mode in _SIXTEEN_BIT:
+        return np.asarray(im, dtype=np.int32) >= const.MASK_THRESHOLD * 257
+    return np.asarray(im.convert("L")) >= const.MASK_THRESHOLD
+
+
+def output_format(requested: str, picture: Picture) -> str:
+    """Pillow format name for the result: ``requested`` (an extension or name) or the input's."""
+    if not requested:
+        return picture.format if picture.format in OUTPUT_FORMATS.values() else "PNG"
+    key = requested.lower().lstrip(".")
+    if key in OUTPUT_FORMATS:
+        return OUTPUT_FORMATS[key]
+    if key.upper() in OUTPUT_FORMATS.values():
+        return key.upper()
+    raise InputError(f"unknown output format {requested!r}; use one of png, jpg, webp, tiff, bmp")
+
+
+def encode(picture: Picture, fmt: str) -> bytes:
+    arr, mode = picture.pixels, picture.mode
+    if mode == "I":
+        im = Image.fromarray(arr.astype(np.uint16))
+        if fmt not in ("PNG", "TIFF"):
+            im = Image.fromarray(np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8))
+    else:
+        im = Image.fromarray(arr, mode)
+    if fmt in ("JPEG", "BMP") and im.mode in ("RGBA", "LA"):
+        im = im.convert(im.mode[:-1] if im.mode == "LA" else "RGB")
+    buf = io.BytesIO()
+    options: dict[str, object] = {}
+    if fmt == "JPEG":
+        options = {"quality": const.JPEG_QUALITY, "subsampling": 0}
+    elif fmt == "WEBP":
+        options = {"lossless": True}
+    elif fmt == "PNG":
+        options = {"compress_level": 1}
+    im.save(buf, format=fmt, **options)
+    return buf.getvalue()

@@ -1,0 +1,250 @@
+"""The wire format: every message a frozen record, msgpack-encoded with ``v`` and ``t``.
+
+A message travels as ZeroMQ frames ``[header, *blobs]``: the header is the msgpack
+map, the blobs (image bytes) are separate frames that are never put inside msgpack
+and never decoded by the leader. ``decode`` never trusts its input: anything
+malformed, oversized, of the wrong shape or of another protocol version raises
+``ProtocolError``/``VersionMismatch``, which the receive loops count and drop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import typing
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import msgpack
+
+from . import const
+from .errors import ProtocolError, VersionMismatch
+
+log = logging.getLogger("lamamesh.protocol")
+
+
+@dataclass(frozen=True)
+class Message:
+    t: ClassVar[str] = ""
+    blobs: ClassVar[int] = 0  # how many data frames follow the header
+
+
+@dataclass(frozen=True)
+class Ping(Message):
+    t: ClassVar[str] = "ping"
+    nonce: int = 0
+
+
+@dataclass(frozen=True)
+class Pong(Message):
+    t: ClassVar[str] = "pong"
+    nonce: int = 0
+    node_id: str = ""
+    mesh: str = ""
+    leader_id: str = ""
+    leader_addr: str = ""  # host:task_port of the leader
+    term: int = 0
+
+
+@dataclass(frozen=True)
+class TaskSpec(Message):
+    """What to do with one image: the fields shared by Submit (client) and Task (leader)."""
+
+    task_id: str = ""
+    model: str = "builtin"
+    priority: str = "interactive"  # interactive | batch
+    session: str = ""
+    out_format: str = ""  # "" = the input's format
+    hd_strategy: str = "Crop"
+    crop_margin: int = const.HD_CROP_MARGIN
+    crop_trigger: int = const.HD_CROP_TRIGGER
+    resize_limit: int = const.HD_RESIZE_LIMIT
+
+
+@dataclass(frozen=True)
+class Submit(TaskSpec):
+    """client -> leader; frames: image, mask."""
+
+    t: ClassVar[str] = "submit"
+    blobs: ClassVar[int] = 2
+
+
+@dataclass(frozen=True)
+class Task(TaskSpec):
+    """leader -> worker; frames: image, mask."""
+
+    t: ClassVar[str] = "task"
+    blobs: ClassVar[int] = 2
+    attempt: int = 0
+
+
+@dataclass(frozen=True)
+class Outcome(Message):
+    task_id: str = ""
+    ok: bool = False
+    error_code: str = ""
+    error: str = ""
+    node_id: str = ""  # the node whose slot ran it
+    out_format: str = ""
+    model_ms: float = 0.0  # time inside the slot (decode + model + encode)
+
+
+@dataclass(frozen=True)
+class Done(Outcome):
+    """worker -> leader; frames: result image (none when not ok)."""
+
+    t: ClassVar[str] = "done"
+    blobs: ClassVar[int] = 1
+
+
+@dataclass(frozen=True)
+class Result(Outcome):
+    """leader -> client; frames: result image (none when not ok)."""
+
+    t: ClassVar[str] = "result"
+    blobs: ClassVar[int] = 1
+
+
+@dataclass(frozen=True)
+class Ready(Message):
+    """worker -> leader: I can take ``credits`` more tasks (credit-based flow control)."""
+
+    t: ClassVar[str] = "ready"
+    node_id: str = ""
+    credits: int = 0
+    slots: int = 0
+    provider: str = ""
+    host: str = ""
+
+
+@dataclass(frozen=True)
+class Bye(Message):
+    """worker -> leader: I am leaving; re-queue what I hold."""
+
+    t: ClassVar[str] = "bye"
+    node_id: str = ""
+
+
+@dataclass(frozen=True)
+class StatusRequest(Message):
+    t: ClassVar[str] = "status?"
+
+
+@dataclass(frozen=True)
+class Status(Message):
+    """A snapshot of the mesh as its leader sees it (``lamamesh status --json``)."""
+
+    t: ClassVar[str] = "status"
+    mesh: str = ""
+    leader: str = ""
+    term: int = 0
+    nodes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    queued: int = 0
+    done: int = 0
+    failed: int = 0
+
+
+MESSAGES: dict[str, type[Message]] = {
+    cls.t: cls for cls in (Ping, Pong, Submit, Task, Done, Result, Ready, Bye, StatusRequest, Status)
+}
+
+_FIELD_TYPES: dict[type[Message], dict[str, Any]] = {}
+
+
+def _field_types(cls: type[Message]) -> dict[str, Any]:
+    if cls not in _FIELD_TYPES:
+        hints = typing.get_type_hints(cls)
+        _FIELD_TYPES[cls] = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return _FIELD_TYPES[cls]
+
+
+def _check(name: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint) or hint
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool):
+        raise ProtocolError(f"field {name!r} should be int, got bool")
+    if not isinstance(value, origin):
+        raise ProtocolError(f"field {name!r} should be {getattr(origin, '__name__', origin)}, got {type(value).__name__}")
+    return value
+
+
+def encode(msg: Message) -> bytes:
+    body = {"v": const.PROTOCOL_VERSION, "t": msg.t}
+    body.update(dataclasses.asdict(msg))
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def decode(data: bytes | memoryview) -> Message:
+    """Decode one header frame. Raises ``ProtocolError`` (never anything else) on bad input."""
+    if len(data) > const.MAX_HEADER_BYTES:
+        raise ProtocolError(f"header of {len(data)} bytes is over the limit of {const.MAX_HEADER_BYTES}")
+    try:
+        body = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+        )
+    except Exception as exc:  # msgpack raises several types on garbage
+        raise ProtocolError(f"not msgpack: {type(exc).__name__}") from None
+    if not isinstance(body, dict):
+        raise ProtocolError(f"header is a {type(body).__name__}, not a map")
+    v = body.get("v")
+    if v != const.PROTOCOL_VERSION:
+        raise VersionMismatch(f"protocol version {v!r} refused; this node speaks version {const.PROTOCOL_VERSION}")
+    cls = MESSAGES.get(body.get("t"))  # type: ignore[arg-type]
+    if cls is None:
+        raise ProtocolError(f"unknown message type {body.get('t')!r}")
+    kwargs = {}
+    for name, hint in _field_types(cls).items():
+        if name in body:
+            kwargs[name] = _check(name, body[name], hint)
+    return cls(**kwargs)
+
+
+def decode_frames(frames: list[bytes] | list[memoryview]) -> tuple[Message, list[Any]]:
+    """Decode ``[header, *blobs]``; checks the frame count and each blob's size."""
+    if not frames:
+        raise ProtocolError("empty message")
+    if len(frames) > const.MAX_FRAMES:
+        raise ProtocolError(f"{len(frames)} frames, over the limit of {const.MAX_FRAMES}")
+    msg = decode(frames[0])
+    blobs = list(frames[1:])
+    if len(blobs) > msg.blobs:
+        raise ProtocolError(f"{msg.t} carries {len(blobs)} data frames, expected at most {msg.blobs}")
+    for b in blobs:
+        if len(b) > const.MAX_FRAME_BYTES:
+            raise ProtocolError(f"data frame of {len(b)} bytes is over the limit of {const.MAX_FRAME_BYTES}")
+    return msg, blobs
+
+
+class BadMessages:
+    """Counts dropped messages and logs each peer's first one, then once a minute at most."""
+
+    def __init__(self, interval: float = const.BAD_MESSAGE_LOG_INTERVAL) -> None:
+        self.interval = interval
+        self.counts: Counter[str] = Counter()
+        self._last: OrderedDict[str, float] = OrderedDict()
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def note(self, peer: str, exc: Exception, now: float | None = None) -> bool:
+        """Record one dropped message; returns True when it was logged."""
+        now = time.monotonic() if now is None else now
+        kind = type(exc).__name__
+        self.counts[kind] += 1
+        last = self._last.get(peer)
+        if last is not None and now - last < self.interval:
+            log.debug("dropped message from %s: %s", peer, exc)
+            return False
+        self._last[peer] = now
+        self._last.move_to_end(peer)
+        while len(self._last) > const.BAD_MESSAGE_SEEN_MAX:
+            self._last.popitem(last=False)
+        log.warning("dropped a bad message from %s: %s (%d dropped so far)", peer, exc, self.total)
+        return True

@@ -1,0 +1,221 @@
+"""Supervised slot processes: each holds ONNX Runtime sessions and runs one task at a time.
+
+Inference never runs on the event loop: a slot is a child process (spawned, not forked,
+so no event-loop or thread state is copied) that talks to its node over a pipe. The
+blocking pipe exchange runs in a thread. A slot that dies mid-task is restarted and the
+task retried up to ``SLOT_MAX_RETRIES`` times, then the task fails with a clear error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing as mp
+import multiprocessing.connection
+import os
+import signal
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from . import const
+from .errors import MeshError, ModelError, TaskFailed
+from .protocol import TaskSpec
+
+log = logging.getLogger("lamamesh.slots")
+_MP = mp.get_context("spawn")
+Connection = multiprocessing.connection.Connection
+
+
+@dataclass(frozen=True)
+class SlotSettings:
+    home: Path
+    device: str = "auto"
+    threads: int = 1  # ORT intra-op threads in each slot
+    max_pixels: int = const.MAX_IMAGE_PIXELS
+    preload: tuple[str, ...] = ("builtin",)
+
+
+@dataclass(frozen=True)
+class SlotResult:
+    ok: bool
+    data: bytes = b""
+    out_format: str = ""
+    model_ms: float = 0.0
+    total_ms: float = 0.0
+    error_code: str = ""
+    error: str = ""
+
+
+def _slot_main(conn: Connection, settings: SlotSettings) -> None:
+    """Entry point of a slot process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when slots stop
+    logging.basicConfig(level=logging.WARNING)
+    from . import engine, inpaint
+    from .models import Registry
+    from .pipeline import ModelShape
+
+    registry = Registry(settings.home)
+    engines: dict[str, engine.Engine] = {}
+
+    def load(name: str) -> engine.Engine:
+        if name not in engines:
+            spec, path = registry.resolve(name)
+            engines[name] = engine.Engine(spec, path, settings.device, settings.threads)
+        return engines[name]
+
+    try:
+        first = [load(n) for n in settings.preload]
+        choice = first[0].choice if first else engine.ProviderChoice("cpu", "")
+        conn.send({"ready": True, "provider": choice.provider, "reason": choice.reason, "pid": os.getpid()})
+    except MeshError as exc:
+        conn.send({"ready": False, "error_code": exc.code, "error": str(exc)})
+        return
+    while True:
+        try:
+            header = conn.recv()
+        except EOFError:
+            return
+        if header is None:
+            return
+        image, mask = conn.recv_bytes(), conn.recv_bytes()
+        spec = TaskSpec(**header)
+        try:
+            eng = load(spec.model)
+            shape = ModelShape(eng.spec.size, eng.spec.multiple)
+            out = inpaint.run(spec, image, mask, shape, eng.infer, settings.max_pixels)
+            conn.send({"ok": True, "out_format": out.out_format, "model_ms": out.model_ms, "total_ms": out.total_ms})
+            conn.send_bytes(out.data)
+        except MeshError as exc:
+            conn.send({"ok": False, "error_code": exc.code, "error": str(exc)})
+        except Exception as exc:  # a bug or an ORT failure: report it, keep the slot
+            conn.send({"ok": False, "error_code": "failed", "error": f"{type(exc).__name__}: {exc}"})
+
+
+class _Slot:
+    def __init__(self, index: int, settings: SlotSettings) -> None:
+        self.index = index
+        self.settings = settings
+        self.proc: Any = None
+        self.conn: Connection | None = None
+        self.info: dict[str, Any] = {}
+
+    async def start(self) -> dict[str, Any]:
+        parent, child = _MP.Pipe(duplex=True)
+        self.proc = _MP.Process(target=_slot_main, args=(child, self.settings), name=f"lamamesh-slot-{self.index}", daemon=True)
+        self.proc.start()
+        child.close()
+        self.conn = parent
+        try:
+            ready = await asyncio.wait_for(asyncio.to_thread(self._recv_ready), const.SLOT_START_TIMEOUT)
+        except (TimeoutError, EOFError, OSError):
+            self.kill()
+            raise ModelError(f"slot {self.index} did not start (exit code {self.proc.exitcode})") from None
+        if not ready.get("ready"):
+            self.kill()
+            raise ModelError(ready.get("error", "slot failed to start"))
+        self.info = ready
+        return ready
+
+    def _recv_ready(self) -> dict[str, Any]:
+        assert self.conn is not None
+        # poll in short steps so a cancelled start does not leave a thread blocked forever
+        deadline = time.monotonic() + const.SLOT_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.conn.poll(0.1):
+                got: dict[str, Any] = self.conn.recv()
+                return got
+            if not self.proc.is_alive():
+                raise EOFError
+        raise TimeoutError
+
+    def exchange(self, header: dict[str, Any], image: Any, mask: Any) -> SlotResult:
+        """Blocking: send one task, wait for its answer. Raises EOFError/OSError if the slot dies."""
+        assert self.conn is not None
+        self.conn.send(header)
+        self.conn.send_bytes(image)
+        self.conn.send_bytes(mask)
+        reply: dict[str, Any] = self.conn.recv()
+        if reply.get("ok"):
+            return SlotResult(True, self.conn.recv_bytes(), reply["out_format"], reply["model_ms"], reply["total_ms"])
+        return SlotResult(False, error_code=reply.get("error_code", "failed"), error=reply.get("error", ""))
+
+    def kill(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(OSError):
+                self.conn.close()
+            self.conn = None
+        if self.proc is not None and self.proc.is_alive():
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.join(5)
+
+    def stop(self, timeout: float = 3.0) -> None:
+        if self.conn is not None and self.proc is not None and self.proc.is_alive():
+            with contextlib.suppress(OSError):
+                self.conn.send(None)
+            self.proc.join(timeout)
+        self.kill()
+
+
+class SlotPool:
+    """``n`` slot processes; ``run()`` waits for a free one and returns the task's outcome."""
+
+    def __init__(self, n: int, settings: SlotSettings) -> None:
+        self.settings = settings
+        self.slots = [_Slot(i, settings) for i in range(max(1, n))]
+        self._free: asyncio.Queue[_Slot] = asyncio.Queue()
+        self.provider = "cpu"
+        self.reason = ""
+        self.restarts = 0
+        self.busy = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.slots)
+
+    def pids(self) -> list[int]:
+        return [s.proc.pid for s in self.slots if s.proc is not None and s.proc.is_alive()]
+
+    async def start(self) -> None:
+        try:
+            infos = await asyncio.gather(*(s.start() for s in self.slots))
+        except BaseException:
+            await self.close()
+            raise
+        self.provider, self.reason = infos[0]["provider"], infos[0]["reason"]
+        for s in self.slots:
+            self._free.put_nowait(s)
+
+    async def run(self, spec: TaskSpec, image: Any, mask: Any) -> SlotResult:
+        header = {f.name: getattr(spec, f.name) for f in fields(TaskSpec)}
+        slot = await self._free.get()
+        self.busy += 1
+        try:
+            for attempt in range(const.SLOT_MAX_RETRIES + 1):
+                try:
+                    return await asyncio.to_thread(slot.exchange, header, image, mask)
+                except (EOFError, OSError):
+                    code = slot.proc.exitcode if slot.proc is not None else None
+                    slot.kill()
+                    self.restarts += 1
+                    log.warning("slot %d died running task %s (exit code %s); restarting it", slot.index, spec.task_id, code)
+                    try:
+                        await slot.start()
+                    except MeshError as exc:
+                        return SlotResult(False, error_code="failed", error=f"slot could not restart: {exc}")
+                    if attempt == const.SLOT_MAX_RETRIES:
+                        raise TaskFailed(
+                            f"the slot process crashed {attempt + 1} times running this task (last exit code {code})"
+                        ) from None
+            raise AssertionError("unreachable")
+        except TaskFailed as exc:
+            return SlotResult(False, error_code=exc.code, error=str(exc))
+        finally:
+            self.busy -= 1
+            self._free.put_nowait(slot)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(asyncio.to_thread(s.stop) for s in self.slots))

@@ -1,0 +1,65 @@
+"""A node's worker side: a DEALER to the leader's backend, feeding tasks to the slots.
+
+Credit-based: the worker grants the leader ``slots + prefetch`` credits when it joins,
+and each ``Done`` it sends returns one, so it never holds more tasks than it can start
+soon. Each task runs in a slot process (``slots.SlotPool``), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from . import const
+from .protocol import Bye, Done, Ready, Task
+from .slots import SlotPool, SlotResult
+from .transport import Context, Dealer
+
+log = logging.getLogger("lamamesh.worker")
+
+
+class Worker:
+    def __init__(self, ctx: Context, node_id: str, host: str, pool: SlotPool, prefetch: int = const.WORKER_PREFETCH) -> None:
+        self.node_id = node_id
+        self.host = host
+        self.pool = pool
+        self.prefetch = prefetch
+        self.dealer: Dealer = ctx.dealer(identity=node_id.encode())
+        self.running: set[asyncio.Task[None]] = set()
+        self.done = 0
+
+    def connect(self, host: str, port: int) -> None:
+        self.dealer.connect(host, port)
+
+    async def run(self) -> None:
+        await self.dealer.send(Ready(self.node_id, self.pool.size + self.prefetch, self.pool.size, self.pool.provider, self.host))
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                msg, blobs = await self.dealer.recv()
+                if isinstance(msg, Task):
+                    t = tg.create_task(self._run_one(msg, blobs))
+                    self.running.add(t)
+                    t.add_done_callback(self.running.discard)
+
+    async def _run_one(self, task: Task, blobs: list[Any]) -> None:
+        if len(blobs) != 2:
+            res = SlotResult(False, error_code="input", error="a task needs two frames: image and mask")
+        else:
+            try:
+                res = await self.pool.run(task, blobs[0].buffer, blobs[1].buffer)
+            except Exception as exc:  # never lose a task to a bug: answer it with the error
+                log.exception("task %s raised", task.task_id)
+                res = SlotResult(False, error_code="failed", error=f"{type(exc).__name__}: {exc}")
+        if res.ok:
+            self.done += 1
+        elif res.error_code == "failed":
+            log.warning("task %s failed: %s", task.task_id, res.error)
+        done = Done(task.task_id, res.ok, res.error_code, res.error, self.node_id, res.out_format, res.total_ms)
+        await self.dealer.send(done, [res.data] if res.ok else [])
+
+    async def leave(self) -> None:
+        await self.dealer.send(Bye(self.node_id))
+
+    def close(self) -> None:
+        self.dealer.close()
