@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from .capabilities import gpu_info
 from .errors import ModelError
 from .models import ModelSpec
 
@@ -54,10 +55,14 @@ def open_session(path: Path, device: str, threads: int) -> tuple[ort.InferenceSe
             sess = ort.InferenceSession(str(path), _options(threads), providers=[CUDA, CPU])
             if CUDA in sess.get_providers():
                 return sess, ProviderChoice("cuda", "CUDA: the CUDA provider loaded")
-            why = (
-                "CUDA provider could not load (onnxruntime-gpu needs CUDA 13 and cuDNN 9: "
-                "pip install 'lamamesh[cuda]', and an NVIDIA driver)"
-            )
+            gpu = gpu_info()[0]
+            if not gpu:
+                why = "no NVIDIA GPU found (NVML sees none), so the CUDA provider cannot load"
+            else:
+                why = (
+                    f"the CUDA provider could not load on {gpu} (onnxruntime-gpu needs CUDA 13 and cuDNN 9: "
+                    "pip install 'lamamesh[cuda]')"
+                )
             if device == "cuda":
                 raise ModelError(f"--device cuda: {why}")
             return sess, ProviderChoice("cpu", f"CPU: {why}")

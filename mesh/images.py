@@ -60,7 +60,7 @@ class Picture:
         return Picture(out, self.mode, self.format)
 
 
-def _open(data: bytes, what: str, max_pixels: int) -> Image.Image:
+def _open(data: bytes, what: str, max_pixels: int) -> tuple[Image.Image, str]:
     if not data:
         raise InputError(f"{what} is empty (0 bytes)")
     try:
@@ -78,6 +78,7 @@ def _open(data: bytes, what: str, max_pixels: int) -> Image.Image:
         raise InputError(f"{what} is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}")
     if w < 1 or h < 1:
         raise InputError(f"{what} has no pixels ({w}x{h})")
+    fmt = (im.format or "PNG").upper()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -85,12 +86,11 @@ def _open(data: bytes, what: str, max_pixels: int) -> Image.Image:
             im = ImageOps.exif_transpose(im)
     except Exception as exc:
         raise InputError(f"{what} is damaged or truncated: {exc}") from None
-    return im
+    return im, fmt
 
 
 def decode_image(data: bytes, max_pixels: int = const.MAX_IMAGE_PIXELS) -> Picture:
-    im = _open(data, "image", max_pixels)
-    fmt = (im.format or "PNG").upper()
+    im, fmt = _open(data, "image", max_pixels)
     mode = im.mode
     if mode in _SIXTEEN_BIT:
         arr = np.asarray(im, dtype=np.int32)
@@ -110,7 +110,7 @@ def decode_image(data: bytes, max_pixels: int = const.MAX_IMAGE_PIXELS) -> Pictu
 
 def decode_mask(data: bytes, size: tuple[int, int], max_pixels: int = const.MAX_IMAGE_PIXELS) -> np.ndarray:
     """A bool HxW mask, True where the image is to be filled (grey >= 127, as IOPaint)."""
-    im = _open(data, "mask", max_pixels)
+    im, _ = _open(data, "mask", max_pixels)
     if im.size != size:
         raise InputError(f"mask is {im.size[0]}x{im.size[1]} but the image is {size[0]}x{size[1]}; they must match")
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):

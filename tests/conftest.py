@@ -1,0 +1,74 @@
+"""The strict harness: every wait has a deadline, nothing outlives its test."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from PIL import Image
+
+os.environ.setdefault("LAMAMESH_LOG_LEVEL", "warning")
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
+    """Poll ``cond`` until it is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Fail a test that leaves a child process or a thread behind (after a bounded wait)."""
+    me = psutil.Process()
+    before_threads = {t.ident for t in threading.enumerate()}
+    yield
+    wait_for(lambda: not me.children(recursive=True), 15, "child processes to exit")
+    wait_for(
+        lambda: not [t for t in threading.enumerate() if t.ident not in before_threads and t.is_alive()],
+        10,
+        "threads started by the test to end",
+    )
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    h = tmp_path / "home"
+    monkeypatch.setenv("LAMAMESH_HOME", str(h))
+    return h
+
+
+def photo(name: str = "astronaut") -> np.ndarray:
+    import skimage.data
+
+    img = getattr(skimage.data, name)()
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    return np.ascontiguousarray(img[:, :, :3])
+
+
+def box_mask(h: int, w: int, box: tuple[int, int, int, int]) -> np.ndarray:
+    m = np.zeros((h, w), np.uint8)
+    x0, y0, x1, y1 = box
+    m[y0:y1, x0:x1] = 255
+    return m
+
+
+@pytest.fixture
+def photo_files(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+    img = photo("astronaut")
+    m = box_mask(img.shape[0], img.shape[1], (200, 180, 330, 260))
+    ip, mp = tmp_path / "astronaut.png", tmp_path / "astronaut_mask.png"
+    Image.fromarray(img).save(ip)
+    Image.fromarray(m).save(mp)
+    return ip, mp, img, m >= 127

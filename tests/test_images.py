@@ -1,0 +1,99 @@
+"""Decoding real and awkward images; every bad input is one InputError."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mesh import images
+from mesh.errors import InputError
+
+from .conftest import photo
+
+
+def _bytes(im: Image.Image, fmt: str = "PNG", **kw: object) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def test_exif_orientation_applied() -> None:
+    im = Image.fromarray(photo("coffee"))  # 600x400
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    pic = images.decode_image(_bytes(im, "JPEG", exif=exif))
+    assert pic.size == (400, 600)
+    assert pic.format == "JPEG"
+
+
+def test_rgba_keeps_alpha_bit_for_bit() -> None:
+    rgba = np.dstack([photo()[:64, :64], np.arange(64 * 64, dtype=np.uint8).reshape(64, 64)])
+    pic = images.decode_image(_bytes(Image.fromarray(rgba, "RGBA")))
+    mask = np.zeros((64, 64), bool)
+    mask[10:20, 10:20] = True
+    merged = pic.merged(np.zeros((64, 64, 3), np.uint8), mask)
+    back = np.asarray(Image.open(io.BytesIO(images.encode(merged, "PNG"))))
+    assert (back[..., 3] == rgba[..., 3]).all()
+    assert (back[~mask] == rgba[~mask]).all()
+    assert (back[mask][:, :3] == 0).all()
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "CMYK", "1", "LA"])
+def test_modes_decode(mode: str) -> None:
+    im = Image.fromarray(photo()[:32, :48]).convert(mode)
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    pic = images.decode_image(_bytes(im, fmt))
+    assert pic.size == (48, 32)
+    assert pic.rgb8().shape == (32, 48, 3)
+
+
+def test_sixteen_bit_grey_round_trip() -> None:
+    arr = (np.arange(40 * 50, dtype=np.uint16).reshape(40, 50) * 31).astype(np.uint16)
+    pic = images.decode_image(_bytes(Image.fromarray(arr)))
+    assert pic.mode == "I"
+    mask = np.zeros((40, 50), bool)
+    mask[5:10, 5:10] = True
+    merged = pic.merged(np.full((40, 50, 3), 255, np.uint8), mask)
+    back = np.asarray(Image.open(io.BytesIO(images.encode(merged, "PNG")))).astype(np.int64)
+    assert (back[~mask] == arr[~mask]).all()
+    assert (back[mask] == 65535).all()
+
+
+def test_bad_images() -> None:
+    good = _bytes(Image.fromarray(photo()[:64, :64]))
+    with pytest.raises(InputError, match="empty"):
+        images.decode_image(b"")
+    with pytest.raises(InputError, match="not an image"):
+        images.decode_image(b"hello, world" * 10)
+    with pytest.raises(InputError, match="truncated|damaged"):
+        images.decode_image(good[: len(good) // 2])
+    with pytest.raises(InputError, match="over the limit|too large"):
+        images.decode_image(good, max_pixels=1000)
+
+
+def test_decompression_bomb_header_refused_before_decoding() -> None:
+    # a PNG header claiming 30000x30000 pixels: refused from the header alone
+    huge = Image.new("L", (30000, 30000))
+    data = _bytes(huge, "PNG", compress_level=9)
+    with pytest.raises(InputError, match="30000x30000|too large"):
+        images.decode_image(data)
+
+
+def test_mask_threshold_and_size() -> None:
+    m = np.array([[0, 126, 127, 255]], np.uint8)
+    got = images.decode_mask(_bytes(Image.fromarray(m)), (4, 1))
+    assert got.tolist() == [[False, False, True, True]]
+    with pytest.raises(InputError, match="mask is 4x1 but the image is 5x1"):
+        images.decode_mask(_bytes(Image.fromarray(m)), (5, 1))
+
+
+def test_output_format() -> None:
+    pic = images.decode_image(_bytes(Image.fromarray(photo()[:8, :8]), "JPEG"))
+    assert images.output_format("", pic) == "JPEG"
+    assert images.output_format("png", pic) == "PNG"
+    assert images.output_format(".webp", pic) == "WEBP"
+    with pytest.raises(InputError, match="unknown output format"):
+        images.output_format("gif2", pic)

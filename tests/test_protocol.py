@@ -1,0 +1,114 @@
+"""Wire codec: round trips, and garbage never raises anything but ProtocolError."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mesh import const, protocol
+from mesh.errors import ProtocolError, VersionMismatch
+from mesh.protocol import MESSAGES, Ping, Submit
+
+texts = st.text(max_size=40)
+ints = st.integers(-(2**40), 2**40)
+
+
+def _instance(cls: type[protocol.Message], draw: st.DrawFn) -> protocol.Message:
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        hint = protocol._field_types(cls)[f.name]
+        if hint is str:
+            kwargs[f.name] = draw(texts)
+        elif hint is int:
+            kwargs[f.name] = draw(ints)
+        elif hint is float:
+            kwargs[f.name] = draw(st.floats(allow_nan=False, allow_infinity=False))
+        elif hint is bool:
+            kwargs[f.name] = draw(st.booleans())
+    return cls(**kwargs)
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> protocol.Message:
+    cls = draw(st.sampled_from(sorted(MESSAGES.values(), key=lambda c: c.t)))
+    return _instance(cls, draw)
+
+
+@given(messages())
+def test_round_trip(msg: protocol.Message) -> None:
+    assert protocol.decode(protocol.encode(msg)) == msg
+
+
+@given(st.binary(max_size=300))
+def test_random_bytes_only_raise_protocol_error(data: bytes) -> None:
+    try:
+        protocol.decode(data)
+    except ProtocolError:
+        pass
+
+
+@given(st.dictionaries(st.text(max_size=10), st.one_of(st.none(), ints, st.text(), st.lists(ints))))
+def test_valid_msgpack_of_wrong_shape(body: dict[str, object]) -> None:
+    for extra in ({}, {"v": const.PROTOCOL_VERSION, "t": "submit"}, {"v": const.PROTOCOL_VERSION, "t": "result"}):
+        try:
+            protocol.decode(msgpack.packb({**body, **extra}))
+        except ProtocolError:
+            pass
+
+
+@given(messages(), st.integers(0, 200))
+def test_truncated_messages(msg: protocol.Message, cut: int) -> None:
+    data = protocol.encode(msg)
+    try:
+        protocol.decode(data[: min(cut, len(data) - 1)])
+    except ProtocolError:
+        pass
+
+
+def test_wrong_field_type_is_refused() -> None:
+    data = msgpack.packb({"v": const.PROTOCOL_VERSION, "t": "submit", "task_id": 5})
+    with pytest.raises(ProtocolError, match="task_id"):
+        protocol.decode(data)
+
+
+def test_version_mismatch_names_both_versions() -> None:
+    data = msgpack.packb({"v": 99, "t": "ping"})
+    with pytest.raises(VersionMismatch, match=f"99.*{const.PROTOCOL_VERSION}"):
+        protocol.decode(data)
+
+
+def test_oversized_header_refused() -> None:
+    with pytest.raises(ProtocolError, match="limit"):
+        protocol.decode(b"\x00" * (const.MAX_HEADER_BYTES + 1))
+
+
+def test_unknown_fields_are_ignored_and_missing_get_defaults() -> None:
+    data = msgpack.packb({"v": const.PROTOCOL_VERSION, "t": "submit", "task_id": "a", "future": [1, 2]})
+    assert protocol.decode(data) == Submit(task_id="a")
+
+
+def test_frames_count_checked() -> None:
+    header = protocol.encode(Ping(1))
+    assert protocol.decode_frames([header])[0] == Ping(1)
+    with pytest.raises(ProtocolError, match="data frames"):
+        protocol.decode_frames([header, b"x"])
+    with pytest.raises(ProtocolError, match="frames"):
+        protocol.decode_frames([header] * (const.MAX_FRAMES + 1))
+    with pytest.raises(ProtocolError, match="empty"):
+        protocol.decode_frames([])
+
+
+def test_bad_message_log_is_rate_limited_per_peer(caplog: pytest.LogCaptureFixture) -> None:
+    bad = protocol.BadMessages(interval=60)
+    with caplog.at_level(logging.WARNING, "lamamesh.protocol"):
+        assert bad.note("peer-a", ProtocolError("x"), now=0.0)
+        assert not bad.note("peer-a", ProtocolError("x"), now=30.0)
+        assert bad.note("peer-b", ProtocolError("x"), now=30.0)
+        assert bad.note("peer-a", ProtocolError("x"), now=61.0)
+    assert bad.total == 4
+    assert len([r for r in caplog.records if "dropped" in r.message]) == 3
