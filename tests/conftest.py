@@ -27,17 +27,38 @@ def wait_for(cond: Callable[[], object], timeout: float = 10.0, what: str = "con
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def _children(me: psutil.Process) -> list[psutil.Process]:
+    """Live children, less multiprocessing's resource tracker (one per interpreter, by design)."""
+    out = []
+    for c in me.children(recursive=True):
+        try:
+            if c.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(c.cmdline()):
+                out.append(c)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def _new_threads(before: set[int | None]) -> list[threading.Thread]:
+    """Threads the test started that still run, less pyzmq's zero-copy garbage collector (a singleton)."""
+    return [
+        t
+        for t in threading.enumerate()
+        if t.ident not in before and t.is_alive() and type(t).__name__ != "GarbageCollectorThread"
+    ]
+
+
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """Fail a test that leaves a child process or a thread behind (after a bounded wait)."""
     me = psutil.Process()
     before_threads = {t.ident for t in threading.enumerate()}
     yield
-    wait_for(lambda: not me.children(recursive=True), 15, "child processes to exit")
+    wait_for(lambda: not _children(me), 15, "child processes to exit")
     wait_for(
-        lambda: not [t for t in threading.enumerate() if t.ident not in before_threads and t.is_alive()],
+        lambda: not _new_threads(before_threads),
         10,
-        "threads started by the test to end",
+        f"threads started by the test to end: {[t.name for t in _new_threads(before_threads)]}",
     )
 
 
