@@ -14,8 +14,8 @@ __all__ = [
     "JobResult",
     "MeshError",
     "ModelError",
-    "Node",
     "NoMesh",
+    "Node",
     "TaskFailed",
     "embedded",
 ]

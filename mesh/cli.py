@@ -95,7 +95,9 @@ def join(
     peer: PeerOpt = None,
     slots: Annotated[int | None, typer.Option("--slots", help="Slot processes (default: from the hardware).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
-    bind: Annotated[str | None, typer.Option("--bind", help="Interface address to listen on (default 0.0.0.0).")] = None,
+    bind: Annotated[
+        str | None, typer.Option("--bind", help="Interface address to listen on (default 0.0.0.0).")
+    ] = None,
     port: PortOpt = None,
     http: Annotated[int | None, typer.Option("--http", help="Serve HTTP on this port (not yet available).")] = None,
     secret_file: Annotated[str | None, typer.Option("--secret-file", help="Mesh key file (not yet available).")] = None,
@@ -107,8 +109,16 @@ def join(
 
     def body() -> None:
         cfg = _config(
-            mesh=mesh, peers=tuple(peer or ()), slots=slots, device=device, bind=bind, port=port,
-            http=http, secret_file=secret_file, config=config, log_level=log_level,
+            mesh=mesh,
+            peers=tuple(peer or ()),
+            slots=slots,
+            device=device,
+            bind=bind,
+            port=port,
+            http=http,
+            secret_file=secret_file,
+            config=config,
+            log_level=log_level,
         )
         _setup_logging(cfg.log_level)
         if cfg.http or cfg.secret_file:
@@ -179,13 +189,14 @@ def _pair_batch(image_dir: Path, masks: Path) -> tuple[list[tuple[Path, Path]], 
     for m in sorted(masks.iterdir()):
         if m.is_file() and m.suffix.lower() in IMAGE_SUFFIXES:
             by_stem.setdefault(m.stem, m)
-    pairs, missing = [], []
+    pairs: list[tuple[Path, Path]] = []
+    missing: list[Path] = []
     for p in images:
-        m = by_stem.get(p.stem)
-        if m is None or m.resolve() == p.resolve():
+        found = by_stem.get(p.stem)
+        if found is None or found.resolve() == p.resolve():
             missing.append(p)
         else:
-            pairs.append((p, m))
+            pairs.append((p, found))
     return pairs, missing
 
 
@@ -239,7 +250,7 @@ def submit(
             raise InputError(f"--hd-strategy must be Crop, Resize or Original, not {hd_strategy!r}")
         if timeout is not None and timeout <= 0:
             raise InputError("--timeout must be a positive number of seconds")
-        common = {"model": model, "session": session, "hd_strategy": hd_strategy}
+        common: dict[str, Any] = {"model": model, "session": session, "hd_strategy": hd_strategy}
         if image.is_dir():
             return _batch(cfg, image, mask, output, no_local, timeout, common, priority or "batch")
         if output is not None and output.is_dir():
@@ -249,8 +260,14 @@ def submit(
             if output.suffix.lower().lstrip(".") not in OUTPUT_FORMATS:
                 raise InputError(f"cannot write {output.suffix} files; use .png, .jpg, .webp, .tif or .bmp")
             out_fmt = output.suffix.lower().lstrip(".")
-        job = Job(_read(image, "image"), _read(mask, "mask"), out_format=out_fmt, priority=priority or "interactive",
-                  label=str(image), **common)
+        job = Job(
+            _read(image, "image"),
+            _read(mask, "mask"),
+            out_format=out_fmt,
+            priority=priority or "interactive",
+            label=str(image),
+            **common,
+        )
 
         async def work(client: Client) -> list[JobResult]:
             return await client.run([job], timeout=timeout)
@@ -276,8 +293,14 @@ def _error_of(res: JobResult) -> MeshError:
 
 
 def _batch(
-    cfg: Config, image_dir: Path, masks: Path, output: Path | None, no_local: bool, timeout: float | None,
-    common: dict[str, Any], priority: str,
+    cfg: Config,
+    image_dir: Path,
+    masks: Path,
+    output: Path | None,
+    no_local: bool,
+    timeout: float | None,
+    common: dict[str, Any],
+    priority: str,
 ) -> int:
     if output is None:
         raise InputError("a folder of images needs -o OUT_DIR")
@@ -306,8 +329,13 @@ def _batch(
     async def work(client: Client) -> None:
         todo = await asyncio.to_thread(jobs)
         with Progress(
-            TextColumn("[bold]inpainting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[last]}"), console=err, transient=False,
+            TextColumn("[bold]inpainting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[last]}"),
+            console=err,
+            transient=False,
         ) as bar:
             tid = bar.add_task("batch", total=len(todo), last="")
 
@@ -328,7 +356,9 @@ def _batch(
     done = sum(counts.values())
     secs = time.monotonic() - started
     split = ", ".join(f"{n} {k}" for k, n in counts.most_common())
-    out.print(f"{done} of {len(pairs)} inpainted into {output} in {secs:.1f} s ({done / secs:.2f}/s); by node: {split or '-'}")
+    out.print(
+        f"{done} of {len(pairs)} inpainted into {output} in {secs:.1f} s ({done / secs:.2f}/s); by node: {split or '-'}"
+    )
     return 1 if failures else 0
 
 
@@ -364,9 +394,40 @@ def status(
             table.add_column(col)
         for n in snap["nodes"]:
             ms = ", ".join(f"{k} {v:.0f}" for k, v in n.get("ewma_ms", {}).items())
-            table.add_row(n["id"], n["role"], n["host"], n["provider"], str(n["slots"]), str(n["busy"]), str(n["done"]), ms)
+            table.add_row(
+                n["id"], n["role"], n["host"], n["provider"], str(n["slots"]), str(n["busy"]), str(n["done"]), ms
+            )
         out.print(table)
         out.print(f"queued {snap['queued']}, done {snap['done']}, failed {snap['failed']}")
+
+    _guard(body)
+
+
+# ---------------------------------------------------------------------------------------
+# samples
+
+
+@app.command()
+def samples(
+    dest: Annotated[Path, typer.Argument(help="Folder to write images/ and masks/ into.")] = Path("lamamesh-samples"),
+) -> None:
+    """Copy the bundled sample photos (public domain / CC0) and their masks into DEST."""
+    import shutil
+
+    from .models import data_dir
+
+    def body() -> None:
+        src = data_dir() / "samples"
+        if dest.exists() and not dest.is_dir():
+            raise InputError(f"{dest} is a file; give a folder")
+        for sub in ("images", "masks"):
+            (dest / sub).mkdir(parents=True, exist_ok=True)
+            for f in sorted((src / sub).iterdir()):
+                shutil.copyfile(f, dest / sub / f.name)
+        shutil.copyfile(src / "NOTICE.md", dest / "NOTICE.md")
+        n = len(list((src / "images").iterdir()))
+        out.print(f"wrote {n} photos to {dest}/images and their masks to {dest}/masks")
+        out.print(f"next: lamamesh submit {dest}/images {dest}/masks -o {dest}/results")
 
     _guard(body)
 
@@ -390,8 +451,13 @@ def models_list(home: HomeOpt = None, config: ConfigOpt = None) -> None:
             s = e.spec
             shape = f"{s.size}x{s.size}" if s.size else f"any (x{s.multiple})"
             table.add_row(
-                s.name, "yes" if e.path else "no", shape, s.channels, f"0..{s.output_range:g}",
-                (s.sha256 or "-")[:12], s.description,
+                s.name,
+                "yes" if e.path else "no",
+                shape,
+                s.channels,
+                f"0..{s.output_range:g}",
+                (s.sha256 or "-")[:12],
+                s.description,
             )
         out.print(table)
 
@@ -402,7 +468,9 @@ def models_list(home: HomeOpt = None, config: ConfigOpt = None) -> None:
 def models_add(
     path: Annotated[Path, typer.Argument(help="An ONNX file you copied here.")],
     name: Annotated[str | None, typer.Option("--name", help="Name to register it under.")] = None,
-    like: Annotated[str | None, typer.Option("--like", help="Take the contract of this manifest model (e.g. lama-opencv).")] = None,
+    like: Annotated[
+        str | None, typer.Option("--like", help="Take the contract of this manifest model (e.g. lama-opencv).")
+    ] = None,
     size: Annotated[int | None, typer.Option("--size", help="Fixed input size (0 = any size).")] = None,
     channels: Annotated[str | None, typer.Option("--channels", help="rgb or bgr.")] = None,
     output_range: Annotated[float | None, typer.Option("--output-range", help="1 or 255.")] = None,
@@ -419,7 +487,8 @@ def models_add(
         shapes = engine.input_shapes(path)
         spec = Registry(cfg.home).add(path, name, like, size, channels, output_range, shapes)
         shape = f"{spec.size}x{spec.size}" if spec.size else "any size"
-        out.print(f"added model {spec.name!r} ({shape}, {spec.channels}, output 0..{spec.output_range:g}, sha256 {spec.sha256})")
+        contract = f"{shape}, {spec.channels}, output 0..{spec.output_range:g}"
+        out.print(f"added model {spec.name!r} ({contract}, sha256 {spec.sha256})")
 
     _guard(body)
 

@@ -44,8 +44,15 @@ class Job:
 
     def submit(self) -> Submit:
         return Submit(
-            self.task_id, self.model, self.priority, self.session, self.out_format,
-            self.hd_strategy, self.crop_margin, self.crop_trigger, self.resize_limit,
+            self.task_id,
+            self.model,
+            self.priority,
+            self.session,
+            self.out_format,
+            self.hd_strategy,
+            self.crop_margin,
+            self.crop_trigger,
+            self.resize_limit,
         )
 
 
@@ -63,7 +70,9 @@ class JobResult:
 
 
 class Client:
-    def __init__(self, ctx: Context, peers: Iterable[tuple[str, int]], probe_timeout: float = const.CLIENT_PROBE_TIMEOUT) -> None:
+    def __init__(
+        self, ctx: Context, peers: Iterable[tuple[str, int]], probe_timeout: float = const.CLIENT_PROBE_TIMEOUT
+    ) -> None:
         self.ctx = ctx
         self.peers = list(peers)
         self.probe_timeout = probe_timeout
@@ -156,8 +165,15 @@ class Client:
             data = bytes(blobs[0].buffer) if (msg.ok and blobs) else b""
             await deliver(
                 JobResult(
-                    job, msg.ok, data, msg.out_format, msg.node_id, msg.error_code, msg.error,
-                    msg.model_ms, (time.monotonic() - sent) * 1000,
+                    job,
+                    msg.ok,
+                    data,
+                    msg.out_format,
+                    msg.node_id,
+                    msg.error_code,
+                    msg.error,
+                    msg.model_ms,
+                    (time.monotonic() - sent) * 1000,
                 )
             )
         return [results[t] for t in order if t in results]

@@ -73,7 +73,9 @@ def open_session(path: Path, device: str, threads: int) -> tuple[ort.InferenceSe
         raise
     except Exception as exc:
         raise ModelError(f"model {path.name} failed to load: {str(exc).splitlines()[0][:200]}") from None
-    reason = "CPU: asked for with --device cpu" if device == "cpu" else "CPU: this onnxruntime build has no CUDA provider"
+    reason = (
+        "CPU: asked for with --device cpu" if device == "cpu" else "CPU: this onnxruntime build has no CUDA provider"
+    )
     return sess, ProviderChoice("cpu", reason)
 
 
@@ -82,7 +84,9 @@ def input_shapes(path: Path) -> dict[str, list[int | str | None]]:
     try:
         sess = ort.InferenceSession(str(path), _options(1), providers=[CPU])
     except Exception as exc:
-        raise ModelError(f"{path} is not an ONNX model ONNX Runtime can load: {str(exc).splitlines()[0][:200]}") from None
+        raise ModelError(
+            f"{path} is not an ONNX model ONNX Runtime can load: {str(exc).splitlines()[0][:200]}"
+        ) from None
     return {i.name: list(i.shape) for i in sess.get_inputs()}
 
 
@@ -113,4 +117,5 @@ class Engine:
         if self.spec.channels == "bgr":
             out = out[:, :, ::-1]
         scale = 255.0 / self.spec.output_range
-        return np.clip(np.rint(out * scale), 0, 255).astype(np.uint8)
+        result: np.ndarray = np.clip(np.rint(out * scale), 0, 255).astype(np.uint8)
+        return result

@@ -17,7 +17,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from . import const
 from .errors import InputError
 
-OUTPUT_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tif": "TIFF", "tiff": "TIFF", "bmp": "BMP"}
+OUTPUT_FORMATS = {
+    "png": "PNG",
+    "jpg": "JPEG",
+    "jpeg": "JPEG",
+    "webp": "WEBP",
+    "tif": "TIFF",
+    "tiff": "TIFF",
+    "bmp": "BMP",
+}
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")
 
 
@@ -61,6 +69,7 @@ class Picture:
 
 
 def _open(data: bytes, what: str, max_pixels: int) -> tuple[Image.Image, str]:
+    im: Image.Image
     if not data:
         raise InputError(f"{what} is empty (0 bytes)")
     try:

@@ -21,7 +21,7 @@ from typing import Any
 
 from . import const, routing
 from .errors import Overloaded
-from .protocol import Bye, Message, Done, Ping, Pong, Ready, Result, Status, StatusRequest, Submit, Task
+from .protocol import Bye, Done, Message, Ping, Pong, Ready, Result, Status, StatusRequest, Submit, Task
 from .transport import Router
 
 log = logging.getLogger("lamamesh.leader")

@@ -127,7 +127,9 @@ class Registry:
             base = known[like]
         if base is None:
             fixed = _fixed_size(shapes or {})
-            base = ModelSpec(name="", file="", size=fixed, multiple=1 if fixed else 8, output_range=255.0 if fixed else 1.0)
+            base = ModelSpec(
+                name="", file="", size=fixed, multiple=1 if fixed else 8, output_range=255.0 if fixed else 1.0
+            )
         name = name or (base.name if base.name and not base.builtin else path.stem.lower())
         if not _NAME.match(name) or name == "builtin":
             raise ModelError(f"model name {name!r} is not allowed: use lowercase letters, digits, '.', '_' or '-'")

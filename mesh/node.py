@@ -68,7 +68,11 @@ class Node:
             self.worker.connect(cfg.local_host, self.backend_port)
             log.info(
                 "node %s leads mesh %r (term %d); tasks on %s:%d",
-                self.node_id, cfg.mesh, self.leader.term, cfg.bind, self.task_port,
+                self.node_id,
+                cfg.mesh,
+                self.leader.term,
+                cfg.bind,
+                self.task_port,
             )
             async with asyncio.TaskGroup() as tg:
                 services: list[asyncio.Task[Any]] = [

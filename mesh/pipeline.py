@@ -140,7 +140,9 @@ def plan(mask: np.ndarray, hd: HDConfig) -> tuple[HDStrategy, list[Box]]:
     return HDStrategy.ORIGINAL, []
 
 
-def inpaint(rgb: np.ndarray, mask: np.ndarray, shape: ModelShape, infer: Infer, hd: HDConfig = HDConfig()) -> np.ndarray:
+def inpaint(
+    rgb: np.ndarray, mask: np.ndarray, shape: ModelShape, infer: Infer, hd: HDConfig = HDConfig()
+) -> np.ndarray:
     """Fill ``rgb`` (HxWx3 uint8) where ``mask`` (HxW bool) is True; the rest is returned as is."""
     result = rgb.copy()
     if not mask.any():

@@ -167,14 +167,17 @@ def _check(name: str, value: Any, hint: Any) -> Any:
     if hint is int and isinstance(value, bool):
         raise ProtocolError(f"field {name!r} should be int, got bool")
     if not isinstance(value, origin):
-        raise ProtocolError(f"field {name!r} should be {getattr(origin, '__name__', origin)}, got {type(value).__name__}")
+        raise ProtocolError(
+            f"field {name!r} should be {getattr(origin, '__name__', origin)}, got {type(value).__name__}"
+        )
     return value
 
 
 def encode(msg: Message) -> bytes:
     body = {"v": const.PROTOCOL_VERSION, "t": msg.t}
     body.update(dataclasses.asdict(msg))
-    return msgpack.packb(body, use_bin_type=True)
+    data: bytes = msgpack.packb(body, use_bin_type=True)
+    return data
 
 
 def decode(data: bytes | memoryview) -> Message:

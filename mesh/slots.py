@@ -104,7 +104,9 @@ class _Slot:
 
     async def start(self) -> dict[str, Any]:
         parent, child = _MP.Pipe(duplex=True)
-        self.proc = _MP.Process(target=_slot_main, args=(child, self.settings), name=f"lamamesh-slot-{self.index}", daemon=True)
+        self.proc = _MP.Process(
+            target=_slot_main, args=(child, self.settings), name=f"lamamesh-slot-{self.index}", daemon=True
+        )
         self.proc.start()
         child.close()
         self.conn = parent
@@ -201,7 +203,9 @@ class SlotPool:
                     code = slot.proc.exitcode if slot.proc is not None else None
                     slot.kill()
                     self.restarts += 1
-                    log.warning("slot %d died running task %s (exit code %s); restarting it", slot.index, spec.task_id, code)
+                    log.warning(
+                        "slot %d died running task %s (exit code %s); restarting it", slot.index, spec.task_id, code
+                    )
                     try:
                         await slot.start()
                     except MeshError as exc:

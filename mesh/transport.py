@@ -16,7 +16,7 @@ import zmq
 import zmq.asyncio
 
 from . import const, protocol
-from .errors import ConfigError
+from .errors import ConfigError, ProtocolError
 from .protocol import BadMessages, Message
 
 Blob = Any  # bytes, memoryview or zmq.Frame: anything send_multipart takes
@@ -54,7 +54,7 @@ class _Socket:
     def _decode(self, peer: str, frames: list[zmq.Frame]) -> tuple[Message, list[zmq.Frame]] | None:
         try:
             msg, blobs = protocol.decode_frames([f.buffer for f in frames])
-        except protocol.ProtocolError as exc:
+        except ProtocolError as exc:
             self.ctx.bad.note(peer, exc)
             return None
         return msg, frames[1 : 1 + len(blobs)]
@@ -74,7 +74,9 @@ class Router(_Socket):
             return port
         except zmq.ZMQError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(f"port {port} on {host} is already in use: stop the other node or pick --port") from None
+                raise ConfigError(
+                    f"port {port} on {host} is already in use: stop the other node or pick --port"
+                ) from None
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
     async def recv(self) -> tuple[bytes, Message, list[zmq.Frame]]:

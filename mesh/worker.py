@@ -20,7 +20,9 @@ log = logging.getLogger("lamamesh.worker")
 
 
 class Worker:
-    def __init__(self, ctx: Context, node_id: str, host: str, pool: SlotPool, prefetch: int = const.WORKER_PREFETCH) -> None:
+    def __init__(
+        self, ctx: Context, node_id: str, host: str, pool: SlotPool, prefetch: int = const.WORKER_PREFETCH
+    ) -> None:
         self.node_id = node_id
         self.host = host
         self.pool = pool
@@ -33,7 +35,9 @@ class Worker:
         self.dealer.connect(host, port)
 
     async def run(self) -> None:
-        await self.dealer.send(Ready(self.node_id, self.pool.size + self.prefetch, self.pool.size, self.pool.provider, self.host))
+        await self.dealer.send(
+            Ready(self.node_id, self.pool.size + self.prefetch, self.pool.size, self.pool.provider, self.host)
+        )
         async with asyncio.TaskGroup() as tg:
             while True:
                 msg, blobs = await self.dealer.recv()

@@ -1,0 +1,178 @@
+"""The CLI as a user runs it: subprocesses on real photos, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .conftest import box_mask, photo
+
+EXE = [sys.executable, "-m", "mesh.cli"]
+
+
+def run(*args: str, timeout: float = 90, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*EXE, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
+
+def one_line_error(p: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in p.stderr, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith("lamamesh:")]
+    assert lines, p.stderr
+    return lines[-1]
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[int]:
+    """A ``lamamesh join`` process on an ephemeral port; yields its task port."""
+    log = tmp_path / "join.log"
+    with log.open("w") as f:
+        proc = subprocess.Popen(
+            [
+                *EXE,
+                "join",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--slots",
+                "1",
+                "--device",
+                "cpu",
+                "--log-level",
+                "info",
+            ],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "LAMAMESH_HOME": str(tmp_path / "home")},
+        )
+    try:
+        deadline = time.monotonic() + 60
+        port = None
+        while time.monotonic() < deadline and port is None:
+            m = re.search(r"tasks on 127\.0\.0\.1:(\d+)", log.read_text())
+            port = int(m.group(1)) if m else None
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+        assert port, log.read_text()
+        yield port
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        text = log.read_text()
+        assert "Traceback" not in text, text
+        assert "stopped" in text
+
+
+def test_join_then_submit_single(
+    node: int, photo_files: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    ip, mp, img, mask = photo_files
+    out = tmp_path / "out.png"
+    p = run("submit", str(ip), str(mp), "-o", str(out), "--peer", f"127.0.0.1:{node}", "--no-local")
+    assert p.returncode == 0, p.stderr
+    assert "wrote" in p.stdout
+    res = np.asarray(Image.open(out))
+    assert (res[~mask] == img[~mask]).all() and not (res[mask] == img[mask]).all()
+    st = run("status", "--json", "--peer", f"127.0.0.1:{node}")
+    assert st.returncode == 0, st.stderr
+    import json
+
+    snap = json.loads(st.stdout)
+    assert {"mesh", "leader", "term", "nodes"} <= snap.keys()
+    assert {"id", "host", "port", "role", "alive", "provider", "slots", "busy", "queued", "done"} <= snap["nodes"][
+        0
+    ].keys()
+    assert snap["nodes"][0]["port"] == node and snap["nodes"][0]["done"] == 1
+
+
+def test_batch_with_mask_dir_and_progress(node: int, tmp_path: Path) -> None:
+    imgs, masks, outd = tmp_path / "imgs", tmp_path / "masks", tmp_path / "out"
+    imgs.mkdir()
+    masks.mkdir()
+    for name in ("coffee", "chelsea", "rocket"):
+        a = photo(name)
+        Image.fromarray(a).save(imgs / f"{name}.jpg", quality=92)
+        Image.fromarray(box_mask(a.shape[0], a.shape[1], (40, 50, 120, 110))).save(masks / f"{name}.png")
+    Image.fromarray(photo("astronaut")).save(imgs / "lonely.png")  # no mask: skipped with a line
+    p = run("submit", str(imgs), str(masks), "-o", str(outd), "--peer", f"127.0.0.1:{node}")
+    assert p.returncode == 0, p.stderr
+    assert sorted(f.name for f in outd.iterdir()) == ["chelsea.jpg", "coffee.jpg", "rocket.jpg"]
+    assert "skipping lonely.png" in p.stderr
+    assert "3 of 3 inpainted" in p.stdout
+
+
+def test_bad_input_is_one_line_with_the_right_code(
+    node: int, photo_files: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    ip, mp, _img, _ = photo_files
+    peer = ["--peer", f"127.0.0.1:{node}", "--no-local"]
+    junk = tmp_path / "junk.jpg"
+    junk.write_text("this is not a picture")
+    small = tmp_path / "small.png"
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(small)
+    cases = [
+        (["submit", str(tmp_path / "missing.jpg"), str(mp)], 2, "does not exist"),
+        (["submit", str(junk), str(mp)], 2, "not an image"),
+        (["submit", str(ip), str(small)], 2, "mask is 10x10"),
+        (["submit", str(ip), str(mp), "--model", "nope"], 2, "unknown model"),
+        (["submit", str(ip), str(mp), "-o", str(tmp_path / "x.gif2")], 2, "cannot write"),
+        (["submit", str(ip), str(mp), "--priority", "urgent"], 2, "priority"),
+    ]
+    for args, code, text in cases:
+        p = run(*args, *peer, "-o", str(tmp_path / "o.png")) if "-o" not in args else run(*args, *peer)
+        assert p.returncode == code, (args, p.stderr)
+        assert text in one_line_error(p), p.stderr
+    # the node is still fine
+    p = run("submit", str(ip), str(mp), "-o", str(tmp_path / "ok.png"), *peer)
+    assert p.returncode == 0, p.stderr
+
+
+def test_port_in_use_and_no_mesh(
+    node: int, photo_files: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    p = run("join", "--bind", "127.0.0.1", "--port", str(node), "--slots", "1")
+    assert p.returncode == 2 and "already in use" in one_line_error(p)
+    ip, mp, _, _ = photo_files
+    p = run("submit", str(ip), str(mp), "--peer", "127.0.0.1:1", "--no-local", "-o", str(tmp_path / "x.png"))
+    assert p.returncode == 3 and "no lamamesh node answered" in one_line_error(p)
+
+
+def test_submit_with_no_mesh_runs_locally(
+    photo_files: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    ip, mp, img, mask = photo_files
+    out = tmp_path / "local.webp"
+    env = {**os.environ, "LAMAMESH_HOME": str(tmp_path / "home"), "LAMAMESH_PORT": "1"}
+    p = run("submit", str(ip), str(mp), "-o", str(out), env=env)
+    assert p.returncode == 0, p.stderr
+    assert "embedded local node" in p.stderr
+    res = np.asarray(Image.open(out).convert("RGB"))
+    assert (res[~mask] == img[~mask]).all()  # lossless WebP keeps every pixel
+
+
+def test_models_add_and_list(tmp_path: Path) -> None:
+    from .standin import build
+
+    src = build(tmp_path / "lama_like.onnx")
+    env = {**os.environ, "LAMAMESH_HOME": str(tmp_path / "home")}
+    p = run("models", "add", str(src), "--name", "mylama", env=env)
+    assert p.returncode == 0, p.stderr
+    assert "512x512" in p.stdout
+    p = run("models", "list", env=env)
+    assert p.returncode == 0 and "mylama" in p.stdout and "builtin" in p.stdout
+    p = run("models", "add", str(tmp_path / "nothing.onnx"), env=env)
+    assert p.returncode == 2 and "does not exist" in one_line_error(p)
