@@ -65,7 +65,11 @@ def main() -> None:
     rng = np.random.default_rng(2026)
     rows = []
     methods = ["builtin", "telea", "ns"]
-    print(f"{'photo':10s} {'mask':8s} {'cover':>6s} " + " ".join(f"{m:>9s}" for m in methods) + "   (masked-region PSNR, dB)")
+    print(
+        f"{'photo':10s} {'mask':8s} {'cover':>6s} "
+        + " ".join(f"{m:>9s}" for m in methods)
+        + "   (masked-region PSNR, dB)"
+    )
     for name in PHOTOS:
         img = load(name)
         for shape_name in SHAPES:
@@ -87,7 +91,11 @@ def main() -> None:
                     "size": f"{img.shape[1]}x{img.shape[0]}",
                     "mask": shape_name,
                     "coverage": round(float(mask.mean()), 4),
-                    "psnr": {"builtin": psnr(ours, img, mask), "telea": psnr(telea, img, mask), "ns": psnr(ns, img, mask)},
+                    "psnr": {
+                        "builtin": psnr(ours, img, mask),
+                        "telea": psnr(telea, img, mask),
+                        "ns": psnr(ns, img, mask),
+                    },
                     "ms": {"builtin": ours_ms, "telea": telea_ms, "ns": ns_ms},
                 }
                 rows.append(row)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from dataclasses import dataclass
@@ -58,3 +59,39 @@ def default_slots(caps: Capabilities) -> int:
     if caps.gpu:
         return 1
     return max(1, min(4, caps.cores // 2))
+
+
+_VIRTUAL_PREFIXES = ("lo", "docker", "br-", "virbr", "veth", "cni", "flannel", "tun", "tap", "zt", "tailscale")
+
+
+def lan_addresses() -> list[tuple[str, str]]:
+    """(interface, IPv4) of this machine's LAN-facing interfaces, best first.
+
+    Loopback, link-local and the usual virtual bridges (docker0, virbr, veth) are left out:
+    advertising those is the classic reason an mDNS mesh never forms. The interface of
+    the default route comes first."""
+    preferred = ""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))  # TEST-NET-1: no packet is sent, the kernel just picks a route
+        preferred = s.getsockname()[0]
+    found: list[tuple[str, str]] = []
+    for name, addrs in psutil.net_if_addrs().items():
+        if name.startswith(_VIRTUAL_PREFIXES):
+            continue
+        for a in addrs:
+            if a.family == socket.AF_INET and not a.address.startswith(("127.", "169.254.")):
+                found.append((name, a.address))
+    found.sort(key=lambda na: na[1] != preferred)
+    return found
+
+
+def advertised_address(bind: str, advertise: str = "") -> tuple[str, str]:
+    """(address peers should use, why): --advertise, else a specific --bind, else the LAN address."""
+    if advertise:
+        return advertise, "--advertise"
+    if bind not in ("0.0.0.0", "", "*"):
+        return bind, "--bind"
+    lan = lan_addresses()
+    if lan:
+        return lan[0][1], f"interface {lan[0][0]}"
+    return "127.0.0.1", "no LAN interface found, this machine only"

@@ -106,6 +106,7 @@ def join(
 ) -> None:
     """Run a node in the foreground until Ctrl-C (a graceful leave; a second Ctrl-C exits at once)."""
     from .node import Node
+    from .slots import SlotPool
 
     def body() -> None:
         cfg = _config(
@@ -138,7 +139,7 @@ def join(
                     log.info("stopping (again to exit at once)")
                     node.request_stop()
                 else:
-                    if node.pool is not None:
+                    if isinstance(node.pool, SlotPool):
                         for s in node.pool.slots:
                             if s.proc is not None and s.proc.is_alive():
                                 s.proc.kill()

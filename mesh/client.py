@@ -14,12 +14,14 @@ import logging
 import secrets
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from . import const
 from .config import Config
 from .errors import NoMesh
+from .leader import MOVED
 from .node import Node
 from .protocol import Ping, Pong, Result, Status, StatusRequest, Submit
 from .transport import Context, Dealer
@@ -39,6 +41,8 @@ class Job:
     crop_margin: int = const.HD_CROP_MARGIN
     crop_trigger: int = const.HD_CROP_TRIGGER
     resize_limit: int = const.HD_RESIZE_LIMIT
+    pixels: int = 0  # width x height if the caller knows it (placement uses it); 0 = unknown
+    requires: str = ""  # requirement class: "" any node, cpu, gpu-low, gpu-medium, gpu-high
     task_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     label: str = ""  # the caller's name for it (a file name); not sent
 
@@ -53,6 +57,8 @@ class Job:
             self.crop_margin,
             self.crop_trigger,
             self.resize_limit,
+            self.pixels,
+            self.requires,
         )
 
 
@@ -70,14 +76,32 @@ class JobResult:
 
 
 class Client:
+    """Talks to a mesh: finds its leader from any member, submits, and follows the leader.
+
+    The client keeps every task until its answer arrives. While tasks are pending it pings
+    the leader every ``CLIENT_PING_INTERVAL``; if the leader is silent for ``dead_timeout``,
+    or answers that it no longer leads, or a task comes back ``moved``, the client asks the
+    members it knows who leads now and resubmits every unanswered task there. Answers are
+    deduplicated by task id, so each task is delivered to the caller exactly once."""
+
     def __init__(
-        self, ctx: Context, peers: Iterable[tuple[str, int]], probe_timeout: float = const.CLIENT_PROBE_TIMEOUT
+        self,
+        ctx: Context,
+        peers: Iterable[tuple[str, int]],
+        probe_timeout: float = const.CLIENT_PROBE_TIMEOUT,
+        dead_timeout: float = const.DEAD_TIMEOUT,
+        find_timeout: float = const.CLIENT_FIND_LEADER_TIMEOUT,
     ) -> None:
         self.ctx = ctx
         self.peers = list(peers)
         self.probe_timeout = probe_timeout
+        self.dead_timeout = dead_timeout
+        self.find_timeout = find_timeout
         self.dealer: Dealer | None = None
         self.leader: Pong | None = None
+        self.known: list[tuple[str, int]] = list(self.peers)  # every member address learned so far
+        self.failovers = 0
+        self._answered = False  # some node answered a probe (a mesh exists, perhaps still electing)
 
     async def _probe(self, host: str, port: int) -> tuple[Dealer, Pong] | None:
         d = self.ctx.dealer()
@@ -95,15 +119,69 @@ class Client:
         d.close()
         return None
 
+    def _learn(self, pong: Pong, via: tuple[str, int]) -> None:
+        for addr in [*pong.members, pong.leader_addr]:
+            host, _, port = addr.rpartition(":")
+            if host and port.isdigit() and (host, int(port)) not in self.known:
+                self.known.append((host, int(port)))
+        if via not in self.known:
+            self.known.append(via)
+
+    async def _find_leader(
+        self, hint: str = "", among: list[tuple[str, int]] | None = None
+    ) -> tuple[Dealer, Pong] | None:
+        """One round: probe every known member (the hint first); return a dealer to the leader."""
+        addrs = list(self.known if among is None else among)
+        if hint:
+            host, _, port = hint.rpartition(":")
+            if host and port.isdigit():
+                addrs.insert(0, (host, int(port)))
+        addrs = list(dict.fromkeys(addrs))
+        got = await asyncio.gather(*(self._probe(h, p) for h, p in addrs))
+        answers = [(a, g) for a, g in zip(addrs, got, strict=True) if g is not None]
+        self._answered = self._answered or bool(answers)
+        try:
+            for a, (_, pong) in answers:
+                self._learn(pong, a)
+            leaders = [(a, g) for a, g in answers if g[1].leader_addr]
+            if not leaders:
+                return None
+            _, (_, best) = max(leaders, key=lambda ag: ag[1][1].term)
+            for a, g in answers:  # the leader itself answered: use that connection
+                if g[1].node_id == best.leader_id and g[1].leader_id == g[1].node_id:
+                    answers.remove((a, g))
+                    return g
+            host, _, port = best.leader_addr.rpartition(":")
+            direct = await self._probe(host, int(port))
+            if direct is not None and direct[1].leader_id == direct[1].node_id:
+                self._learn(direct[1], (host, int(port)))
+                return direct
+            if direct is not None:
+                direct[0].close()
+            return None
+        finally:
+            for _, (d, _) in answers:
+                d.close()
+
     async def connect(self) -> Pong:
-        """Reach the first peer that answers; raises ``NoMesh`` if none does."""
-        for host, port in self.peers:
-            got = await self._probe(host, port)
-            if got is not None:
-                self.dealer, self.leader = got
-                return got[1]
+        """Reach the mesh through any peer and connect to its leader; raises ``NoMesh`` if none answers."""
+        deadline = time.monotonic() + self.find_timeout
+        while True:
+            found = await self._find_leader(among=self.peers)
+            if found is not None:
+                self.close()
+                self.dealer, self.leader = found
+                return found[1]
+            if not self.answered_once() or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(const.CLIENT_PING_INTERVAL)
         tried = ", ".join(f"{h}:{p}" for h, p in self.peers) or "no peers"
+        if self.answered_once():
+            raise NoMesh(f"the mesh at {tried} has no leader (no election finished within {self.find_timeout:g} s)")
         raise NoMesh(f"no lamamesh node answered at {tried} within {self.probe_timeout:g} s")
+
+    def answered_once(self) -> bool:
+        return self._answered
 
     def close(self) -> None:
         if self.dealer is not None:
@@ -119,6 +197,25 @@ class Client:
                 if isinstance(msg, Status):
                     return msg
 
+    async def _failover(self, hint: str, deadline: float | None) -> bool:
+        """Find the leader again; False when none was found before ``deadline`` (or the find timeout)."""
+        self.failovers += 1
+        old = self.leader.leader_id if self.leader else "?"
+        self.close()
+        give_up = time.monotonic() + max(self.find_timeout, 3 * self.dead_timeout)
+        if deadline is not None:
+            give_up = min(give_up, deadline)
+        while True:
+            found = await self._find_leader(hint)
+            if found is not None:
+                self.dealer, self.leader = found
+                log.info("leader changed from %s to %s; resubmitting unanswered tasks", old, found[1].leader_id)
+                return True
+            if time.monotonic() >= give_up:
+                return False
+            hint = ""
+            await asyncio.sleep(const.CLIENT_PING_INTERVAL)
+
     async def run(
         self,
         jobs: Iterable[Job],
@@ -128,13 +225,13 @@ class Client:
     ) -> list[JobResult]:
         """Submit ``jobs`` with up to ``window`` in flight; each job is answered exactly once."""
         assert self.dealer is not None, "connect() first"
-        dealer = self.dealer
-        todo = list(jobs)
-        pending: dict[str, tuple[Job, float]] = {}
-        results: dict[str, JobResult] = {}
+        todo: deque[Job] = deque(jobs)
         order = [j.task_id for j in todo]
+        first_sent: dict[str, float] = {}
+        pending: dict[str, Job] = {}  # sent to the current leader, not answered
+        results: dict[str, JobResult] = {}
         deadline = None if timeout is None else time.monotonic() + timeout
-        nxt = 0
+        last_heard = last_ping = time.monotonic()
 
         async def deliver(r: JobResult) -> None:
             results[r.job.task_id] = r
@@ -143,46 +240,80 @@ class Client:
                 if maybe is not None:
                     await maybe
 
-        while nxt < len(todo) or pending:
-            while nxt < len(todo) and len(pending) < window:
-                job = todo[nxt]
-                nxt += 1
-                pending[job.task_id] = (job, time.monotonic())
+        async def fail_all(code: str, why: str) -> None:
+            for job in [*pending.values(), *todo]:
+                await deliver(JobResult(job, False, error_code=code, error=why))
+            pending.clear()
+            todo.clear()
+
+        while todo or pending:
+            dealer = self.dealer
+            assert dealer is not None
+            while todo and len(pending) < window:
+                job = todo.popleft()
+                pending[job.task_id] = job
+                first_sent.setdefault(job.task_id, time.monotonic())
                 await dealer.send(job.submit(), [job.image, job.mask])
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                for job, _ in pending.values():
-                    await deliver(JobResult(job, False, error_code="failed", error=f"no result within {timeout:g} s"))
-                pending.clear()
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                await fail_all("failed", f"no result within {timeout:g} s")
                 break
+            if now - last_ping >= const.CLIENT_PING_INTERVAL:
+                await dealer.send(Ping(0))
+                last_ping = now
+            wait = const.CLIENT_PING_INTERVAL
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - now))
+            moved, hint = False, ""
             try:
-                msg, blobs = await asyncio.wait_for(dealer.recv(), left)
+                msg, blobs = await asyncio.wait_for(dealer.recv(), wait)
             except TimeoutError:
-                continue
-            if not isinstance(msg, Result) or msg.task_id not in pending:
-                continue  # a duplicate or stray answer: each task is output once
-            job, sent = pending.pop(msg.task_id)
-            data = bytes(blobs[0].buffer) if (msg.ok and blobs) else b""
-            await deliver(
-                JobResult(
-                    job,
-                    msg.ok,
-                    data,
-                    msg.out_format,
-                    msg.node_id,
-                    msg.error_code,
-                    msg.error,
-                    msg.model_ms,
-                    (time.monotonic() - sent) * 1000,
-                )
-            )
+                msg, blobs = None, []
+            if msg is not None:
+                last_heard = time.monotonic()
+            if isinstance(msg, Pong):
+                if msg.leader_id != msg.node_id:
+                    moved, hint = True, msg.leader_addr
+                else:
+                    self._learn(msg, ("", 0))
+            elif isinstance(msg, Result) and msg.task_id in pending:
+                job = pending.pop(msg.task_id)
+                if msg.error_code == MOVED:
+                    todo.appendleft(job)
+                    moved, hint = True, msg.error
+                else:
+                    data = bytes(blobs[0].buffer) if (msg.ok and blobs) else b""
+                    sent = first_sent.pop(job.task_id, time.monotonic())
+                    await deliver(
+                        JobResult(
+                            job,
+                            msg.ok,
+                            data,
+                            msg.out_format,
+                            msg.node_id,
+                            msg.error_code,
+                            msg.error,
+                            msg.model_ms,
+                            (time.monotonic() - sent) * 1000,
+                        )
+                    )
+            silent = time.monotonic() - last_heard > self.dead_timeout
+            if (moved or silent) and (todo or pending):
+                why = "moved" if moved else f"silent for {self.dead_timeout:g} s"
+                log.info("leader %s: %s", self.leader.leader_id if self.leader else "?", why)
+                if not await self._failover(hint, deadline):
+                    await fail_all("no_mesh", "the mesh lost its leader and no new leader answered")
+                    break
+                todo.extendleft(reversed(list(pending.values())))  # resubmit, oldest first
+                pending.clear()
+                last_heard = last_ping = time.monotonic()
         return [results[t] for t in order if t in results]
 
 
 @contextlib.asynccontextmanager
 async def embedded(config: Config) -> AsyncIterator[Node]:
     """A node inside this process on 127.0.0.1 with ephemeral ports, for as long as the block runs."""
-    node = Node(replace(config, bind="127.0.0.1", port=0, http=0, peers=()))
+    node = Node(replace(config, bind="127.0.0.1", port=0, http=0, peers=(), mdns=False, election_wait=0.0))
     runner = asyncio.create_task(node.run(), name="embedded-node")
     ready = asyncio.create_task(node.ready.wait())
     try:

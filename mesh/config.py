@@ -39,6 +39,13 @@ class Config:
     log_level: str = "info"
     max_pixels: int = const.MAX_IMAGE_PIXELS
     shutdown_grace: float = const.SHUTDOWN_GRACE  # s
+    advertise: str = ""  # address peers reach this node at; "" = --bind, or this machine's LAN address
+    mdns: bool = True  # discover and advertise over mDNS (off: only --peer)
+    heartbeat_interval: float = const.HEARTBEAT_INTERVAL  # s
+    dead_timeout: float = const.DEAD_TIMEOUT  # s
+    election_wait: float = const.ELECTION_WAIT  # s
+    placement: str = "completion"  # completion | least-loaded (the contrast the benchmarks show)
+    bench_delay_ms: float = 0.0  # BENCHMARK ONLY: > 0 replaces the model by a sleep of this many ms
 
     @property
     def local_host(self) -> str:
@@ -104,6 +111,13 @@ def build(flags: Mapping[str, Any], env: Mapping[str, str] | None = None, config
         raise ConfigError(f"device must be auto, cpu or cuda, not {cfg.device!r}")
     if not 0 <= cfg.port <= 65534:
         raise ConfigError(f"port must be between 0 and 65534, not {cfg.port}")
+    if cfg.placement not in ("completion", "least-loaded"):
+        raise ConfigError(f"placement must be completion or least-loaded, not {cfg.placement!r}")
+    if not 0.05 <= cfg.heartbeat_interval <= cfg.dead_timeout / 2:
+        raise ConfigError(
+            f"heartbeat interval {cfg.heartbeat_interval:g} s must be at least 0.05 s and at most half "
+            f"the dead timeout ({cfg.dead_timeout:g} s)"
+        )
     if cfg.slots < 0:
         raise ConfigError(f"slots must be 0 (automatic) or more, not {cfg.slots}")
     for peer in cfg.peers:

@@ -9,7 +9,20 @@ from __future__ import annotations
 PROTOCOL_VERSION = 1  # wire protocol version: the `v` of every message and the mDNS TXT record
 
 # ports
-DEFAULT_TASK_PORT = 5555  # the node's client-facing ROUTER; the backend ROUTER takes port + 1
+DEFAULT_TASK_PORT = 5555  # the node's client-facing ROUTER; backend ROUTER port + 1, gossip PUB port + 2
+
+# discovery, membership and election (the defaults of the matching ``Config`` fields)
+MDNS_SERVICE = "_lamamesh._tcp.local."  # mDNS service type every node advertises
+HEARTBEAT_INTERVAL = 0.3  # s between two heartbeats a node publishes (design: 250-500 ms)
+DEAD_TIMEOUT = 2.0  # s of silence after which a peer is dead
+ELECTION_WAIT = 1.0  # s a new node listens for a leader before it may claim leadership itself
+PEER_PROBE_INTERVAL = 1.0  # s between pings to a static --peer not yet heard
+PEER_RECHECK_INTERVAL = 5.0  # s between pings to a static --peer that is alive (it may have restarted)
+LEAVE_LINGER_MS = 1000  # ms a leaving node keeps unsent answers (results, hand-backs) before closing
+FORGET_AFTER = 60.0  # s a dead peer is kept in the view (shown as dead) before it is forgotten
+CLIENT_FIND_LEADER_TIMEOUT = 6.0  # s a client waits for a reachable mesh to name a leader
+CLIENT_PING_INTERVAL = 0.25  # s between a client's pings to the leader while tasks are pending
+CLIENT_MDNS_BROWSE = 1.5  # s a client browses mDNS for a mesh when no --peer is given and none is local
 
 # node and client timings
 CLIENT_PROBE_TIMEOUT = 1.0  # s a client waits for a node to answer a ping before falling back
@@ -17,12 +30,14 @@ SHUTDOWN_GRACE = 15.0  # s a leaving node waits for in-flight tasks before answe
 SLOT_START_TIMEOUT = 60.0  # s a slot process has to load its model and report ready
 SLOT_MAX_RETRIES = 2  # times a task is retried after its slot process crashed
 WORKER_PREFETCH = 1  # tasks a worker may hold beyond its free slots (credit-based flow)
+GOSSIP_HWM = 100  # heartbeats buffered per gossip peer before the oldest are dropped
 SOCKET_LINGER = 0  # ms pending messages are kept when a socket closes
 
 # limits on what comes from the network or the disk
 MAX_HEADER_BYTES = 64 * 1024  # bytes of the msgpack header frame
 MAX_FRAME_BYTES = 256 * 1024 * 1024  # bytes of one image frame
 MAX_FRAMES = 4  # frames in one message
+MAX_LIST_ITEMS = 1024  # items in one list or map field of a message (members, EWMA table)
 MAX_IMAGE_PIXELS = 100_000_000  # pixels of a decoded image (decompression-bomb guard)
 MAX_QUEUED_PER_CLIENT = 4096  # tasks one client may have queued at a node
 MAX_RESULT_BYTES = 512 * 1024 * 1024  # bytes of one encoded result

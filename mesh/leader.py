@@ -1,10 +1,16 @@
-"""The leader's task router: clients' ROUTER in front, workers' ROUTER behind.
+"""Routing: the task router every node runs; it routes only while its node leads.
 
-Clients send ``Submit`` to the front; the leader queues tasks (interactive ahead of
-batch, FIFO within each), and sends each to the worker ``routing.place`` picks,
-never beyond the credits that worker granted. Image frames pass through untouched
-(the leader never decodes an image). A worker's ``Done`` goes back to the client
-that submitted the task, by task id.
+Front: a ROUTER for clients (``Submit``, ``Ping``, ``StatusRequest``). Back: a ROUTER the
+workers of every node connect their DEALER to while this node leads. The leader queues
+tasks (interactive ahead of batch, FIFO within each) and ``routing.plan`` places them on
+the worker expected to finish them soonest, never beyond the credits it granted. Image
+frames pass through untouched (the leader never decodes an image). A worker's ``Done``
+goes back to the client that submitted the task, by task id; a second answer for the
+same task (it was re-queued and ran twice) is dropped.
+
+While the node does not lead, a ``Submit`` is answered ``moved`` with the leader's
+address, and the client resubmits there. A leader that steps down (a partition healed
+and a higher term won) or leaves hands every task it holds back the same way.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import heapq
 import itertools
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -26,6 +33,8 @@ from .transport import Router
 
 log = logging.getLogger("lamamesh.leader")
 PRIORITY = {"interactive": 0, "batch": 1}
+MOVED = "moved"  # error code of a Result that is not an answer: resubmit to the leader named in `error`
+PLAN_DEPTH = 512  # queued tasks looked at in one placement pass
 
 
 def _fields(msg: Message) -> dict[str, Any]:
@@ -40,10 +49,15 @@ class Pending:
     seq: int
     submitted: float
     worker: bytes | None = None
+    est_ms: float = 0.0
 
     @property
     def key(self) -> tuple[int, int]:
         return (PRIORITY.get(self.task.priority, 1), self.seq)
+
+    def needs(self) -> routing.TaskNeeds:
+        t = self.task
+        return routing.TaskNeeds(t.model, t.pixels, t.session, t.requires)
 
 
 @dataclass
@@ -54,32 +68,85 @@ class WorkerState:
     credits: int
     provider: str = ""
     host: str = ""
-    assigned: set[str] = field(default_factory=set)
+    vram_mb: int = 0
+    models: frozenset[str] | None = None
+    assigned: dict[str, float] = field(default_factory=dict)  # task id -> expected ms
     service_ms: dict[str, float] = field(default_factory=dict)
     done: int = 0
-    last_seen: float = 0.0
 
     def load(self) -> routing.WorkerLoad:
-        return routing.WorkerLoad(self.node_id, self.credits, len(self.assigned), self.slots, dict(self.service_ms))
+        return routing.WorkerLoad(
+            self.node_id,
+            self.credits,
+            self.slots,
+            sum(self.assigned.values()),
+            dict(self.service_ms),
+            self.models,
+            self.provider,
+            self.vram_mb,
+            len(self.assigned),
+        )
 
 
 class Leader:
-    def __init__(self, node_id: str, mesh: str, front: Router, back: Router, advertised: str) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        mesh: str,
+        front: Router,
+        back: Router,
+        advertised: str,
+        policy: str = "completion",
+    ) -> None:
         self.node_id = node_id
         self.mesh = mesh
-        self.term = 1
         self.front = front
         self.back = back
-        self.advertised = advertised  # host:port clients should talk to
+        self.advertised = advertised  # host:task_port of this node
+        self.policy = policy  # completion | least-loaded (the benchmarks' contrast)
+        self.leading = False
+        self.term = 0
+        self.leader_addr = ""  # host:task_port of the node that leads ("" none yet)
+        self.leader_id = ""
+        self.members: list[str] = []  # host:task_port of every live member, for clients
+        self.gossip_port = 0
         self.queue: list[tuple[tuple[int, int], str]] = []
         self.tasks: dict[str, Pending] = {}
         self.workers: dict[bytes, WorkerState] = {}
         self.affinity: dict[str, str] = {}
         self.per_client: Counter[bytes] = Counter()
         self.outcomes: Counter[str] = Counter()
+        self.recent: deque[float] = deque(maxlen=4096)  # completion times, for tasks/s
         self.accepting = True
+        self.status_extra: Callable[[], dict[str, Any]] | None = None  # the node adds its view to status
+        self.on_ping: Callable[[Ping], None] | None = None  # the node learns pinging peers
+        self.model_names: frozenset[str] = frozenset()  # every model name the registry knows
         self._seq = itertools.count()
         self._changed = asyncio.Event()
+
+    # ---- role ------------------------------------------------------------------------
+    async def set_role(self, leader_id: str, leader_addr: str, term: int) -> None:
+        """Told by the node after each election decision."""
+        was = self.leading
+        self.leader_id, self.leader_addr, self.term = leader_id, leader_addr, term
+        self.leading = leader_id == self.node_id
+        if was and not self.leading:
+            await self.hand_back(f"node {self.node_id} no longer leads")
+        elif self.leading and not was:
+            self.workers.clear()
+        self._changed.set()
+
+    async def hand_back(self, why: str) -> None:
+        """Answer every task held with ``moved`` so its client resubmits to the leader."""
+        n = len(self.tasks)
+        for task_id, p in list(self.tasks.items()):
+            await self.front.send(p.client, Result(task_id, False, MOVED, self.leader_addr, self.node_id))
+        self.tasks.clear()
+        self.queue.clear()
+        self.per_client.clear()
+        self.workers.clear()
+        if n:
+            log.info("%s: handed %d tasks back to their clients", why, n)
 
     # ---- clients -------------------------------------------------------------------
     async def serve_front(self) -> None:
@@ -90,13 +157,27 @@ class Leader:
             except Exception:  # a bug handling one message must not take the node down
                 log.exception("error handling %s from a client", msg.t)
 
+    def pong(self, nonce: int) -> Pong:
+        return Pong(
+            nonce,
+            self.node_id,
+            self.mesh,
+            self.leader_id,
+            self.leader_addr,
+            self.term,
+            self.advertised.rsplit(":", 1)[0],
+            self.gossip_port,
+            0,
+            list(self.members),
+        )
+
     async def _on_front(self, client: bytes, msg: Message, blobs: list[Any]) -> None:
         if isinstance(msg, Submit):
             await self._submit(client, msg, blobs)
         elif isinstance(msg, Ping):
-            await self.front.send(
-                client, Pong(msg.nonce, self.node_id, self.mesh, self.node_id, self.advertised, self.term)
-            )
+            if msg.node_id and self.on_ping is not None:
+                self.on_ping(msg)
+            await self.front.send(client, self.pong(msg.nonce))
         elif isinstance(msg, StatusRequest):
             await self.front.send(client, self.status())
         else:
@@ -110,9 +191,20 @@ class Leader:
         if not msg.task_id:
             return await self._reject(client, "", "input", "task has no id")
         if not self.accepting:
+            if self.leader_addr and self.leader_addr != self.advertised:
+                return await self.front.send(client, Result(msg.task_id, False, MOVED, self.leader_addr, self.node_id))
             return await self._reject(client, msg.task_id, "no_mesh", f"node {self.node_id} is shutting down")
+        if not self.leading:
+            return await self.front.send(client, Result(msg.task_id, False, MOVED, self.leader_addr, self.node_id))
         if len(blobs) != 2:
             return await self._reject(client, msg.task_id, "input", "a task needs two frames: image and mask")
+        if msg.priority not in PRIORITY:
+            return await self._reject(client, msg.task_id, "input", "priority must be interactive or batch")
+        if msg.requires not in routing.REQUIREMENTS:
+            classes = ", ".join(k for k in routing.REQUIREMENTS if k)
+            return await self._reject(
+                client, msg.task_id, "input", f"unknown requirement class {msg.requires!r} ({classes})"
+            )
         known = self.tasks.get(msg.task_id)
         if known is not None:  # a resubmission of a task still here: answer the newest asker once
             if known.client != client:
@@ -140,84 +232,124 @@ class Leader:
                 log.exception("error handling %s from a worker", msg.t)
 
     async def _on_back(self, ident: bytes, msg: Message, blobs: list[Any]) -> None:
-        now = time.monotonic()
         if isinstance(msg, Ready):
+            if not self.leading or not self.accepting:
+                return  # the worker follows the gossip and will find the leader
             w = self.workers.get(ident)
             if w is None:
-                w = WorkerState(ident, msg.node_id, max(1, msg.slots), 0, msg.provider, msg.host)
+                w = WorkerState(
+                    ident,
+                    msg.node_id,
+                    max(1, msg.slots),
+                    0,
+                    msg.provider,
+                    msg.host,
+                    msg.vram_mb,
+                    frozenset(msg.models) if msg.models else None,
+                )
                 self.workers[ident] = w
                 log.info("worker %s joined (%d slots, %s)", msg.node_id, w.slots, msg.provider)
-            w.credits += max(0, msg.credits)
-            w.last_seen = now
+            w.credits = max(0, msg.credits)  # a Ready is the worker's whole grant, not an increment
             await self.dispatch()
         elif isinstance(msg, Done):
-            await self._done(ident, msg, blobs, now)
+            await self._done(ident, msg, blobs)
         elif isinstance(msg, Bye):
-            await self.drop_worker(ident, "left")
+            await self.drop_worker(msg.node_id, "left")
 
-    async def _done(self, ident: bytes, msg: Done, blobs: list[Any], now: float) -> None:
+    async def _done(self, ident: bytes, msg: Done, blobs: list[Any]) -> None:
         w = self.workers.get(ident)
         p = self.tasks.get(msg.task_id)
         if w is not None:
-            w.last_seen = now
-            if msg.task_id in w.assigned:
-                w.assigned.discard(msg.task_id)
-                w.credits += 1
+            w.assigned.pop(msg.task_id, None)
+            w.credits += 1  # every Done returns the slot it used, whichever leader sent the task
             if msg.ok:
                 w.done += 1
-                p_model = p.task.model if p else "builtin"
-                w.service_ms[p_model] = routing.ewma(w.service_ms.get(p_model), msg.model_ms)
+                if p is not None:
+                    key = routing.service_key(p.task.model, p.task.pixels)
+                    w.service_ms[key] = routing.ewma(w.service_ms.get(key), msg.model_ms)
         if p is None:
-            return await self.dispatch()  # a duplicate answer (task re-queued and done twice): drop it
+            return await self.dispatch()  # a second answer (the task was re-queued and ran twice): drop it
+        if p.worker is not None and p.worker != ident:
+            other = self.workers.get(p.worker)
+            if other is not None:
+                other.assigned.pop(msg.task_id, None)
         del self.tasks[msg.task_id]
-        self.per_client[p.client] -= 1
-        if self.per_client[p.client] <= 0:
-            del self.per_client[p.client]
+        self._client_done(p.client)
         self.outcomes["ok" if msg.ok else (msg.error_code or "failed")] += 1
+        self.recent.append(time.monotonic())
         await self.front.send(p.client, Result(**_fields(msg)), blobs[:1] if msg.ok else ())
         await self.dispatch()
         self._changed.set()
         return None
 
-    async def drop_worker(self, ident: bytes, why: str) -> None:
-        w = self.workers.pop(ident, None)
-        if w is None:
-            return
-        requeued = 0
-        for task_id in w.assigned:
-            p = self.tasks.get(task_id)
-            if p is not None:
-                p.worker = None
-                p.task = replace(p.task, attempt=p.task.attempt + 1)
-                heapq.heappush(self.queue, (p.key, task_id))
-                requeued += 1
-        log.info("worker %s %s; %d of its tasks re-queued", w.node_id, why, requeued)
+    def _client_done(self, client: bytes) -> None:
+        self.per_client[client] -= 1
+        if self.per_client[client] <= 0:
+            del self.per_client[client]
+
+    async def drop_worker(self, node_id: str, why: str) -> None:
+        """A worker died or left: re-queue every task it held."""
+        for ident, w in list(self.workers.items()):
+            if w.node_id != node_id:
+                continue
+            del self.workers[ident]
+            requeued = 0
+            for task_id in w.assigned:
+                p = self.tasks.get(task_id)
+                if p is not None and p.worker == ident:
+                    p.worker = None
+                    p.task = replace(p.task, attempt=p.task.attempt + 1)
+                    heapq.heappush(self.queue, (p.key, task_id))
+                    requeued += 1
+            if self.affinity:
+                self.affinity = {s: n for s, n in self.affinity.items() if n != node_id}
+            log.info("worker %s %s; %d of its tasks re-queued", w.node_id, why, requeued)
         await self.dispatch()
 
     async def dispatch(self) -> None:
-        """Send queued tasks to workers while any has credit."""
-        skipped: list[tuple[tuple[int, int], str]] = []
-        while self.queue:
-            loads = {w.node_id: w.load() for w in self.workers.values() if w.credits > 0}
-            if not loads:
-                break
-            key, task_id = heapq.heappop(self.queue)
-            p = self.tasks.get(task_id)
-            if p is None or p.worker is not None:
-                continue
-            node = routing.place(loads, routing.TaskNeeds(p.task.model, p.task.session), self.affinity)
+        """Place queued tasks: each goes to a worker now or waits for its best worker."""
+        if not self.leading or not self.queue or not self.workers:
+            return
+        loads = {w.node_id: w.load() for w in self.workers.values()}
+        by_node = {w.node_id: w for w in self.workers.values()}
+        head: list[tuple[tuple[int, int], str]] = []
+        while self.queue and len(head) < PLAN_DEPTH:
+            item = heapq.heappop(self.queue)
+            p = self.tasks.get(item[1])
+            if p is not None and p.worker is None:
+                head.append(item)
+        pend = [self.tasks[task_id] for _, task_id in head]
+        choices = routing.plan(loads, [p.needs() for p in pend], self.affinity, self.policy)
+        fleet = routing.fleet_means(loads.values())
+        for item, p, node in zip(head, pend, choices, strict=True):
             if node is None:
-                skipped.append((key, task_id))
+                heapq.heappush(self.queue, item)
+                if not any(routing.capable(w, p.needs()) for w in loads.values()):
+                    await self._no_capable(p)
                 continue
-            w = next(w for w in self.workers.values() if w.node_id == node)
+            w = by_node[node]
+            p.est_ms = routing.estimate_ms(loads[node], p.needs(), fleet)
             w.credits -= 1
-            w.assigned.add(task_id)
+            w.assigned[p.task.task_id] = p.est_ms
             p.worker = w.identity
             if p.task.session:
                 self.affinity[p.task.session] = node
             await self.back.send(w.identity, p.task, p.blobs)
-        for item in skipped:
-            heapq.heappush(self.queue, item)
+
+    async def _no_capable(self, p: Pending) -> None:
+        """No live worker can ever run this task (model absent, requirement class unmet): fail it now."""
+        t = p.task
+        self.tasks.pop(t.task_id, None)
+        self.queue = [q for q in self.queue if q[1] != t.task_id]
+        heapq.heapify(self.queue)
+        self._client_done(p.client)
+        held = set().union(*(w.models or () for w in self.workers.values()))
+        if self.model_names and t.model not in self.model_names and t.model not in held:
+            known = ", ".join(sorted(self.model_names | held))
+            return await self._reject(p.client, t.task_id, "model", f"unknown model {t.model!r}; known models: {known}")
+        what = f"model {t.model!r}" + (f" with requirement {t.requires!r}" if t.requires else "")
+        await self._reject(p.client, t.task_id, "no_capable_node", f"no node in the mesh can run {what}")
+        return None
 
     # ---- shutdown and status -------------------------------------------------------------
     async def drain(self, timeout: float) -> None:
@@ -235,27 +367,27 @@ class Leader:
         self.tasks.clear()
         self.queue.clear()
 
+    def tasks_per_s(self, now: float, window: float = 60.0) -> float:
+        n = sum(1 for t in self.recent if now - t <= window)
+        return n / window
+
+    def worker_rows(self) -> dict[str, dict[str, Any]]:
+        return {
+            w.node_id: {
+                "busy": len(w.assigned),
+                "credits": w.credits,
+                "done_here": w.done,
+                "ewma_ms": {k: round(v, 1) for k, v in w.service_ms.items()},
+            }
+            for w in self.workers.values()
+        }
+
     def status(self) -> Status:
-        nodes = []
-        for w in self.workers.values():
-            nodes.append(
-                {
-                    "id": w.node_id,
-                    "host": w.host,
-                    "port": int(self.advertised.rsplit(":", 1)[1]) if w.node_id == self.node_id else 0,
-                    "role": "leader" if w.node_id == self.node_id else "worker",
-                    "alive": True,
-                    "provider": w.provider,
-                    "slots": w.slots,
-                    "busy": len(w.assigned),
-                    "queued": 0,
-                    "done": w.done,
-                    "ewma_ms": {k: round(v, 1) for k, v in w.service_ms.items()},
-                }
-            )
+        extra = self.status_extra() if self.status_extra is not None else {}
+        nodes: list[dict[str, Any]] = extra.get("nodes", [])
         return Status(
             self.mesh,
-            self.node_id,
+            self.leader_id,
             self.term,
             nodes,
             queued=len(self.queue),

@@ -1,27 +1,48 @@
-"""A node: one asyncio process that binds its sockets, leads (or follows) and works.
+"""A node: one asyncio process that finds its peers, elects a leader, routes and works.
 
 ``Node.run()`` owns one root TaskGroup. Sockets are bound first (a port in use fails
-before anything starts), then the slot processes start, then the node serves until
-``request_stop()``: it stops taking tasks, lets those it holds finish (bounded by
-``shutdown_grace``), answers any left with a clear error, and closes everything.
+before anything starts), then the slot processes start, then the node advertises itself
+(mDNS) and serves until ``request_stop()``.
+
+Data flows one way through the modules, and only this file wires them together:
+discovery (mDNS ``Found``/goodbye) and static ``--peer`` pings -> gossip SUB connections ->
+``membership.apply`` -> ``election.decide`` -> the router (``Leader``: leads or redirects)
+and the worker (follows the leader's backend) -> slots.
+
+Leaving (SIGINT/SIGTERM): the node publishes ``leaving`` and says goodbye on mDNS, so it
+is out of elections and placement at once. A leader waits (bounded) for the mesh to elect
+another leader and hands its queued tasks back to their clients (they resubmit there); a
+worker tells the leader to re-queue what it holds. Tasks already running finish within
+``shutdown_grace``; a node alone drains its own queue the same way, then answers the rest
+with a clear error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import socket
+import time
 from typing import Any
 
-from . import capabilities
+import psutil
+
+from . import capabilities, const, election, membership
 from .config import Config
+from .discovery import Discovery, Found
+from .election import Decision
 from .leader import Leader
-from .slots import SlotPool, SlotSettings
-from .transport import Context
+from .membership import Goodbye, Heard, Tick, View
+from .models import Registry
+from .protocol import Heartbeat, Ping, Pong
+from .slots import Executor, SleepPool, SlotPool, SlotSettings
+from .transport import Context, Dealer, Sub
 from .worker import Worker
 
 log = logging.getLogger("lamamesh.node")
+TICK = 0.05  # s between two membership/election evaluations
 
 
 def new_node_id(port: int) -> str:
@@ -34,13 +55,30 @@ class Node:
         self.config = config
         self.node_id = node_id or ""
         self.caps = capabilities.detect()
+        self.incarnation = time.time_ns()
+        self.host = "127.0.0.1"
         self.task_port = 0
         self.backend_port = 0
+        self.gossip_port = 0
         self.ready = asyncio.Event()
         self.leader: Leader | None = None
         self.worker: Worker | None = None
-        self.pool: SlotPool | None = None
+        self.pool: Executor | None = None
+        self.view: View | None = None
+        self.decision = Decision("", 0)
+        self.leaving = False
+        self.models: list[str] = []
+        self.leader_changes = 0
         self._stop = asyncio.Event()
+        self._decided = asyncio.Event()
+        self._seq = 0
+        self._started = 0.0
+        self._sub: Sub | None = None
+        self._gossip_peers: dict[str, tuple[str, int]] = {}  # node id -> its gossip endpoint
+        self._probes: dict[tuple[str, int], Dealer] = {}
+        self._pub: Any = None
+        self._ctx: Context | None = None
+        self._cpu = psutil.Process()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -49,49 +87,346 @@ class Node:
     def slot_count(self) -> int:
         return self.config.slots or capabilities.default_slots(self.caps)
 
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.task_port}"
+
+    # ---- the heartbeat this node publishes ------------------------------------------------
+    def heartbeat(self) -> Heartbeat:
+        assert self.leader is not None and self.pool is not None and self.worker is not None
+        self._seq += 1
+        ewma: dict[str, float] = {}
+        w = self.leader.workers.get(self.node_id.encode()) if self.leader.leading else None
+        if w is not None:
+            ewma = dict(w.service_ms)
+        peers = [f"{m.node_id}@{m.hb.host}:{m.hb.gossip_port}" for m in self.view.alive()] if self.view else []
+        return Heartbeat(
+            node_id=self.node_id,
+            incarnation=self.incarnation,
+            mesh=self.config.mesh,
+            host=self.host,
+            task_port=self.task_port,
+            backend_port=self.backend_port,
+            gossip_port=self.gossip_port,
+            term=self.decision.term,
+            leader=self.decision.leader,
+            leaving=self.leaving,
+            seq=self._seq,
+            provider=self.pool.provider,
+            gpu=self.caps.gpu,
+            vram_mb=self.caps.vram_mb,
+            cores=self.caps.cores,
+            ram_mb=self.caps.ram_mb,
+            slots=self.pool.size,
+            models=self.models,
+            queued=len(self.leader.queue) if self.leader.leading else 0,
+            running=self.pool.busy,
+            done=self.worker.done,
+            failed=self.worker.failed,
+            vram_free_mb=self.caps.vram_free_mb,
+            cpu_percent=self._cpu.cpu_percent(None),
+            ewma_ms=ewma,
+            peers=peers[:64],
+        )
+
+    # ---- running -------------------------------------------------------------------------
     async def run(self) -> None:
         cfg = self.config
-        ctx = Context()
-        front, back = ctx.router(), ctx.router()
+        ctx = self._ctx = Context()
+        front, back, pub = ctx.router(), ctx.router(), ctx.pub()
+        self._pub = pub
+        self._sub = ctx.sub()
+        discovery: Discovery | None = None
         try:
             self.task_port = front.bind(cfg.bind, cfg.port)
             self.backend_port = back.bind(cfg.bind, self.task_port + 1 if cfg.port else 0)
+            self.gossip_port = pub.bind(cfg.bind, self.task_port + 2 if cfg.port else 0)
             self.node_id = self.node_id or new_node_id(self.task_port)
-            advertised_host = cfg.local_host if cfg.bind not in ("0.0.0.0", "", "*") else self.caps.host
-            self.leader = Leader(self.node_id, cfg.mesh, front, back, f"{advertised_host}:{self.task_port}")
-            slots = self.slot_count
-            threads = max(1, self.caps.cores // slots)
-            self.pool = SlotPool(slots, SlotSettings(cfg.home, cfg.device, threads, cfg.max_pixels))
-            await self.pool.start()
-            log.info("execution: %s (%d slots, %d threads each)", self.pool.reason, slots, threads)
-            self.worker = Worker(ctx, self.node_id, self.caps.host, self.pool)
-            self.worker.connect(cfg.local_host, self.backend_port)
+            self.host, why = capabilities.advertised_address(cfg.bind, cfg.advertise)
+            self.leader = Leader(self.node_id, cfg.mesh, front, back, self.address, cfg.placement)
+            self.leader.gossip_port = self.gossip_port
+            self.leader.status_extra = self.status_nodes
+            self.leader.on_ping = self._on_ping
+            self.pool = await self._start_executor()
+            entries = Registry(cfg.home).entries()
+            self.leader.model_names = frozenset(e.spec.name for e in entries)
+            self.models = [e.spec.name for e in entries if e.path] if not cfg.bench_delay_ms else []
+            self.worker = Worker(ctx, self.node_id, self.host, self.pool, vram_mb=self.caps.vram_mb, models=self.models)
+            self.view = View(self.node_id, cfg.mesh, dead_timeout=cfg.dead_timeout, forget_after=const.FORGET_AFTER)
             log.info(
-                "node %s leads mesh %r (term %d); tasks on %s:%d",
+                "node %s: tasks on %s:%d, advertised as %s (%s); backend %d, gossip %d",
                 self.node_id,
-                cfg.mesh,
-                self.leader.term,
                 cfg.bind,
                 self.task_port,
+                self.host,
+                why,
+                self.backend_port,
+                self.gossip_port,
             )
+            if cfg.mdns:
+                discovery = Discovery(
+                    cfg.mesh, self._on_found, self._on_gone, "" if cfg.bind == "0.0.0.0" else cfg.bind
+                )
+                await discovery.start()
+                await discovery.advertise(self.node_id, [self.host], self.task_port, self.gossip_port)
+            self._started = time.monotonic()
             async with asyncio.TaskGroup() as tg:
                 services: list[asyncio.Task[Any]] = [
                     tg.create_task(self.leader.serve_front(), name="front"),
                     tg.create_task(self.leader.serve_back(), name="back"),
                     tg.create_task(self.worker.run(), name="worker"),
+                    tg.create_task(self._gossip_out(), name="gossip-out"),
+                    tg.create_task(self._gossip_in(), name="gossip-in"),
+                    tg.create_task(self._tick_loop(), name="tick"),
+                    tg.create_task(self._probe_peers(), name="probe"),
                 ]
+                waiter = tg.create_task(self._decided.wait())
+                await asyncio.wait({waiter, tg.create_task(self._stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
                 self.ready.set()
                 await self._stop.wait()
-                log.info("leaving: finishing %d tasks (up to %.0f s)", len(self.leader.tasks), cfg.shutdown_grace)
-                await self.leader.drain(cfg.shutdown_grace)
-                for t in services:
+                await self._leave(discovery)
+                discovery = None
+                for t in [*services, waiter]:
                     t.cancel()
         finally:
             self.ready.clear()
+            if discovery is not None:
+                await discovery.close()
             if self.pool is not None:
                 await self.pool.close()
-            for closer in (front.close, back.close, self.worker.close if self.worker else None):
-                if closer is not None:
-                    closer()
+            if self.worker is not None:
+                self.worker.dealer.sock.close(linger=const.LEAVE_LINGER_MS)
+            front.sock.close(linger=const.LEAVE_LINGER_MS)
+            for closer in (back.close, pub.close, self._sub.close, *(d.close for d in self._probes.values())):
+                closer()
             ctx.close()
             log.info("node %s stopped", self.node_id or "(not started)")
+
+    async def _start_executor(self) -> Executor:
+        cfg = self.config
+        slots = self.slot_count
+        pool: Executor
+        if cfg.bench_delay_ms > 0:
+            pool = SleepPool(slots, cfg.bench_delay_ms)
+            await pool.start()
+            log.warning("execution: %s (%d slots)", pool.reason, slots)
+            return pool
+        threads = max(1, self.caps.cores // slots)
+        pool = SlotPool(slots, SlotSettings(cfg.home, cfg.device, threads, cfg.max_pixels))
+        await pool.start()
+        log.info("execution: %s (%d slots, %d threads each)", pool.reason, slots, threads)
+        return pool
+
+    async def _leave(self, discovery: Discovery | None) -> None:
+        """The graceful leave described in the module docstring; every wait is bounded."""
+        assert self.leader is not None and self.worker is not None
+        cfg = self.config
+        self.leaving = True
+        await self._publish()
+        if discovery is not None:
+            await discovery.close()
+        log.info("leaving: %d tasks held, %d running", len(self.leader.tasks), len(self.worker.running))
+        others = [m for m in (self.view.usable() if self.view else []) if m.node_id != self.node_id]
+        if self.leader.leading and others:
+            # let the others elect a new leader, then hand our queue to it through the clients
+            deadline = time.monotonic() + max(2.0, 3 * cfg.heartbeat_interval + cfg.election_wait)
+            while self.decision.leader in ("", self.node_id) and time.monotonic() < deadline:
+                self._decided.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._decided.wait(), max(0.01, deadline - time.monotonic()))
+            if self.decision.leader in ("", self.node_id):
+                await self.leader.drain(cfg.shutdown_grace)
+            else:
+                self.leader.accepting = False
+        elif self.leader.leading:
+            await self.leader.drain(cfg.shutdown_grace)
+        else:
+            self.leader.accepting = False
+        await self.worker.leave()
+        deadline = time.monotonic() + cfg.shutdown_grace
+        while self.worker.running and time.monotonic() < deadline:
+            await asyncio.wait(set(self.worker.running), timeout=max(0.01, deadline - time.monotonic()))
+        if self.worker.running:
+            log.warning("leaving with %d tasks unfinished; the leader re-queues them", len(self.worker.running))
+
+    # ---- gossip --------------------------------------------------------------------------
+    async def _publish(self) -> None:
+        if self._pub is not None and self.leader is not None:
+            await self._pub.send(self.heartbeat())
+
+    async def _gossip_out(self) -> None:
+        while True:
+            await self._publish()
+            await asyncio.sleep(self.config.heartbeat_interval)
+
+    async def _gossip_in(self) -> None:
+        assert self._sub is not None
+        while True:
+            msg = await self._sub.recv()
+            if isinstance(msg, Heartbeat) and msg.node_id != self.node_id:
+                self._heard(msg)
+
+    def _heard(self, hb: Heartbeat) -> None:
+        assert self.view is not None
+        if hb.mesh != self.config.mesh:
+            return
+        self.view = membership.apply(self.view, Heard(hb), time.monotonic())
+        self._connect_gossip(hb.node_id, hb.host, hb.gossip_port)
+        for entry in hb.peers:
+            node_id, _, addr = entry.partition("@")
+            host, _, port = addr.rpartition(":")
+            if node_id and node_id != self.node_id and port.isdigit():
+                self._connect_gossip(node_id, host, int(port))
+
+    def _connect_gossip(self, node_id: str, host: str, port: int) -> None:
+        assert self._sub is not None
+        if not port or node_id == self.node_id:
+            return
+        known = self._gossip_peers.get(node_id)
+        if known == (host, port):
+            return
+        self._gossip_peers[node_id] = (host, port)
+        if self._sub.connect(host, port):
+            log.debug("gossip: subscribed to %s at %s:%d", node_id or "a peer", host, port)
+
+    def _on_found(self, f: Found) -> None:
+        if f.node_id != self.node_id:
+            self._connect_gossip(f.node_id, f.hosts[0], f.gossip_port)
+
+    def _on_gone(self, node_id: str) -> None:
+        if self.view is not None and node_id != self.node_id:
+            self.view = membership.apply(self.view, Goodbye(node_id), time.monotonic())
+
+    def _on_ping(self, ping: Ping) -> None:
+        """A node that has us as a static --peer announced its gossip endpoint: subscribe back."""
+        if ping.mesh == self.config.mesh and ping.host and ping.gossip_port:
+            self._connect_gossip(ping.node_id, ping.host, ping.gossip_port)
+
+    async def _probe_peers(self) -> None:
+        """Ping each static --peer so it and we subscribe to each other's gossip (again after a restart)."""
+        from .config import parse_peer
+
+        targets = {parse_peer(p) for p in self.config.peers} - {(self.host, self.task_port)}
+        async with asyncio.TaskGroup() as tg:
+            for host, port in sorted(targets):
+                tg.create_task(self._probe(host, port))
+
+    async def _probe(self, host: str, port: int) -> None:
+        assert self.view is not None and self._ctx is not None
+        d = self._ctx.dealer()
+        self._probes[(host, port)] = d
+        d.connect(host, port)
+        while True:
+            alive = any(m.address == (host, port) for m in self.view.alive())
+            if alive:  # known: check now and then that it still knows us (it may have restarted)
+                await asyncio.sleep(const.PEER_RECHECK_INTERVAL)
+            await d.send(Ping(0, self.node_id, self.host, self.gossip_port, self.config.mesh))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(const.PEER_PROBE_INTERVAL):
+                    while True:
+                        msg, _ = await d.recv()
+                        if isinstance(msg, Pong) and msg.mesh == self.config.mesh and msg.gossip_port:
+                            self._connect_gossip(msg.node_id, host, msg.gossip_port)
+                            await asyncio.sleep(self.config.heartbeat_interval * 2)
+                            break
+
+    # ---- membership and election -------------------------------------------------------------
+    async def _tick_loop(self) -> None:
+        while True:
+            await self._tick()
+            await asyncio.sleep(TICK)
+
+    async def _tick(self) -> None:
+        assert self.view is not None and self.leader is not None and self.worker is not None
+        now = time.monotonic()
+        before = self.view
+        view = membership.apply(before, Heard(self.heartbeat()), now)
+        view = membership.apply(view, Tick(), now)
+        self.view = view
+        joined, died = membership.changes(before, view)
+        for m in joined:
+            if m.node_id != self.node_id:
+                log.info(
+                    "node %s joined (%s:%d, %s, %d slots)",
+                    m.node_id,
+                    m.hb.host,
+                    m.hb.task_port,
+                    m.hb.provider or "?",
+                    m.hb.slots,
+                )
+        for m in died:
+            log.info("node %s is dead (silent %.1f s)", m.node_id, now - m.last_heard)
+        if self.leader.leading:
+            gone = [m.node_id for m in died] + [m.node_id for m in view.alive() if m.hb.leaving]
+            for node_id in gone:
+                if node_id != self.node_id and any(w.node_id == node_id for w in self.leader.workers.values()):
+                    await self.leader.drop_worker(node_id, "left" if node_id in view.members else "died")
+        eligible = now - self._started >= self.config.election_wait
+        new = election.decide(view, self.decision, eligible, self.leaving)
+        if new != self.decision:
+            old = self.decision
+            self.decision = new
+            if new.leader != old.leader:
+                self.leader_changes += 1
+                if new.leader == self.node_id:
+                    log.info("this node leads mesh %r (term %d)", self.config.mesh, new.term)
+                elif new.leader:
+                    log.info("leader is %s (term %d)", new.leader, new.term)
+                else:
+                    log.info("no leader (term %d): electing", new.term)
+            await self._publish()
+        self.leader.members = [f"{m.hb.host}:{m.hb.task_port}" for m in view.usable()]
+        await self._follow(view)
+
+    async def _follow(self, view: View) -> None:
+        """Point the router and the worker at the leader of ``self.decision``."""
+        assert self.leader is not None and self.worker is not None
+        leader_id, term = self.decision.leader, self.decision.term
+        m = view.get(leader_id) if leader_id else None
+        if leader_id and m is None:
+            return  # a leader named by others that we have not heard ourselves yet
+        addr = f"{m.hb.host}:{m.hb.task_port}" if m else ""
+        if (leader_id, addr, term) != (self.leader.leader_id, self.leader.leader_addr, self.leader.term):
+            await self.leader.set_role(leader_id, addr, term)
+        if m is not None:
+            host = self.config.local_host if leader_id == self.node_id else m.hb.host
+            await self.worker.follow(host, m.hb.backend_port)
+            if not self._decided.is_set():
+                self._decided.set()
+        elif self._decided.is_set() and self.leaving:
+            self._decided.set()
+
+    # ---- status ------------------------------------------------------------------------------
+    def status_nodes(self) -> dict[str, Any]:
+        """Every member as this node sees it, for ``status``."""
+        assert self.view is not None and self.leader is not None
+        now = time.monotonic()
+        rows = self.leader.worker_rows() if self.leader.leading else {}
+        nodes = []
+        for m in sorted(self.view.members.values(), key=lambda m: m.node_id):
+            hb = m.hb
+            here = rows.get(hb.node_id, {})
+            nodes.append(
+                {
+                    "id": hb.node_id,
+                    "host": hb.host,
+                    "port": hb.task_port,
+                    "role": "leader" if hb.node_id == self.decision.leader else "worker",
+                    "alive": m.alive,
+                    "leaving": hb.leaving,
+                    "provider": hb.provider,
+                    "gpu": hb.gpu,
+                    "vram_mb": hb.vram_mb,
+                    "cores": hb.cores,
+                    "slots": hb.slots,
+                    "busy": hb.running,
+                    "queued": hb.queued,
+                    "done": hb.done,
+                    "failed": hb.failed,
+                    "cpu_percent": round(hb.cpu_percent, 1),
+                    "ewma_ms": here.get("ewma_ms", {}),
+                    "last_heard_s": round(now - m.last_heard, 2),
+                    "term": hb.term,
+                }
+            )
+        return {"nodes": nodes}

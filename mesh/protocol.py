@@ -33,8 +33,15 @@ class Message:
 
 @dataclass(frozen=True)
 class Ping(Message):
+    """client or node -> a node's task port. A node fills in its own gossip endpoint so the
+    node it pings (a static ``--peer``) can subscribe back; a client leaves them empty."""
+
     t: ClassVar[str] = "ping"
     nonce: int = 0
+    node_id: str = ""
+    host: str = ""
+    gossip_port: int = 0
+    mesh: str = ""
 
 
 @dataclass(frozen=True)
@@ -44,8 +51,12 @@ class Pong(Message):
     node_id: str = ""
     mesh: str = ""
     leader_id: str = ""
-    leader_addr: str = ""  # host:task_port of the leader
+    leader_addr: str = ""  # host:task_port of the leader ("" while none is elected)
     term: int = 0
+    host: str = ""  # the answering node's advertised address and ports
+    gossip_port: int = 0
+    backend_port: int = 0
+    members: list[str] = dataclasses.field(default_factory=list)  # host:task_port of every live member
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,8 @@ class TaskSpec(Message):
     crop_margin: int = const.HD_CROP_MARGIN
     crop_trigger: int = const.HD_CROP_TRIGGER
     resize_limit: int = const.HD_RESIZE_LIMIT
+    pixels: int = 0  # width x height, read by the client from the image header (0 = unknown)
+    requires: str = ""  # requirement class: "" any node, cpu, gpu-low, gpu-medium, gpu-high
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,45 @@ class Ready(Message):
     slots: int = 0
     provider: str = ""
     host: str = ""
+    vram_mb: int = 0
+    models: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Heartbeat(Message):
+    """Published by every node on its gossip PUB socket every ``heartbeat_interval``: who it
+    is, where it listens, whom it follows, what it can do and how busy it is."""
+
+    t: ClassVar[str] = "hb"
+    node_id: str = ""
+    incarnation: int = 0  # start time in ns: a restarted node at the same address has a larger one
+    mesh: str = ""
+    host: str = ""
+    task_port: int = 0
+    backend_port: int = 0
+    gossip_port: int = 0
+    term: int = 0  # the term of the leader it follows (or of its own claim)
+    leader: str = ""  # node id of the leader it follows; its own id when it leads; "" while none
+    leaving: bool = False  # a graceful leave has begun: not a candidate, takes no new work
+    seq: int = 0
+    # capabilities
+    provider: str = ""  # cpu | cuda
+    gpu: str = ""
+    vram_mb: int = 0
+    cores: int = 0
+    ram_mb: int = 0
+    slots: int = 0
+    models: list[str] = dataclasses.field(default_factory=list)
+    # load
+    queued: int = 0  # tasks waiting in its leader queue (leader only)
+    running: int = 0  # tasks its slots hold
+    done: int = 0
+    failed: int = 0
+    vram_free_mb: int = 0
+    cpu_percent: float = 0.0
+    ewma_ms: dict[str, float] = dataclasses.field(default_factory=dict)  # per "model@size-class"
+    # gossip of membership: gossip endpoints "node_id@host:gossip_port" of the live members it knows
+    peers: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -147,7 +199,7 @@ class Status(Message):
 
 
 MESSAGES: dict[str, type[Message]] = {
-    cls.t: cls for cls in (Ping, Pong, Submit, Task, Done, Result, Ready, Bye, StatusRequest, Status)
+    cls.t: cls for cls in (Ping, Pong, Submit, Task, Done, Result, Ready, Heartbeat, Bye, StatusRequest, Status)
 }
 
 _FIELD_TYPES: dict[type[Message], dict[str, Any]] = {}
@@ -170,6 +222,16 @@ def _check(name: str, value: Any, hint: Any) -> Any:
         raise ProtocolError(
             f"field {name!r} should be {getattr(origin, '__name__', origin)}, got {type(value).__name__}"
         )
+    args = typing.get_args(hint)
+    if origin is list and args and args[0] is str:
+        if len(value) > const.MAX_LIST_ITEMS or not all(isinstance(x, str) for x in value):
+            raise ProtocolError(f"field {name!r} should be a list of at most {const.MAX_LIST_ITEMS} strings")
+    elif origin is dict and args == (str, float):
+        if len(value) > const.MAX_LIST_ITEMS or not all(
+            isinstance(k, str) and isinstance(x, int | float) and not isinstance(x, bool) for k, x in value.items()
+        ):
+            raise ProtocolError(f"field {name!r} should be a map of at most {const.MAX_LIST_ITEMS} numbers")
+        value = {k: float(x) for k, x in value.items()}
     return value
 
 

@@ -18,7 +18,7 @@ import signal
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from . import const
 from .errors import MeshError, ModelError, TaskFailed
@@ -223,3 +223,59 @@ class SlotPool:
 
     async def close(self) -> None:
         await asyncio.gather(*(asyncio.to_thread(s.stop) for s in self.slots))
+
+
+class Executor(Protocol):
+    """What a worker runs tasks on: ``SlotPool`` (the real thing) or ``SleepPool`` (benchmarks)."""
+
+    provider: str
+    reason: str
+    busy: int
+
+    @property
+    def size(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def run(self, spec: TaskSpec, image: Any, mask: Any) -> SlotResult: ...
+
+    async def close(self) -> None: ...
+
+
+class SleepPool:
+    """BENCHMARK ONLY (``join --bench-delay-ms MS``): each task takes ``delay_ms`` of wall time and no CPU,
+    and its "result" is the input image unchanged. It lets bench/ measure the mesh (overhead,
+    scaling, placement on mixed speeds) with many nodes on a 2-core machine. Never a default."""
+
+    def __init__(self, n: int, delay_ms: float) -> None:
+        self.n = max(1, n)
+        self.delay = delay_ms / 1000
+        self.provider = "cpu"
+        self.reason = f"BENCHMARK executor: every task sleeps {delay_ms:g} ms and returns its input"
+        self.busy = 0
+        self._sem = asyncio.Semaphore(self.n)
+
+    @property
+    def size(self) -> int:
+        return self.n
+
+    def pids(self) -> list[int]:
+        return []
+
+    async def start(self) -> None:
+        return None
+
+    async def run(self, spec: TaskSpec, image: Any, mask: Any) -> SlotResult:
+        async with self._sem:
+            self.busy += 1
+            t0 = time.perf_counter()
+            try:
+                if self.delay > 0:
+                    await asyncio.sleep(self.delay)
+                ms = (time.perf_counter() - t0) * 1000
+                return SlotResult(True, bytes(image), spec.out_format or "png", ms, ms)
+            finally:
+                self.busy -= 1
+
+    async def close(self) -> None:
+        return None

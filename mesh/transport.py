@@ -8,6 +8,7 @@ never raises because of what a peer sent.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 from collections.abc import Sequence
 from typing import Any
@@ -32,6 +33,12 @@ class Context:
 
     def dealer(self, identity: bytes | None = None) -> Dealer:
         return Dealer(self, identity)
+
+    def pub(self) -> Pub:
+        return Pub(self)
+
+    def sub(self) -> Sub:
+        return Sub(self)
 
     def close(self) -> None:
         self.zmq.destroy(linger=const.SOCKET_LINGER)
@@ -60,11 +67,7 @@ class _Socket:
         return msg, frames[1 : 1 + len(blobs)]
 
 
-class Router(_Socket):
-    """A bound ROUTER: ``recv()`` -> (peer identity, message, data frames)."""
-
-    kind = zmq.ROUTER
-
+class _Bound(_Socket):
     def bind(self, host: str, port: int) -> int:
         """Bind and return the port (an ephemeral one when ``port`` is 0)."""
         try:
@@ -78,6 +81,12 @@ class Router(_Socket):
                     f"port {port} on {host} is already in use: stop the other node or pick --port"
                 ) from None
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+class Router(_Bound):
+    """A bound ROUTER: ``recv()`` -> (peer identity, message, data frames)."""
+
+    kind = zmq.ROUTER
 
     async def recv(self) -> tuple[bytes, Message, list[zmq.Frame]]:
         while True:
@@ -122,3 +131,54 @@ class Dealer(_Socket):
 
     async def send(self, msg: Message, blobs: Sequence[Blob] = ()) -> None:
         await self.sock.send_multipart([protocol.encode(msg), *blobs], copy=False)
+
+
+class Pub(_Bound):
+    """The gossip publisher: a bound PUB every peer's SUB connects to. Sends never block:
+    a slow subscriber loses heartbeats (the next one supersedes them) rather than stalling."""
+
+    kind = zmq.PUB
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.sock.setsockopt(zmq.SNDHWM, const.GOSSIP_HWM)
+
+    async def send(self, msg: Message) -> None:
+        with contextlib.suppress(zmq.Again):
+            await self.sock.send(protocol.encode(msg), flags=zmq.NOBLOCK)
+
+
+class Sub(_Socket):
+    """The gossip subscriber: one SUB connected to the PUB of every known peer."""
+
+    kind = zmq.SUB
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, const.MAX_HEADER_BYTES)
+        self.sock.setsockopt(zmq.RCVHWM, const.GOSSIP_HWM)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.endpoints: set[str] = set()
+
+    def connect(self, host: str, port: int) -> bool:
+        """Connect to a peer's PUB; False when already connected."""
+        ep = f"tcp://{host}:{port}"
+        if ep in self.endpoints:
+            return False
+        self.sock.connect(ep)
+        self.endpoints.add(ep)
+        return True
+
+    def disconnect(self, host: str, port: int) -> None:
+        ep = f"tcp://{host}:{port}"
+        if ep in self.endpoints:
+            self.endpoints.discard(ep)
+            with contextlib.suppress(zmq.ZMQError):
+                self.sock.disconnect(ep)
+
+    async def recv(self) -> Message:
+        while True:
+            frames = await self.sock.recv_multipart(copy=False)
+            got = self._decode("gossip", frames)
+            if got is not None:
+                return got[0]

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import const
 from .protocol import Bye, Done, Ready, Task
-from .slots import SlotPool, SlotResult
+from .slots import Executor, SlotResult
 from .transport import Context, Dealer
 
 log = logging.getLogger("lamamesh.worker")
@@ -21,23 +21,45 @@ log = logging.getLogger("lamamesh.worker")
 
 class Worker:
     def __init__(
-        self, ctx: Context, node_id: str, host: str, pool: SlotPool, prefetch: int = const.WORKER_PREFETCH
+        self,
+        ctx: Context,
+        node_id: str,
+        host: str,
+        pool: Executor,
+        prefetch: int = const.WORKER_PREFETCH,
+        vram_mb: int = 0,
+        models: list[str] | None = None,
     ) -> None:
         self.node_id = node_id
         self.host = host
         self.pool = pool
         self.prefetch = prefetch
+        self.vram_mb = vram_mb
+        self.models = models or []
         self.dealer: Dealer = ctx.dealer(identity=node_id.encode())
         self.running: set[asyncio.Task[None]] = set()
         self.done = 0
+        self.failed = 0
+        self.leader = ""  # host:backend_port it is connected to
+        self.leaving = False
 
-    def connect(self, host: str, port: int) -> None:
+    async def follow(self, host: str, port: int) -> None:
+        """Connect to the leader's backend (leaving any previous one) and grant it our free capacity."""
+        addr = f"{host}:{port}"
+        if addr == self.leader or self.leaving:
+            return
+        self.dealer.disconnect()
         self.dealer.connect(host, port)
+        self.leader = addr
+        credits = max(0, self.pool.size + self.prefetch - len(self.running))
+        ready = Ready(self.node_id, credits, self.pool.size, self.pool.provider, self.host, self.vram_mb, self.models)
+        await self.dealer.send(ready)
+
+    def unfollow(self) -> None:
+        self.dealer.disconnect()
+        self.leader = ""
 
     async def run(self) -> None:
-        await self.dealer.send(
-            Ready(self.node_id, self.pool.size + self.prefetch, self.pool.size, self.pool.provider, self.host)
-        )
         async with asyncio.TaskGroup() as tg:
             while True:
                 msg, blobs = await self.dealer.recv()
@@ -57,13 +79,18 @@ class Worker:
                 res = SlotResult(False, error_code="failed", error=f"{type(exc).__name__}: {exc}")
         if res.ok:
             self.done += 1
-        elif res.error_code == "failed":
-            log.warning("task %s failed: %s", task.task_id, res.error)
+        else:
+            self.failed += 1
+            if res.error_code == "failed":
+                log.warning("task %s failed: %s", task.task_id, res.error)
         done = Done(task.task_id, res.ok, res.error_code, res.error, self.node_id, res.out_format, res.total_ms)
         await self.dealer.send(done, [res.data] if res.ok else [])
 
     async def leave(self) -> None:
-        await self.dealer.send(Bye(self.node_id))
+        """Tell the leader to give our queued tasks to others; the running ones still answer."""
+        self.leaving = True
+        if self.leader:
+            await self.dealer.send(Bye(self.node_id))
 
     def close(self) -> None:
         self.dealer.close()

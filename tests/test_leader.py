@@ -23,7 +23,9 @@ class FakeRouter:
 
 def _leader() -> tuple[Leader, FakeRouter, FakeRouter]:
     front, back = FakeRouter(), FakeRouter()
-    return Leader("n1", "m", front, back, "h:1"), front, back  # type: ignore[arg-type]
+    leader = Leader("n1", "m", front, back, "h:1")  # type: ignore[arg-type]
+    leader.leading, leader.leader_id, leader.leader_addr, leader.term = True, "n1", "h:1", 1
+    return leader, front, back
 
 
 def test_interactive_goes_ahead_of_batch_and_credits_are_respected() -> None:
