@@ -101,6 +101,23 @@ def join(
     port: PortOpt = None,
     http: Annotated[int | None, typer.Option("--http", help="Serve HTTP on this port (not yet available).")] = None,
     secret_file: Annotated[str | None, typer.Option("--secret-file", help="Mesh key file (not yet available).")] = None,
+    advertise: Annotated[
+        str | None,
+        typer.Option(
+            "--advertise", help="Address peers should reach this node at (default: --bind or the LAN address)."
+        ),
+    ] = None,
+    mdns: Annotated[
+        bool | None, typer.Option("--mdns/--no-mdns", help="Find peers over mDNS (default on; off: only --peer).")
+    ] = None,
+    dead_timeout: Annotated[
+        float | None, typer.Option("--dead-timeout", help="Seconds of silence before a peer is dead (default 2).")
+    ] = None,
+    heartbeat: Annotated[
+        float | None, typer.Option("--heartbeat", help="Seconds between heartbeats (default 0.3).")
+    ] = None,
+    placement: Annotated[str | None, typer.Option("--placement", hidden=True)] = None,
+    bench_delay_ms: Annotated[float | None, typer.Option("--bench-delay-ms", hidden=True)] = None,
     config: ConfigOpt = None,
     log_level: LogOpt = None,
 ) -> None:
@@ -118,6 +135,12 @@ def join(
             port=port,
             http=http,
             secret_file=secret_file,
+            advertise=advertise,
+            mdns=mdns,
+            dead_timeout=dead_timeout,
+            heartbeat_interval=heartbeat,
+            placement=placement,
+            bench_delay_ms=bench_delay_ms,
             config=config,
             log_level=log_level,
         )

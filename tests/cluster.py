@@ -1,0 +1,112 @@
+"""Real node processes on 127.0.0.1 for tests and benchmarks: start, find, kill, always clean up."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_block(n: int = 3) -> int:
+    """A port P with P..P+n-1 all free on 127.0.0.1 (a node takes task, backend and gossip ports)."""
+    for _ in range(200):
+        p = random.randrange(20000, 40000 - n)
+        if all(_free(p + i) for i in range(n)):
+            return p
+    raise RuntimeError("no free block of ports")
+
+
+def wait_until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@dataclass
+class NodeProc:
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the node; with SIGKILL its slot processes die with it (they watch their pipe)."""
+        if self.alive:
+            self.proc.send_signal(sig)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@dataclass
+class Cluster:
+    root: Path
+    extra: Sequence[str] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    nodes: list[NodeProc] = field(default_factory=list)
+
+    def start(self, n: int = 1, peer: int | None = None, args: Sequence[str] = ()) -> list[NodeProc]:
+        started = []
+        for _ in range(n):
+            port = free_port_block()
+            seed = peer or (self.nodes[0].port if self.nodes else port)
+            log = self.root / f"node-{port}.log"
+            cmd = [
+                sys.executable, "-m", "mesh.cli", "join", "--bind", "127.0.0.1", "--port", str(port),
+                "--peer", f"127.0.0.1:{seed}", "--no-mdns", "--log-level", "info", *self.extra, *args,
+            ]  # fmt: skip
+            env = {**os.environ, "LAMAMESH_HOME": str(self.root / "home"), **self.env}
+            fh = log.open("wb")
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            fh.close()
+            node = NodeProc(port, proc, log)
+            self.nodes.append(node)
+            started.append(node)
+        return started
+
+    def by_port(self, port: int) -> NodeProc:
+        return next(n for n in self.nodes if n.port == port)
+
+    def close(self) -> None:
+        for n in self.nodes:
+            if n.alive:
+                n.proc.send_signal(signal.SIGKILL)
+        for n in self.nodes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                n.proc.wait(10)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(n.proc.pid, signal.SIGKILL)  # its slot processes, if any outlived it
+
+
+@contextlib.contextmanager
+def cluster(root: Path, extra: Sequence[str] = (), env: dict[str, str] | None = None) -> Iterator[Cluster]:
+    c = Cluster(root, extra, env or {})
+    try:
+        yield c
+    finally:
+        c.close()

@@ -1,0 +1,131 @@
+"""Whole nodes as processes on 127.0.0.1 joined by --peer: a batch survives kill -9 of the
+leader and of a worker, and a graceful leave; every task's result arrives exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mesh.client import Client, Job, JobResult
+from mesh.transport import Context
+
+from .cluster import Cluster, cluster, wait_until
+
+
+def png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def jobs(n: int) -> list[Job]:
+    rng = np.random.default_rng(7)
+    mask = np.zeros((64, 96), np.uint8)
+    mask[20:44, 30:70] = 255
+    m = png(mask)
+    return [
+        Job(png((rng.random((64, 96, 3)) * 255).astype(np.uint8)), m, priority="batch", label=f"t{i}") for i in range(n)
+    ]
+
+
+def status(port: int) -> dict:
+    p = subprocess.run(
+        [sys.executable, "-m", "mesh.cli", "status", "--json", "--peer", f"127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return json.loads(p.stdout) if p.returncode == 0 else {}
+
+
+def mesh_ready(c: Cluster, n: int) -> dict:
+    """Wait until every node is alive in the first node's view and a leader is elected."""
+
+    def ok() -> dict:
+        s = status(c.nodes[0].port)
+        alive = [x for x in s.get("nodes", []) if x["alive"]]
+        return s if s.get("leader") and len(alive) == n else {}
+
+    return wait_until(ok, 60, f"{n} nodes and a leader")  # type: ignore[no-any-return]
+
+
+def leader_port(client: Client) -> int:
+    assert client.leader is not None
+    return int(client.leader.leader_addr.rsplit(":", 1)[1])
+
+
+def run_batch(c: Cluster, n: int, on_count: dict[int, str]) -> tuple[list[JobResult], list[str], Client]:
+    """Submit ``n`` tasks; when ``k`` results have arrived, do ``on_count[k]`` ("kill-leader", ...)."""
+    delivered: list[str] = []
+    done_actions: list[str] = []
+
+    async def main() -> tuple[list[JobResult], Client]:
+        ctx = Context()
+        client = Client(ctx, [("127.0.0.1", c.nodes[0].port)])
+        try:
+            await client.connect()
+
+            def on_result(r: JobResult) -> None:
+                delivered.append(r.job.task_id)
+                action = on_count.get(len(delivered))
+                if action is None:
+                    return
+                lp = leader_port(client)
+                if action == "kill-leader":
+                    c.by_port(lp).kill()
+                elif action == "term-leader":
+                    c.by_port(lp).kill(signal.SIGTERM)
+                elif action == "kill-worker":
+                    next(x for x in c.nodes if x.alive and x.port != lp).kill()
+                done_actions.append(f"{action}@{len(delivered)}")
+
+            results = await asyncio.wait_for(client.run(jobs(n), on_result, window=16), 150)
+            return results, client
+        finally:
+            client.close()
+            ctx.close()
+
+    results, client = asyncio.run(main())
+    return results, delivered, client
+
+
+def check_exactly_once(results: list[JobResult], delivered: list[str], n: int) -> None:
+    assert len(delivered) == n and len(set(delivered)) == n, "a task was answered twice or not at all"
+    failed = [(r.job.label, r.error_code, r.error) for r in results if not r.ok]
+    assert not failed, failed[:5]
+    for r in results[:5]:
+        assert Image.open(io.BytesIO(r.data)).size == (96, 64)
+
+
+def test_batch_survives_kill_9_of_the_leader_then_of_a_worker(tmp_path: Path) -> None:
+    with cluster(tmp_path, extra=["--slots", "1", "--device", "cpu"]) as c:
+        c.start(3)
+        mesh_ready(c, 3)
+        results, delivered, client = run_batch(c, 100, {15: "kill-leader", 55: "kill-worker"})
+        check_exactly_once(results, delivered, 100)
+        assert client.failovers >= 1
+        by_node = Counter(r.node_id for r in results)
+        assert len(by_node) == 3, by_node  # all three worked before they were killed
+        assert sum(n.alive for n in c.nodes) == 1
+        survivor = next(n for n in c.nodes if n.alive)
+        assert "leads mesh" in survivor.text() and "is dead" in survivor.text()
+
+
+def test_graceful_leave_of_the_leader_hands_its_queue_back(tmp_path: Path) -> None:
+    with cluster(tmp_path, extra=["--slots", "1", "--device", "cpu"]) as c:
+        c.start(3)
+        mesh_ready(c, 3)
+        results, delivered, _ = run_batch(c, 60, {10: "term-leader"})
+        check_exactly_once(results, delivered, 60)
+        gone = next(n for n in c.nodes if not n.alive or "leaving" in n.text())
+        wait_until(lambda: not gone.alive, 30, "the leaving leader to exit")
+        assert gone.proc.returncode == 0, gone.text()[-2000:]
