@@ -227,10 +227,15 @@ def _pair_batch(image_dir: Path, masks: Path) -> tuple[list[tuple[Path, Path]], 
 async def _with_mesh(cfg: Config, no_local: bool, quiet: bool, work: Callable[[Client], Coroutine[Any, Any, T]]) -> T:
     ctx = Context()
     peers = [config_mod.parse_peer(p) for p in cfg.peers] or [(cfg.local_host, cfg.port or const.DEFAULT_TASK_PORT)]
-    client = Client(ctx, peers)
+    client = Client(ctx, peers, dead_timeout=cfg.dead_timeout)
     try:
         try:
-            await client.connect()
+            try:
+                await client.connect()
+            except NoMesh:
+                if cfg.peers or not cfg.mdns:
+                    raise
+                await _connect_over_mdns(cfg, client, quiet)
         except NoMesh as exc:
             if no_local:
                 raise NoMesh(f"{exc} (and --no-local forbids running locally)") from None
@@ -244,6 +249,24 @@ async def _with_mesh(cfg: Config, no_local: bool, quiet: bool, work: Callable[[C
     finally:
         client.close()
         ctx.close()
+
+
+async def _connect_over_mdns(cfg: Config, client: Client, quiet: bool) -> None:
+    """No --peer and no local node: look for the mesh over mDNS and connect through what answers."""
+    from .discovery import browse
+
+    iface = "" if cfg.bind in ("0.0.0.0", "", "*") else cfg.bind
+    found = await browse(cfg.mesh, const.CLIENT_MDNS_BROWSE, iface)
+    if not found:
+        local = f"{client.peers[0][0]}:{client.peers[0][1]}"
+        raise NoMesh(
+            f"no node of mesh {cfg.mesh!r} found over mDNS within {const.CLIENT_MDNS_BROWSE:g} s, none at {local}"
+        )
+    client.peers = [(f.hosts[0], f.task_port) for f in found]
+    client.known = list(client.peers)
+    if not quiet:
+        err.print(f"lamamesh: found {len(found)} nodes of mesh {cfg.mesh!r} over mDNS", markup=False)
+    await client.connect()
 
 
 @app.command()

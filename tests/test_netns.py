@@ -1,0 +1,133 @@
+"""mDNS for real: three network namespaces joined by a bridge, each running `lamamesh join`
+with no flags at all; a fourth submits a batch with no --peer. One node is killed mid-batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .cluster import wait_until
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=20)
+
+
+def _can_netns() -> str:
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if shutil.which("ip") is None:
+        return "iproute2 (`ip`) is not installed"
+    name = f"lmprobe{secrets.token_hex(3)}"
+    try:
+        _ip("netns", "add", name)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        return f"cannot create a network namespace here: {exc}"
+    _ip("netns", "del", name)
+    return ""
+
+
+@pytest.fixture
+def lan() -> Iterator[list[str]]:
+    """Four namespaces (10.77.x.1-4/24, interface eth0) on one bridge inside a fifth (the 'switch')."""
+    why = _can_netns()
+    if why:
+        pytest.skip(why)
+    tag = secrets.token_hex(2)
+    net = 100 + int(tag, 16) % 150
+    hub, names = f"lmhub{tag}", [f"lmn{i}{tag}" for i in range(1, 5)]
+    made: list[str] = []
+    try:
+        _ip("netns", "add", hub)
+        made.append(hub)
+        _ip("-n", hub, "link", "add", "br0", "type", "bridge")
+        _ip("-n", hub, "link", "set", "br0", "up")
+        for i, ns in enumerate(names, start=1):
+            _ip("netns", "add", ns)
+            made.append(ns)
+            _ip("link", "add", f"lmv{i}{tag}", "type", "veth", "peer", "name", "eth0", "netns", ns)
+            _ip("link", "set", f"lmv{i}{tag}", "netns", hub)
+            _ip("-n", hub, "link", "set", f"lmv{i}{tag}", "master", "br0")
+            _ip("-n", hub, "link", "set", f"lmv{i}{tag}", "up")
+            _ip("-n", ns, "addr", "add", f"10.77.{net}.{i}/24", "dev", "eth0")
+            _ip("-n", ns, "link", "set", "eth0", "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+        yield names
+    finally:
+        for ns in reversed(made):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
+
+
+def lm(ns: str, *args: str) -> list[str]:
+    return ["ip", "netns", "exec", ns, sys.executable, "-m", "mesh.cli", *args]
+
+
+def test_three_namespaces_find_each_other_over_mdns_and_survive_a_kill(lan: list[str], tmp_path: Path) -> None:
+    env = {**os.environ, "LAMAMESH_HOME": str(tmp_path / "home"), "LAMAMESH_LOG_LEVEL": "info"}
+    imgs, masks, out = tmp_path / "i", tmp_path / "m", tmp_path / "out"
+    imgs.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(3)
+    for k in range(150):
+        Image.fromarray((rng.random((128, 160, 3)) * 255).astype(np.uint8)).save(imgs / f"p{k:03d}.png")
+        m = np.zeros((128, 160), np.uint8)
+        m[40:90, 50:120] = 255
+        Image.fromarray(m).save(masks / f"p{k:03d}.png")
+    nodes: list[subprocess.Popen[bytes]] = []
+    logs = [tmp_path / f"node{i}.log" for i in range(3)]
+    try:
+        for ns, log in zip(lan[:3], logs, strict=True):
+            with log.open("wb") as fh:
+                # `lamamesh join` with no flags but the device and slots (2 cores: 1 slot each)
+                nodes.append(
+                    subprocess.Popen(
+                        lm(ns, "join", "--device", "cpu", "--slots", "1"), stdout=fh, stderr=subprocess.STDOUT, env=env
+                    )
+                )
+
+        def formed() -> dict:
+            p = subprocess.run(lm(lan[3], "status", "--json"), capture_output=True, text=True, env=env, timeout=30)
+            if p.returncode != 0:
+                return {}
+            s = json.loads(p.stdout)
+            return s if s["leader"] and sum(n["alive"] for n in s["nodes"]) == 3 else {}
+
+        snap = wait_until(formed, 60, "three namespaces to form one mesh over mDNS")
+        assert sorted(n["host"].rsplit(".", 1)[1] for n in snap["nodes"]) == ["1", "2", "3"]  # eth0, not lo
+        leader_host = next(n["host"] for n in snap["nodes"] if n["id"] == snap["leader"])
+        victim = int(leader_host.rsplit(".", 1)[1]) - 1  # kill the leader's namespace's node
+        sub = subprocess.Popen(
+            lm(lan[3], "submit", str(imgs), str(masks), "-o", str(out), "--no-local"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        wait_until(lambda: out.exists() and len(list(out.iterdir())) >= 20, 60, "the batch to start")
+        nodes[victim].kill()
+        so, se = sub.communicate(timeout=180)
+        assert sub.returncode == 0, se.decode()[-3000:]
+        assert len(list(out.glob("*.png"))) == 150
+        summary = so.decode()
+        assert "150 of 150 inpainted" in summary, summary
+        split = dict((v, int(k)) for k, v in re.findall(r"(\d+) (\S+-5555-[0-9a-f]{4})", summary))
+        assert len(split) == 3, summary  # all three shared the batch, the killed one before it died
+        assert "found 3 nodes" in se.decode()
+        survivors = [logs[i].read_text() for i in range(3) if i != victim]
+        assert any("leads mesh" in t for t in survivors), (victim, snap["leader"], survivors)
+    finally:
+        for p in nodes:
+            if p.poll() is None:
+                p.kill()
+        for p in nodes:
+            p.wait(10)
