@@ -25,7 +25,7 @@ from . import const
 from .client import Client, Job, JobResult, embedded
 from .config import Config
 from .errors import InputError, MeshError, NoMesh
-from .images import OUTPUT_FORMATS
+from .images import OUTPUT_FORMATS, pixels
 from .models import Registry
 from .transport import Context
 
@@ -307,12 +307,14 @@ def submit(
             if output.suffix.lower().lstrip(".") not in OUTPUT_FORMATS:
                 raise InputError(f"cannot write {output.suffix} files; use .png, .jpg, .webp, .tif or .bmp")
             out_fmt = output.suffix.lower().lstrip(".")
+        data = _read(image, "image")
         job = Job(
-            _read(image, "image"),
+            data,
             _read(mask, "mask"),
             out_format=out_fmt,
             priority=priority or "interactive",
             label=str(image),
+            pixels=pixels(data),
             **common,
         )
 
@@ -366,7 +368,8 @@ def _batch(
         for img, m in pairs:
             if m not in mask_cache:
                 mask_cache[m] = _read(m, "mask")
-            out_jobs.append(Job(_read(img, "image"), mask_cache[m], priority=priority, label=img.name, **common))
+            data = _read(img, "image")
+            out_jobs.append(Job(data, mask_cache[m], priority=priority, label=img.name, pixels=pixels(data), **common))
         return out_jobs
 
     counts: Counter[str] = Counter()
@@ -436,13 +439,24 @@ def status(
         if as_json:
             out.print(json.dumps(snap, indent=2), markup=False)
             return
-        table = Table(title=f"mesh {snap['mesh']!r}: leader {snap['leader']} (term {snap['term']})")
-        for col in ("node", "role", "host", "provider", "slots", "busy", "done", "ms/task"):
+        table = Table(title=f"mesh {snap['mesh']!r}: leader {snap['leader'] or '(electing)'} (term {snap['term']})")
+        for col in ("node", "role", "address", "provider", "slots", "busy", "queued", "done", "ms/task", "heard"):
             table.add_column(col)
         for n in snap["nodes"]:
             ms = ", ".join(f"{k} {v:.0f}" for k, v in n.get("ewma_ms", {}).items())
+            role = n["role"] if n["alive"] and not n.get("leaving") else ("leaving" if n["alive"] else "dead")
+            provider = n["provider"] + (f" ({n['gpu']})" if n.get("gpu") else "")
             table.add_row(
-                n["id"], n["role"], n["host"], n["provider"], str(n["slots"]), str(n["busy"]), str(n["done"]), ms
+                n["id"],
+                role,
+                f"{n['host']}:{n['port']}",
+                provider,
+                str(n["slots"]),
+                str(n["busy"]),
+                str(n["queued"]),
+                str(n["done"]),
+                ms,
+                f"{n.get('last_heard_s', 0):.1f} s ago",
             )
         out.print(table)
         out.print(f"queued {snap['queued']}, done {snap['done']}, failed {snap['failed']}")

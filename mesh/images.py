@@ -166,3 +166,12 @@ def encode(picture: Picture, fmt: str) -> bytes:
         options = {"compress_level": 1}
     im.save(buf, format=fmt, **options)
     return buf.getvalue()
+
+
+def pixels(data: bytes) -> int:
+    """Width x height from the image header alone (no decode); 0 when it cannot be read."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return int(im.size[0]) * int(im.size[1])
+    except Exception:  # any unreadable input: the slot reports the real error later
+        return 0

@@ -72,6 +72,7 @@ class Node:
         self._stop = asyncio.Event()
         self._decided = asyncio.Event()
         self._seq = 0
+        self._alive_ids: set[str] = set()
         self._started = 0.0
         self._sub: Sub | None = None
         self._gossip_peers: dict[str, tuple[str, int]] = {}  # node id -> its gossip endpoint
@@ -339,28 +340,26 @@ class Node:
     async def _tick(self) -> None:
         assert self.view is not None and self.leader is not None and self.worker is not None
         now = time.monotonic()
-        before = self.view
-        view = membership.apply(before, Heard(self.heartbeat()), now)
+        view = membership.apply(self.view, Heard(self.heartbeat()), now)
         view = membership.apply(view, Tick(), now)
         self.view = view
-        joined, died = membership.changes(before, view)
-        for m in joined:
-            if m.node_id != self.node_id:
-                log.info(
-                    "node %s joined (%s:%d, %s, %d slots)",
-                    m.node_id,
-                    m.hb.host,
-                    m.hb.task_port,
-                    m.hb.provider or "?",
-                    m.hb.slots,
-                )
-        for m in died:
-            log.info("node %s is dead (silent %.1f s)", m.node_id, now - m.last_heard)
+        alive_now = {m.node_id for m in view.alive()}
+        for node_id in sorted(alive_now - self._alive_ids - {self.node_id}):
+            hb = view.members[node_id].hb
+            log.info("node %s joined (%s:%d, %s, %d slots)", node_id, hb.host, hb.task_port, hb.provider, hb.slots)
+        for node_id in sorted(self._alive_ids - alive_now):
+            m = view.get(node_id)
+            if m is None or not m.hb.leaving:
+                log.info("node %s is dead (silent %.1f s)", node_id, now - m.last_heard if m else -1)
+            else:
+                log.info("node %s left", node_id)
+        self._alive_ids = alive_now
         if self.leader.leading:
-            gone = [m.node_id for m in died] + [m.node_id for m in view.alive() if m.hb.leaving]
-            for node_id in gone:
-                if node_id != self.node_id and any(w.node_id == node_id for w in self.leader.workers.values()):
-                    await self.leader.drop_worker(node_id, "left" if node_id in view.members else "died")
+            out = {w.node_id for w in self.leader.workers.values()} - {self.node_id}
+            for node_id in sorted(out):
+                m = view.get(node_id)
+                if m is None or not m.usable:
+                    await self.leader.drop_worker(node_id, "left" if m is not None and m.hb.leaving else "died")
         eligible = now - self._started >= self.config.election_wait
         new = election.decide(view, self.decision, eligible, self.leaving)
         if new != self.decision:

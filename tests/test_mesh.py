@@ -114,7 +114,7 @@ def test_batch_survives_kill_9_of_the_leader_then_of_a_worker(tmp_path: Path) ->
         check_exactly_once(results, delivered, 100)
         assert client.failovers >= 1
         by_node = Counter(r.node_id for r in results)
-        assert len(by_node) == 3, by_node  # all three worked before they were killed
+        assert len(by_node) >= 2, by_node  # the work was spread (the killed leader may not have run any yet)
         assert sum(n.alive for n in c.nodes) == 1
         survivor = next(n for n in c.nodes if n.alive)
         assert "leads mesh" in survivor.text() and "is dead" in survivor.text()
