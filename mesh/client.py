@@ -103,56 +103,68 @@ class Client:
         self.failovers = 0
         self._answered = False  # some node answered a probe (a mesh exists, perhaps still electing)
 
-    async def _probe(self, host: str, port: int) -> tuple[Dealer, Pong] | None:
+    async def _probe(self, host: str, port: int, timeout: float | None = None) -> tuple[Dealer, Pong] | None:
         d = self.ctx.dealer()
-        d.connect(host, port)
-        nonce = secrets.randbits(31)
-        await d.send(Ping(nonce))
-        deadline = time.monotonic() + self.probe_timeout
+        ok = False
         try:
-            while (left := deadline - time.monotonic()) > 0:
-                msg, _ = await asyncio.wait_for(d.recv(), left)
-                if isinstance(msg, Pong) and msg.nonce == nonce:
-                    return d, msg
+            d.connect(host, port)
+            nonce = secrets.randbits(31)
+            await d.send(Ping(nonce))
+            async with asyncio.timeout(self.probe_timeout if timeout is None else timeout):
+                while True:
+                    msg, _ = await d.recv()
+                    if isinstance(msg, Pong) and msg.nonce == nonce:
+                        ok = True
+                        return d, msg
         except TimeoutError:
-            pass
-        d.close()
-        return None
+            return None
+        finally:
+            if not ok:
+                d.close()
 
     def _learn(self, pong: Pong, via: tuple[str, int]) -> None:
         for addr in [*pong.members, pong.leader_addr]:
             host, _, port = addr.rpartition(":")
             if host and port.isdigit() and (host, int(port)) not in self.known:
                 self.known.append((host, int(port)))
-        if via not in self.known:
+        if via[0] and via not in self.known:
             self.known.append(via)
 
     async def _find_leader(
-        self, hint: str = "", among: list[tuple[str, int]] | None = None
+        self, hint: str = "", among: list[tuple[str, int]] | None = None, timeout: float | None = None
     ) -> tuple[Dealer, Pong] | None:
-        """One round: probe every known member (the hint first); return a dealer to the leader."""
+        """One round: probe the known members at once (the hint among them) and return a connection
+        to the leader as soon as the leader itself answers; else ask the leader the others name."""
         addrs = list(self.known if among is None else among)
         if hint:
             host, _, port = hint.rpartition(":")
             if host and port.isdigit():
                 addrs.insert(0, (host, int(port)))
         addrs = list(dict.fromkeys(addrs))
-        got = await asyncio.gather(*(self._probe(h, p) for h, p in addrs))
-        answers = [(a, g) for a, g in zip(addrs, got, strict=True) if g is not None]
-        self._answered = self._answered or bool(answers)
+
+        async def at(a: tuple[str, int]) -> tuple[tuple[str, int], tuple[Dealer, Pong] | None]:
+            return a, await self._probe(a[0], a[1], timeout)
+
+        probes = [asyncio.ensure_future(at(a)) for a in addrs]
+        answers: list[tuple[Dealer, Pong]] = []
+        chosen: tuple[Dealer, Pong] | None = None
         try:
-            for a, (_, pong) in answers:
-                self._learn(pong, a)
-            leaders = [(a, g) for a, g in answers if g[1].leader_addr]
-            if not leaders:
+            for fut in asyncio.as_completed(probes):
+                a, got = await fut
+                if got is None:
+                    continue
+                self._answered = True
+                self._learn(got[1], a)
+                if got[1].leader_id and got[1].leader_id == got[1].node_id:
+                    chosen = got  # the leader answered itself
+                    return got
+                answers.append(got)
+            named = [g[1] for g in answers if g[1].leader_addr]
+            if not named:
                 return None
-            _, (_, best) = max(leaders, key=lambda ag: ag[1][1].term)
-            for a, g in answers:  # the leader itself answered: use that connection
-                if g[1].node_id == best.leader_id and g[1].leader_id == g[1].node_id:
-                    answers.remove((a, g))
-                    return g
+            best = max(named, key=lambda p: p.term)
             host, _, port = best.leader_addr.rpartition(":")
-            direct = await self._probe(host, int(port))
+            direct = await self._probe(host, int(port), timeout)
             if direct is not None and direct[1].leader_id == direct[1].node_id:
                 self._learn(direct[1], (host, int(port)))
                 return direct
@@ -160,8 +172,13 @@ class Client:
                 direct[0].close()
             return None
         finally:
-            for _, (d, _) in answers:
-                d.close()
+            for f in probes:
+                f.cancel()
+            for f in probes:
+                if f.done() and not f.cancelled():
+                    _, got = f.result()
+                    if got is not None and got is not chosen:
+                        got[0].close()
 
     async def connect(self) -> Pong:
         """Reach the mesh through any peer and connect to its leader; raises ``NoMesh`` if none answers."""
@@ -206,7 +223,7 @@ class Client:
         if deadline is not None:
             give_up = min(give_up, deadline)
         while True:
-            found = await self._find_leader(hint)
+            found = await self._find_leader(hint, timeout=min(self.probe_timeout, const.CLIENT_FAILOVER_PROBE))
             if found is not None:
                 self.dealer, self.leader = found
                 log.info("leader changed from %s to %s; resubmitting unanswered tasks", old, found[1].leader_id)
@@ -214,7 +231,7 @@ class Client:
             if time.monotonic() >= give_up:
                 return False
             hint = ""
-            await asyncio.sleep(const.CLIENT_PING_INTERVAL)
+            await asyncio.sleep(const.CLIENT_FAILOVER_RETRY)
 
     async def run(
         self,
@@ -297,9 +314,9 @@ class Client:
                             (time.monotonic() - sent) * 1000,
                         )
                     )
-            silent = time.monotonic() - last_heard > self.dead_timeout
+            silent = time.monotonic() - last_heard > self.dead_timeout / 2
             if (moved or silent) and (todo or pending):
-                why = "moved" if moved else f"silent for {self.dead_timeout:g} s"
+                why = "moved" if moved else f"silent for {self.dead_timeout / 2:g} s"
                 log.info("leader %s: %s", self.leader.leader_id if self.leader else "?", why)
                 if not await self._failover(hint, deadline):
                     await fail_all("no_mesh", "the mesh lost its leader and no new leader answered")

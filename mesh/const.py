@@ -21,6 +21,8 @@ PEER_RECHECK_INTERVAL = 5.0  # s between pings to a static --peer that is alive 
 LEAVE_LINGER_MS = 1000  # ms a leaving node keeps unsent answers (results, hand-backs) before closing
 FORGET_AFTER = 60.0  # s a dead peer is kept in the view (shown as dead) before it is forgotten
 CLIENT_FIND_LEADER_TIMEOUT = 6.0  # s a client waits for a reachable mesh to name a leader
+CLIENT_FAILOVER_PROBE = 0.4  # s a failing-over client waits for each member's answer
+CLIENT_FAILOVER_RETRY = 0.05  # s between two rounds of asking the members who leads
 CLIENT_PING_INTERVAL = 0.25  # s between a client's pings to the leader while tasks are pending
 CLIENT_MDNS_BROWSE = 1.5  # s a client browses mDNS for a mesh when no --peer is given and none is local
 

@@ -1,0 +1,100 @@
+"""Shared by the benchmarks: a cluster of real node processes, a client run, JSON output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mesh.client import Client, Job, JobResult  # noqa: E402
+from mesh.transport import Context  # noqa: E402
+from tests.cluster import Cluster, cluster, wait_until  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+__all__ = ["Client", "Cluster", "Job", "JobResult", "cluster", "machine", "run_jobs", "save", "status", "wait_mesh"]
+
+
+def machine() -> dict[str, Any]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def save(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **data}, indent=2) + "\n")
+    print(f"saved {path.relative_to(ROOT)}")
+    return path
+
+
+def status(port: int) -> dict[str, Any]:
+    p = subprocess.run(
+        [sys.executable, "-m", "mesh.cli", "status", "--json", "--peer", f"127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return json.loads(p.stdout) if p.returncode == 0 else {}
+
+
+def wait_mesh(c: Cluster, n: int, timeout: float = 90) -> dict[str, Any]:
+    def ok() -> dict[str, Any]:
+        s = status(c.nodes[0].port)
+        alive = [x for x in s.get("nodes", []) if x["alive"]]
+        return s if s.get("leader") and len(alive) == n else {}
+
+    got: dict[str, Any] = wait_until(ok, timeout, f"{n} nodes and a leader")
+    return got
+
+
+def run_jobs(
+    port: int,
+    jobs: Sequence[Job],
+    window: int = 64,
+    on_result: Callable[[JobResult, Client], None] | None = None,
+    timeout: float = 600,
+) -> tuple[list[JobResult], float, Client]:
+    """Submit through the mesh reached at ``port``; returns (results, seconds, client)."""
+
+    async def main() -> tuple[list[JobResult], float, Client]:
+        ctx = Context()
+        client = Client(ctx, [("127.0.0.1", port)])
+        try:
+            await client.connect()
+            cb = (lambda r: on_result(r, client)) if on_result else None
+            t0 = time.perf_counter()
+            res = await asyncio.wait_for(client.run(jobs, cb, window=window), timeout)
+            return res, time.perf_counter() - t0, client
+        finally:
+            client.close()
+            ctx.close()
+
+    return asyncio.run(main())
+
+
+def tmpdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="lamamesh-bench-"))
