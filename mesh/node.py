@@ -127,6 +127,7 @@ class Node:
             vram_free_mb=self.caps.vram_free_mb,
             cpu_percent=self._cpu.cpu_percent(None),
             ewma_ms=ewma,
+            workers=[w.node_id for w in self.leader.workers.values()] if self.leader.leading else [],
             peers=peers[:64],
         )
 
@@ -373,9 +374,18 @@ class Node:
                     log.info("leader is %s (term %d)", new.leader, new.term)
                 else:
                     log.info("no leader (term %d): electing", new.term)
+            await self._follow(view)
             await self._publish()
         self.leader.members = [f"{m.hb.host}:{m.hb.task_port}" for m in view.usable()]
         await self._follow(view)
+        lm = view.get(self.decision.leader) if self.decision.leader else None
+        if (
+            lm is not None
+            and lm.leads
+            and self.node_id not in lm.hb.workers
+            and now - self.worker.last_ready > max(1.0, 3 * self.config.heartbeat_interval)
+        ):
+            await self.worker.send_ready()
 
     async def _follow(self, view: View) -> None:
         """Point the router and the worker at the leader of ``self.decision``."""

@@ -167,6 +167,7 @@ class Heartbeat(Message):
     vram_free_mb: int = 0
     cpu_percent: float = 0.0
     ewma_ms: dict[str, float] = dataclasses.field(default_factory=dict)  # per "model@size-class"
+    workers: list[str] = dataclasses.field(default_factory=list)  # leader only: node ids of its registered workers
     # gossip of membership: gossip endpoints "node_id@host:gossip_port" of the live members it knows
     peers: list[str] = dataclasses.field(default_factory=list)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from . import const
@@ -42,6 +43,7 @@ class Worker:
         self.failed = 0
         self.leader = ""  # host:backend_port it is connected to
         self.leaving = False
+        self.last_ready = 0.0
 
     async def follow(self, host: str, port: int) -> None:
         """Connect to the leader's backend (leaving any previous one) and grant it our free capacity."""
@@ -51,6 +53,14 @@ class Worker:
         self.dealer.disconnect()
         self.dealer.connect(host, port)
         self.leader = addr
+        await self.send_ready()
+
+    async def send_ready(self) -> None:
+        """(Re)grant the leader our whole free capacity; also sent again when the leader's heartbeat
+        does not list us (a Ready that arrived before it knew it leads is lost)."""
+        if not self.leader or self.leaving:
+            return
+        self.last_ready = time.monotonic()
         credits = max(0, self.pool.size + self.prefetch - len(self.running))
         ready = Ready(self.node_id, credits, self.pool.size, self.pool.provider, self.host, self.vram_mb, self.models)
         await self.dealer.send(ready)
