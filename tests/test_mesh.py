@@ -84,6 +84,8 @@ def run_batch(c: Cluster, n: int, on_count: dict[int, str]) -> tuple[list[JobRes
                     c.by_port(lp).kill()
                 elif action == "term-leader":
                     c.by_port(lp).kill(signal.SIGTERM)
+                elif action == "term-worker":
+                    next(x for x in c.nodes if x.alive and x.port != lp).kill(signal.SIGTERM)
                 elif action == "kill-worker":
                     next(x for x in c.nodes if x.alive and x.port != lp).kill()
                 done_actions.append(f"{action}@{len(delivered)}")
@@ -129,3 +131,16 @@ def test_graceful_leave_of_the_leader_hands_its_queue_back(tmp_path: Path) -> No
         gone = next(n for n in c.nodes if not n.alive or "leaving" in n.text())
         wait_until(lambda: not gone.alive, 30, "the leaving leader to exit")
         assert gone.proc.returncode == 0, gone.text()[-2000:]
+
+
+def test_graceful_leave_of_a_worker_loses_nothing(tmp_path: Path) -> None:
+    with cluster(tmp_path, extra=["--slots", "1", "--device", "cpu"]) as c:
+        c.start(3)
+        mesh_ready(c, 3)
+        results, delivered, client = run_batch(c, 60, {10: "term-worker"})
+        check_exactly_once(results, delivered, 60)
+        assert client.failovers == 0  # the leader stayed; the worker handed its tasks back
+        gone = wait_until(lambda: next((n for n in c.nodes if not n.alive), None), 30, "the worker to exit")
+        assert gone.proc.returncode == 0, gone.text()[-2000:]
+        leader_log = next(n.text() for n in c.nodes if n.alive and "leads mesh" in n.text())
+        assert "left" in leader_log
