@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 from mesh.client import Client, Job, JobResult  # noqa: E402
 from mesh.transport import Context  # noqa: E402
-from tests.cluster import Cluster, cluster, wait_until  # noqa: E402
+from tests.cluster import Cluster, cluster, status, wait_mesh  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 __all__ = ["Client", "Cluster", "Job", "JobResult", "cluster", "machine", "run_jobs", "save", "status", "wait_mesh"]
@@ -49,26 +48,6 @@ def save(name: str, data: dict[str, Any]) -> Path:
     path.write_text(json.dumps({"machine": machine(), **data}, indent=2) + "\n")
     print(f"saved {path.relative_to(ROOT)}")
     return path
-
-
-def status(port: int) -> dict[str, Any]:
-    p = subprocess.run(
-        [sys.executable, "-m", "mesh.cli", "status", "--json", "--peer", f"127.0.0.1:{port}"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    return json.loads(p.stdout) if p.returncode == 0 else {}
-
-
-def wait_mesh(c: Cluster, n: int, timeout: float = 90) -> dict[str, Any]:
-    def ok() -> dict[str, Any]:
-        s = status(c.nodes[0].port)
-        alive = [x for x in s.get("nodes", []) if x["alive"]]
-        return s if s.get("leader") and len(alive) == n else {}
-
-    got: dict[str, Any] = wait_until(ok, timeout, f"{n} nodes and a leader")
-    return got
 
 
 def run_jobs(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import signal
@@ -110,3 +111,26 @@ def cluster(root: Path, extra: Sequence[str] = (), env: dict[str, str] | None = 
         yield c
     finally:
         c.close()
+
+
+def status(port: int) -> dict[str, Any]:
+    """`lamamesh status --json` through the node at ``port`` ({} when it does not answer)."""
+    p = subprocess.run(
+        [sys.executable, "-m", "mesh.cli", "status", "--json", "--peer", f"127.0.0.1:{port}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return json.loads(p.stdout) if p.returncode == 0 else {}  # type: ignore[no-any-return]
+
+
+def wait_mesh(c: Cluster, n: int, timeout: float = 90) -> dict[str, Any]:
+    """Wait until ``n`` nodes are alive in the first node's view and a leader is elected."""
+
+    def ok() -> dict[str, Any]:
+        s = status(c.nodes[0].port)
+        alive = [x for x in s.get("nodes", []) if x["alive"]]
+        return s if s.get("leader") and len(alive) == n else {}
+
+    got: dict[str, Any] = wait_until(ok, timeout, f"{n} nodes and a leader")
+    return got

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +12,12 @@ import psutil
 import pytest
 from PIL import Image
 
+from .cluster import wait_until
+
 os.environ.setdefault("LAMAMESH_LOG_LEVEL", "warning")
 
 
-def wait_for(cond: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
-    """Poll ``cond`` until it is truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+wait_for = wait_until  # poll a condition under a deadline (one helper for tests and benchmarks)
 
 
 def _children(me: psutil.Process) -> list[psutil.Process]:

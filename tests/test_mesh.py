@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import signal
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +15,7 @@ from PIL import Image
 from mesh.client import Client, Job, JobResult
 from mesh.transport import Context
 
-from .cluster import Cluster, cluster, wait_until
+from .cluster import Cluster, cluster, wait_mesh, wait_until
 
 
 def png(arr: np.ndarray) -> bytes:
@@ -35,27 +32,6 @@ def jobs(n: int) -> list[Job]:
     return [
         Job(png((rng.random((64, 96, 3)) * 255).astype(np.uint8)), m, priority="batch", label=f"t{i}") for i in range(n)
     ]
-
-
-def status(port: int) -> dict:
-    p = subprocess.run(
-        [sys.executable, "-m", "mesh.cli", "status", "--json", "--peer", f"127.0.0.1:{port}"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    return json.loads(p.stdout) if p.returncode == 0 else {}
-
-
-def mesh_ready(c: Cluster, n: int) -> dict:
-    """Wait until every node is alive in the first node's view and a leader is elected."""
-
-    def ok() -> dict:
-        s = status(c.nodes[0].port)
-        alive = [x for x in s.get("nodes", []) if x["alive"]]
-        return s if s.get("leader") and len(alive) == n else {}
-
-    return wait_until(ok, 60, f"{n} nodes and a leader")  # type: ignore[no-any-return]
 
 
 def leader_port(client: Client) -> int:
@@ -111,7 +87,7 @@ def check_exactly_once(results: list[JobResult], delivered: list[str], n: int) -
 def test_batch_survives_kill_9_of_the_leader_then_of_a_worker(tmp_path: Path) -> None:
     with cluster(tmp_path, extra=["--slots", "1", "--device", "cpu"]) as c:
         c.start(3)
-        mesh_ready(c, 3)
+        wait_mesh(c, 3)
         results, delivered, client = run_batch(c, 100, {15: "kill-leader", 55: "kill-worker"})
         check_exactly_once(results, delivered, 100)
         assert client.failovers >= 1
@@ -125,7 +101,7 @@ def test_batch_survives_kill_9_of_the_leader_then_of_a_worker(tmp_path: Path) ->
 def test_graceful_leave_of_the_leader_hands_its_queue_back(tmp_path: Path) -> None:
     with cluster(tmp_path, extra=["--slots", "1", "--device", "cpu"]) as c:
         c.start(3)
-        mesh_ready(c, 3)
+        wait_mesh(c, 3)
         results, delivered, _ = run_batch(c, 60, {10: "term-leader"})
         check_exactly_once(results, delivered, 60)
         gone = next(n for n in c.nodes if not n.alive or "leaving" in n.text())
@@ -136,7 +112,7 @@ def test_graceful_leave_of_the_leader_hands_its_queue_back(tmp_path: Path) -> No
 def test_graceful_leave_of_a_worker_loses_nothing(tmp_path: Path) -> None:
     with cluster(tmp_path, extra=["--slots", "1", "--device", "cpu"]) as c:
         c.start(3)
-        mesh_ready(c, 3)
+        wait_mesh(c, 3)
         results, delivered, client = run_batch(c, 60, {10: "term-worker"})
         check_exactly_once(results, delivered, 60)
         assert client.failovers == 0  # the leader stayed; the worker handed its tasks back
