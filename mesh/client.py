@@ -17,13 +17,14 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from . import const
 from .config import Config
 from .errors import NoMesh
 from .leader import MOVED
 from .node import Node
-from .protocol import Ping, Pong, Result, Status, StatusRequest, Submit
+from .protocol import Message, Ping, Pong, Result, Status, StatusRequest, Submit
 from .transport import Context, Dealer
 
 log = logging.getLogger("lamamesh.client")
@@ -282,10 +283,13 @@ class Client:
             if deadline is not None:
                 wait = min(wait, max(0.0, deadline - now))
             moved, hint = False, ""
-            try:
-                msg, blobs = await asyncio.wait_for(dealer.recv(), wait)
-            except TimeoutError:
-                msg, blobs = None, []
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+            # races with the message arriving, and a cancelled run() would then go on
+            msg: Message | None = None
+            blobs: list[Any] = []
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    msg, blobs = await dealer.recv()
             if msg is not None:
                 last_heard = time.monotonic()
             if isinstance(msg, Pong):

@@ -45,7 +45,7 @@ class Config:
     dead_timeout: float = const.DEAD_TIMEOUT  # s
     election_wait: float = const.ELECTION_WAIT  # s
     placement: str = "completion"  # completion | least-loaded (the contrast the benchmarks show)
-    bench_delay_ms: float = 0.0  # BENCHMARK ONLY: > 0 replaces the model by a sleep of this many ms
+    bench_delay_ms: float = -1.0  # BENCHMARK ONLY: >= 0 replaces the model by a sleep of this many ms (0: a null task)
 
     @property
     def local_host(self) -> str:

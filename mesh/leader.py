@@ -359,7 +359,8 @@ class Leader:
         while self.tasks and time.monotonic() < deadline:
             self._changed.clear()
             try:
-                await asyncio.wait_for(self._changed.wait(), max(0.01, deadline - time.monotonic()))
+                async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
+                    await self._changed.wait()
             except TimeoutError:
                 break
         for task_id, p in list(self.tasks.items()):

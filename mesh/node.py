@@ -152,7 +152,7 @@ class Node:
             self.pool = await self._start_executor()
             entries = Registry(cfg.home).entries()
             self.leader.model_names = frozenset(e.spec.name for e in entries)
-            self.models = [e.spec.name for e in entries if e.path] if not cfg.bench_delay_ms else []
+            self.models = [e.spec.name for e in entries if e.path] if cfg.bench_delay_ms < 0 else []
             self.worker = Worker(ctx, self.node_id, self.host, self.pool, vram_mb=self.caps.vram_mb, models=self.models)
             self.view = View(self.node_id, cfg.mesh, dead_timeout=cfg.dead_timeout, forget_after=const.FORGET_AFTER)
             log.info(
@@ -208,7 +208,7 @@ class Node:
         cfg = self.config
         slots = self.slot_count
         pool: Executor
-        if cfg.bench_delay_ms > 0:
+        if cfg.bench_delay_ms >= 0:
             pool = SleepPool(slots, cfg.bench_delay_ms)
             await pool.start()
             log.warning("execution: %s (%d slots)", pool.reason, slots)
@@ -235,7 +235,8 @@ class Node:
             while self.decision.leader in ("", self.node_id) and time.monotonic() < deadline:
                 self._decided.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._decided.wait(), max(0.01, deadline - time.monotonic()))
+                    async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
+                        await self._decided.wait()
             if self.decision.leader in ("", self.node_id):
                 await self.leader.drain(cfg.shutdown_grace)
             else:

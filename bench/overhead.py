@@ -1,0 +1,330 @@
+"""Mesh overhead against the alternatives, in one run on one machine.
+
+A null task (its "model" returns the input at once) goes client -> scheduler -> a worker
+process -> back, on 127.0.0.1, one at a time (latency: p50/p99 over --n round trips) and
+with 64 in flight (throughput, tasks/s), for payloads of 64 KiB, 1 MiB and 8 MiB:
+
+- lamamesh: two `lamamesh join` processes (a leader that also works, and a worker) with
+  the BENCHMARK-ONLY executor `--bench-delay-ms 0`; the Python `Client` submits.
+- bare relay: pyzmq client DEALER -> ROUTER/ROUTER broker process -> 2 worker processes
+  (no membership, no placement, no retries): the floor Python reaches here.
+- Dask distributed: `LocalCluster(n_workers=2, processes=True)`, `client.submit(echo, payload)`.
+- RQ + Redis: Debian's `redis-server` (started and stopped here), 2 `rq worker` processes
+  (SimpleWorker: no fork per job, RQ's fastest), `queue.enqueue(echo, payload)` and
+  `job.latest_result(timeout=...)`.
+
+    pip install 'dask[distributed]' rq redis; apt install redis-server
+    python bench/overhead.py [--n 300] [--sizes 65536,1048576,8388608]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing as mp
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from _common import ROOT, Job, cluster, run_jobs, save, tmpdir, wait_mesh
+
+from tests.cluster import free_port_block, wait_until
+
+BENCH = Path(__file__).resolve().parent
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def summary(lat_ms: list[float], tput: float) -> dict[str, float]:
+    return {
+        "p50_ms": round(statistics.median(lat_ms), 3),
+        "p99_ms": round(pct(lat_ms, 0.99), 3),
+        "tasks_per_s": round(tput, 1),
+    }
+
+
+# ---- lamamesh ------------------------------------------------------------------------------
+
+
+def bench_lamamesh(sizes: list[int], n: int, inflight: int) -> dict[int, dict[str, float]]:
+    out = {}
+    with cluster(tmpdir(), extra=["--slots", "1", "--bench-delay-ms", "0"]) as c:
+        c.start(2)
+        wait_mesh(c, 2)
+        port = c.nodes[0].port
+        for size in sizes:
+            payload = os.urandom(size)
+            run_jobs(port, [Job(payload, b"m") for _ in range(20)], window=1)  # warm-up
+            res, _, _ = run_jobs(port, [Job(payload, b"m") for _ in range(n)], window=1)
+            lat = [r.latency_ms for r in res]
+            res2, secs, _ = run_jobs(
+                port, [Job(payload, b"m", priority="batch") for _ in range(n * 2)], window=inflight
+            )
+            assert all(r.ok for r in res + res2)
+            out[size] = summary(lat, len(res2) / secs)
+    return out
+
+
+# ---- bare relay ----------------------------------------------------------------------------
+
+
+def _broker(front: int, back: int) -> None:
+    import zmq
+
+    ctx = zmq.Context()
+    f, b = ctx.socket(zmq.ROUTER), ctx.socket(zmq.ROUTER)
+    f.bind(f"tcp://127.0.0.1:{front}")
+    b.bind(f"tcp://127.0.0.1:{back}")
+    idle: list[bytes] = []
+    waiting: list[list[bytes]] = []
+    poller = zmq.Poller()
+    poller.register(f, zmq.POLLIN)
+    poller.register(b, zmq.POLLIN)
+    while True:
+        for sock, _ in poller.poll():
+            if sock is b:
+                w, *rest = b.recv_multipart(copy=False)
+                wid = w.bytes
+                if rest and rest[0].bytes != b"ready":
+                    f.send_multipart(rest, copy=False)  # [client, payload]
+                idle.append(wid)
+            else:
+                waiting.append(f.recv_multipart(copy=False))  # [client, payload]
+            while idle and waiting:
+                b.send_multipart([idle.pop(0), *waiting.pop(0)], copy=False)
+
+
+def _relay_worker(back: int) -> None:
+    import zmq
+
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.connect(f"tcp://127.0.0.1:{back}")
+    s.send(b"ready")
+    while True:
+        client, payload = s.recv_multipart(copy=False)
+        s.send_multipart([client, payload], copy=False)
+
+
+def bench_relay(sizes: list[int], n: int, inflight: int) -> dict[int, dict[str, float]]:
+    import zmq
+
+    front = free_port_block(2)
+    ctxmp = mp.get_context("spawn")
+    procs = [ctxmp.Process(target=_broker, args=(front, front + 1), daemon=True)]
+    procs += [ctxmp.Process(target=_relay_worker, args=(front + 1,), daemon=True) for _ in range(2)]
+    for p in procs:
+        p.start()
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.connect(f"tcp://127.0.0.1:{front}")
+    out = {}
+    try:
+        for size in sizes:
+            payload = os.urandom(size)
+            lat = []
+            for i in range(n + 20):
+                t0 = time.perf_counter()
+                s.send(payload, copy=False)
+                s.recv(copy=False)
+                if i >= 20:
+                    lat.append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            sent = got = 0
+            while got < 2 * n:
+                while sent < 2 * n and sent - got < inflight:
+                    s.send(payload, copy=False)
+                    sent += 1
+                s.recv(copy=False)
+                got += 1
+            out[size] = summary(lat, 2 * n / (time.perf_counter() - t0))
+    finally:
+        s.close(0)
+        ctx.destroy(0)
+        for p in procs:
+            p.kill()
+            p.join(5)
+    return out
+
+
+# ---- Dask ------------------------------------------------------------------------------------
+
+
+def bench_dask(sizes: list[int], n: int, inflight: int) -> dict[int, dict[str, float]]:
+    from dask.distributed import Client, LocalCluster
+
+    sys.path.insert(0, str(BENCH))
+    from _nulltask import echo
+
+    out = {}
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc,
+        Client(lc) as client,
+    ):
+        for size in sizes:
+            payload = os.urandom(size)
+            lat = []
+            for i in range(n + 20):
+                t0 = time.perf_counter()
+                client.submit(echo, payload, pure=False).result()
+                if i >= 20:
+                    lat.append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            futs = []
+            done = 0
+            for _ in range(2 * n):
+                futs.append(client.submit(echo, payload, pure=False))
+                if len(futs) >= inflight:
+                    futs.pop(0).result()
+                    done += 1
+            for f in futs:
+                f.result()
+            out[size] = summary(lat, 2 * n / (time.perf_counter() - t0))
+    return out
+
+
+# ---- RQ + Redis --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[int]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise RuntimeError("redis-server is not installed (apt install redis-server)")
+    port = free_port_block(1)
+    p = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        import redis
+
+        r = redis.Redis(port=port)
+        wait_until(lambda: _ping(r), 20, "redis-server")
+        yield port
+    finally:
+        p.terminate()
+        p.wait(10)
+
+
+def _ping(r: object) -> bool:
+    try:
+        return bool(r.ping())  # type: ignore[attr-defined]
+    except Exception:
+        return False
+
+
+def bench_rq(sizes: list[int], n: int, inflight: int) -> dict[int, dict[str, float]]:
+    import redis
+    from rq import Queue
+
+    sys.path.insert(0, str(BENCH))
+    from _nulltask import echo
+
+    out = {}
+    with redis_server() as port:
+        conn = redis.Redis(port=port)
+        url = f"redis://127.0.0.1:{port}"
+        env = {**os.environ, "PYTHONPATH": f"{BENCH}{os.pathsep}{ROOT}"}
+        workers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "rq.cli",
+                    "worker",
+                    "--url",
+                    url,
+                    "--worker-class",
+                    "rq.worker.SimpleWorker",
+                    "-q",
+                    "bench",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+            for _ in range(2)
+        ]
+        try:
+            q = Queue("bench", connection=conn)
+            for size in sizes:
+                payload = os.urandom(size)
+                lat = []
+                for i in range(n + 20):
+                    t0 = time.perf_counter()
+                    job = q.enqueue(echo, payload)
+                    res = job.latest_result(timeout=30)
+                    assert res is not None and res.type == res.Type.SUCCESSFUL
+                    if i >= 20:
+                        lat.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                jobs = []
+                for _ in range(2 * n):
+                    jobs.append(q.enqueue(echo, payload))
+                    if len(jobs) >= inflight:
+                        jobs.pop(0).latest_result(timeout=60)
+                for j in jobs:
+                    j.latest_result(timeout=60)
+                out[size] = summary(lat, 2 * n / (time.perf_counter() - t0))
+        finally:
+            for w in workers:
+                w.terminate()
+            for w in workers:
+                w.wait(10)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--inflight", type=int, default=64)
+    ap.add_argument("--sizes", default="65536,1048576,8388608")
+    args = ap.parse_args()
+    sizes = [int(x) for x in args.sizes.split(",")]
+    systems: dict[str, Callable[[list[int], int, int], dict[int, dict[str, float]]]] = {
+        "lamamesh": bench_lamamesh,
+        "bare pyzmq relay": bench_relay,
+        "Dask distributed": bench_dask,
+        "RQ + Redis": bench_rq,
+    }
+    results: dict[str, dict[int, dict[str, float]]] = {}
+    for name, fn in systems.items():
+        try:
+            results[name] = fn(sizes, args.n, args.inflight)
+        except Exception as exc:  # a missing alternative is reported, not fatal
+            print(f"{name}: not measured ({type(exc).__name__}: {exc})")
+    print(f"null task round trip on 127.0.0.1, {args.n} sequential (p50/p99) and {args.inflight} in flight (tasks/s)")
+    for size in sizes:
+        print(f"\npayload {size // 1024} KiB")
+        relay = results.get("bare pyzmq relay", {}).get(size)
+        for name, per in results.items():
+            r = per[size]
+            ratio = f"  x{r['p50_ms'] / relay['p50_ms']:.2f} relay p50" if relay else ""
+            print(
+                f"  {name:18s} p50 {r['p50_ms']:8.2f} ms  p99 {r['p99_ms']:8.2f} ms  "
+                f"{r['tasks_per_s']:8.1f} tasks/s{ratio}"
+            )
+    save(
+        "overhead",
+        {
+            "n": args.n,
+            "inflight": args.inflight,
+            "results": {k: {str(s): v for s, v in per.items()} for k, per in results.items()},
+        },
+    )
+
+
+if __name__ == "__main__":
+    asyncio.set_event_loop_policy(None)
+    main()
