@@ -69,7 +69,9 @@ def bench_lamamesh(sizes: list[int], n: int, inflight: int) -> dict[int, dict[st
             res2, secs, _ = run_jobs(
                 port, [Job(payload, b"m", priority="batch") for _ in range(n * 2)], window=inflight
             )
-            assert all(r.ok for r in res + res2)
+            bad = [(r.error_code, r.error) for r in res + res2 if not r.ok]
+            if bad:
+                raise RuntimeError(f"{len(bad)} tasks failed at {size} bytes, e.g. {bad[0]}")
             out[size] = summary(lat, len(res2) / secs)
     return out
 
@@ -290,6 +292,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--inflight", type=int, default=64)
     ap.add_argument("--sizes", default="65536,1048576,8388608")
+    ap.add_argument("--only", default="", help="measure only this system and merge it into the saved JSON")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     systems: dict[str, Callable[[list[int], int, int], dict[int, dict[str, float]]]] = {
@@ -299,7 +302,15 @@ def main() -> None:
         "RQ + Redis": bench_rq,
     }
     results: dict[str, dict[int, dict[str, float]]] = {}
+    saved = ROOT / "bench" / "results" / "overhead.json"
+    if args.only and saved.exists():
+        import json
+
+        old = json.loads(saved.read_text())["results"]
+        results = {k: {int(s): v for s, v in per.items()} for k, per in old.items()}
     for name, fn in systems.items():
+        if args.only and name != args.only:
+            continue
         try:
             results[name] = fn(sizes, args.n, args.inflight)
         except Exception as exc:  # a missing alternative is reported, not fatal

@@ -310,10 +310,16 @@ class Leader:
         """Place queued tasks: each goes to a worker now or waits for its best worker."""
         if not self.leading or not self.queue or not self.workers:
             return
+        credits = sum(max(0, w.credits) for w in self.workers.values())
+        if credits == 0:
+            return  # nothing can be sent before a worker returns a credit
         loads = {w.node_id: w.load() for w in self.workers.values()}
         by_node = {w.node_id: w for w in self.workers.values()}
+        # a pass needs to see only so many tasks: enough to fill every credit, plus those that
+        # reserve a busy faster worker on the way (bounded, so a long queue costs O(credits))
+        depth = min(PLAN_DEPTH, 8 * credits + 2 * len(self.workers))
         head: list[tuple[tuple[int, int], str]] = []
-        while self.queue and len(head) < PLAN_DEPTH:
+        while self.queue and len(head) < depth:
             item = heapq.heappop(self.queue)
             p = self.tasks.get(item[1])
             if p is not None and p.worker is None:
