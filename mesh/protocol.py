@@ -236,9 +236,19 @@ def _check(name: str, value: Any, hint: Any) -> Any:
     return value
 
 
+_NAMES: dict[type[Message], tuple[str, ...]] = {}
+
+
 def encode(msg: Message) -> bytes:
-    body = {"v": const.PROTOCOL_VERSION, "t": msg.t}
-    body.update(dataclasses.asdict(msg))
+    """The header frame. Fields are read shallowly (no deep copy as ``dataclasses.asdict`` makes):
+    this runs for every task, twice on the leader."""
+    cls = type(msg)
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    body: dict[str, Any] = {"v": const.PROTOCOL_VERSION, "t": msg.t}
+    for name in names:
+        body[name] = getattr(msg, name)
     data: bytes = msgpack.packb(body, use_bin_type=True)
     return data
 
