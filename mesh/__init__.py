@@ -1,11 +1,34 @@
-"""lamamesh: the machines on a LAN as one inpainting cluster."""
+"""lamamesh: the machines on a LAN as one inpainting cluster.
 
-from .client import Client, Job, JobResult, embedded
-from .config import Config
-from .errors import InputError, MeshError, ModelError, NoMesh, TaskFailed
-from .node import Node
+The names below are imported on first use (PEP 562), so a slot process that imports
+``mesh.slots`` does not pay for the client, the node and zeroconf.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .client import Client, Job, JobResult, embedded
+    from .config import Config
+    from .errors import InputError, MeshError, ModelError, NoMesh, TaskFailed
+    from .node import Node
 
 __version__ = "0.1.0"
+_WHERE = {
+    "Client": "client",
+    "Job": "client",
+    "JobResult": "client",
+    "embedded": "client",
+    "Config": "config",
+    "InputError": "errors",
+    "MeshError": "errors",
+    "ModelError": "errors",
+    "NoMesh": "errors",
+    "TaskFailed": "errors",
+    "Node": "node",
+}
 __all__ = [
     "Client",
     "Config",
@@ -19,3 +42,10 @@ __all__ = [
     "TaskFailed",
     "embedded",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mesh' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)

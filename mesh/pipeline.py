@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from . import const
 
@@ -70,6 +69,8 @@ Infer = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 def mask_boxes(mask: np.ndarray) -> list[Box]:
     """One bounding box per 8-connected blob of the mask, in scan order."""
+    from scipy import ndimage  # imported here: 0.4 s at import time, and only CROP needs it
+
     labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
     boxes = []
     for sl in ndimage.find_objects(labels)[:n]:
