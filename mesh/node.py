@@ -33,6 +33,7 @@ from . import capabilities, const, election, membership
 from .config import Config
 from .discovery import Discovery, Found
 from .election import Decision
+from .errors import MeshError
 from .leader import Leader
 from .membership import Goodbye, Heard, Tick, View
 from .models import Registry
@@ -71,6 +72,8 @@ class Node:
         self.leader_changes = 0
         self._stop = asyncio.Event()
         self._decided = asyncio.Event()
+        self._pool_ready = asyncio.Event()
+        self._failed: MeshError | None = None
         self._seq = 0
         self._alive_ids: set[str] = set()
         self._started = 0.0
@@ -149,7 +152,7 @@ class Node:
             self.leader.gossip_port = self.gossip_port
             self.leader.status_extra = self.status_nodes
             self.leader.on_ping = self._on_ping
-            self.pool = await self._start_executor()
+            self.pool = self._make_executor()
             entries = Registry(cfg.home).entries()
             self.leader.model_names = frozenset(e.spec.name for e in entries)
             self.models = [e.spec.name for e in entries if e.path] if cfg.bench_delay_ms < 0 else []
@@ -170,10 +173,12 @@ class Node:
                     cfg.mesh, self._on_found, self._on_gone, "" if cfg.bind == "0.0.0.0" else cfg.bind
                 )
                 await discovery.start()
-                await discovery.advertise(self.node_id, [self.host], self.task_port, self.gossip_port)
             self._started = time.monotonic()
+            # the slots load while the node already gossips and (for mDNS) probes its name: the
+            # worker grants credit only once they are up, but the mesh knows it meanwhile
             async with asyncio.TaskGroup() as tg:
                 services: list[asyncio.Task[Any]] = [
+                    tg.create_task(self._start_pool(), name="slots"),
                     tg.create_task(self.leader.serve_front(), name="front"),
                     tg.create_task(self.leader.serve_back(), name="back"),
                     tg.create_task(self.worker.run(), name="worker"),
@@ -182,11 +187,15 @@ class Node:
                     tg.create_task(self._tick_loop(), name="tick"),
                     tg.create_task(self._probe_peers(), name="probe"),
                 ]
-                waiter = tg.create_task(self._decided.wait())
+                if discovery is not None:
+                    services.append(tg.create_task(self._advertise(discovery), name="mdns"))
+                waiter = tg.create_task(self._until_ready())
                 await asyncio.wait({waiter, tg.create_task(self._stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
-                self.ready.set()
+                if self._failed is None:
+                    self.ready.set()
                 await self._stop.wait()
-                await self._leave(discovery)
+                if self._failed is None:
+                    await self._leave(discovery)
                 discovery = None
                 for t in [*services, waiter]:
                     t.cancel()
@@ -203,21 +212,41 @@ class Node:
                 closer()
             ctx.close()
             log.info("node %s stopped", self.node_id or "(not started)")
+        if self._failed is not None:
+            raise self._failed
 
-    async def _start_executor(self) -> Executor:
+    async def _until_ready(self) -> None:
+        await self._decided.wait()
+        await self._pool_ready.wait()
+
+    async def _advertise(self, discovery: Discovery) -> None:
+        await discovery.advertise(self.node_id, [self.host], self.task_port, self.gossip_port)
+
+    async def _start_pool(self) -> None:
+        """Start the slots; a failure (model missing, port of a slot...) stops the node with that error."""
+        assert self.pool is not None and self.worker is not None
+        try:
+            await self.pool.start()
+        except MeshError as exc:
+            self._failed = exc
+            self._stop.set()
+            return
+        if isinstance(self.pool, SleepPool):
+            log.warning("execution: %s (%d slots)", self.pool.reason, self.pool.size)
+        else:
+            threads = max(1, self.caps.cores // self.pool.size)
+            log.info("execution: %s (%d slots, %d threads each)", self.pool.reason, self.pool.size, threads)
+        self._pool_ready.set()
+        if self.view is not None:
+            await self._follow(self.view)
+
+    def _make_executor(self) -> Executor:
         cfg = self.config
         slots = self.slot_count
-        pool: Executor
         if cfg.bench_delay_ms >= 0:
-            pool = SleepPool(slots, cfg.bench_delay_ms)
-            await pool.start()
-            log.warning("execution: %s (%d slots)", pool.reason, slots)
-            return pool
+            return SleepPool(slots, cfg.bench_delay_ms)
         threads = max(1, self.caps.cores // slots)
-        pool = SlotPool(slots, SlotSettings(cfg.home, cfg.device, threads, cfg.max_pixels))
-        await pool.start()
-        log.info("execution: %s (%d slots, %d threads each)", pool.reason, slots, threads)
-        return pool
+        return SlotPool(slots, SlotSettings(cfg.home, cfg.device, threads, cfg.max_pixels))
 
     async def _leave(self, discovery: Discovery | None) -> None:
         """The graceful leave described in the module docstring; every wait is bounded."""
@@ -398,7 +427,7 @@ class Node:
         addr = f"{m.hb.host}:{m.hb.task_port}" if m else ""
         if (leader_id, addr, term) != (self.leader.leader_id, self.leader.leader_addr, self.leader.term):
             await self.leader.set_role(leader_id, addr, term)
-        if m is not None:
+        if m is not None and self._pool_ready.is_set():
             host = self.config.local_host if leader_id == self.node_id else m.hb.host
             await self.worker.follow(host, m.hb.backend_port)
             if not self._decided.is_set():
