@@ -16,22 +16,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import io
 import secrets
 import statistics
 import time
 
 import numpy as np
 from _common import Client, Job, JobResult, cluster, save, tmpdir, wait_mesh
-from PIL import Image
 
 from mesh.transport import Context
-
-
-def png(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG")
-    return buf.getvalue()
+from tests.cluster import png
 
 
 def stream(n: int) -> list[Job]:

@@ -21,7 +21,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -49,7 +49,6 @@ class Pending:
     seq: int
     submitted: float
     worker: bytes | None = None
-    est_ms: float = 0.0
 
     @property
     def key(self) -> tuple[int, int]:
@@ -116,7 +115,6 @@ class Leader:
         self.affinity: dict[str, str] = {}
         self.per_client: Counter[bytes] = Counter()
         self.outcomes: Counter[str] = Counter()
-        self.recent: deque[float] = deque(maxlen=4096)  # completion times, for tasks/s
         self.accepting = True
         self.status_extra: Callable[[], dict[str, Any]] | None = None  # the node adds its view to status
         self.on_ping: Callable[[Ping], None] | None = None  # the node learns pinging peers
@@ -276,7 +274,6 @@ class Leader:
         del self.tasks[msg.task_id]
         self._client_done(p.client)
         self.outcomes["ok" if msg.ok else (msg.error_code or "failed")] += 1
-        self.recent.append(time.monotonic())
         await self.front.send(p.client, Result(**_fields(msg)), blobs[:1] if msg.ok else ())
         await self.dispatch()
         self._changed.set()
@@ -334,9 +331,8 @@ class Leader:
                     await self._no_capable(p)
                 continue
             w = by_node[node]
-            p.est_ms = routing.estimate_ms(loads[node], p.needs(), fleet)
             w.credits -= 1
-            w.assigned[p.task.task_id] = p.est_ms
+            w.assigned[p.task.task_id] = routing.estimate_ms(loads[node], p.needs(), fleet)
             p.worker = w.identity
             if p.task.session:
                 self.affinity[p.task.session] = node
@@ -373,10 +369,6 @@ class Leader:
             await self._reject(p.client, task_id, "no_mesh", f"node {self.node_id} shut down before the task ran")
         self.tasks.clear()
         self.queue.clear()
-
-    def tasks_per_s(self, now: float, window: float = 60.0) -> float:
-        n = sum(1 for t in self.recent if now - t <= window)
-        return n / window
 
     def worker_rows(self) -> dict[str, dict[str, Any]]:
         return {

@@ -69,7 +69,6 @@ class Node:
         self.decision = Decision("", 0)
         self.leaving = False
         self.models: list[str] = []
-        self.leader_changes = 0
         self._stop = asyncio.Event()
         self._decided = asyncio.Event()
         self._pool_ready = asyncio.Event()
@@ -283,8 +282,12 @@ class Node:
 
     # ---- gossip --------------------------------------------------------------------------
     async def _publish(self) -> None:
+        """Publish our heartbeat and put it in our own view (once per heartbeat, not per tick)."""
         if self._pub is not None and self.leader is not None:
-            await self._pub.send(self.heartbeat())
+            hb = self.heartbeat()
+            if self.view is not None:
+                self.view = membership.apply(self.view, Heard(hb), time.monotonic())
+            await self._pub.send(hb)
 
     async def _gossip_out(self) -> None:
         while True:
@@ -371,8 +374,7 @@ class Node:
     async def _tick(self) -> None:
         assert self.view is not None and self.leader is not None and self.worker is not None
         now = time.monotonic()
-        view = membership.apply(self.view, Heard(self.heartbeat()), now)
-        view = membership.apply(view, Tick(), now)
+        view = membership.apply(self.view, Tick(), now)  # we are in it from _publish, always alive
         self.view = view
         alive_now = {m.node_id for m in view.alive()}
         for node_id in sorted(alive_now - self._alive_ids - {self.node_id}):
@@ -397,7 +399,6 @@ class Node:
             old = self.decision
             self.decision = new
             if new.leader != old.leader:
-                self.leader_changes += 1
                 if new.leader == self.node_id:
                     log.info("this node leads mesh %r (term %d)", self.config.mesh, new.term)
                 elif new.leader:

@@ -15,13 +15,7 @@ from PIL import Image
 from mesh.client import Client, Job, JobResult
 from mesh.transport import Context
 
-from .cluster import Cluster, cluster, wait_mesh, wait_until
-
-
-def png(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
+from .cluster import Cluster, cluster, png, wait_mesh, wait_until
 
 
 def jobs(n: int) -> list[Job]:
