@@ -11,7 +11,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -27,6 +26,7 @@ from .config import Config
 from .errors import InputError, MeshError, NoMesh
 from .images import OUTPUT_FORMATS, pixels
 from .models import Registry
+from .snapshot import NODE_COLUMNS, Snapshot, node_cells, summary
 from .transport import Context
 
 app = typer.Typer(
@@ -418,50 +418,46 @@ def _batch(
 
 @app.command()
 def status(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one snapshot as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one snapshot as JSON and exit.")] = False,
+    once: Annotated[bool, typer.Option("--once", help="Print one snapshot as a table and exit.")] = False,
     mesh: MeshOpt = None,
     peer: PeerOpt = None,
     port: PortOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Show the mesh: its leader, term and nodes."""
+    """Watch the mesh live (q quits): nodes, leader and term, totals, recent tasks."""
 
     def body() -> None:
         cfg = _config(mesh=mesh, peers=tuple(peer or ()), port=port, config=config)
+        live = not as_json and not once and sys.stdout.isatty()
 
-        async def work(client: Client) -> dict[str, Any]:
-            snap = await client.status()
-            d = asdict(snap)
-            d.pop("t", None)
-            return d
+        async def work(client: Client) -> Snapshot | None:
+            if live:
+                from .tui import StatusApp
+
+                await StatusApp(client.snapshot).run_async()
+                return None
+            return await client.snapshot()
 
         snap = _arun(_with_mesh(cfg, True, True, work))
-        if as_json:
-            out.print(json.dumps(snap, indent=2), markup=False)
+        if snap is None:
             return
-        table = Table(title=f"mesh {snap['mesh']!r}: leader {snap['leader'] or '(electing)'} (term {snap['term']})")
-        for col in ("node", "role", "address", "provider", "slots", "busy", "queued", "done", "ms/task", "heard"):
-            table.add_column(col)
-        for n in snap["nodes"]:
-            ms = ", ".join(f"{k} {v:.0f}" for k, v in n.get("ewma_ms", {}).items())
-            role = n["role"] if n["alive"] and not n.get("leaving") else ("leaving" if n["alive"] else "dead")
-            provider = n["provider"] + (f" ({n['gpu']})" if n.get("gpu") else "")
-            table.add_row(
-                n["id"],
-                role,
-                f"{n['host']}:{n['port']}",
-                provider,
-                str(n["slots"]),
-                str(n["busy"]),
-                str(n["queued"]),
-                str(n["done"]),
-                ms,
-                f"{n.get('last_heard_s', 0):.1f} s ago",
-            )
-        out.print(table)
-        out.print(f"queued {snap['queued']}, done {snap['done']}, failed {snap['failed']}")
+        if as_json:
+            out.print(json.dumps(snap.to_json(), indent=2), markup=False)
+        else:
+            _print_snapshot(snap)
 
     _guard(body)
+
+
+def _print_snapshot(snap: Snapshot) -> None:
+    out.print(summary(snap))
+    table = Table()
+    for col in NODE_COLUMNS:
+        table.add_column(col)
+    for n in snap.nodes:
+        table.add_row(*node_cells(n))
+    out.print(table)
 
 
 # ---------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from .errors import NoMesh
 from .leader import MOVED
 from .node import Node
 from .protocol import Message, Ping, Pong, Result, Status, StatusRequest, Submit
+from .snapshot import Snapshot, from_status
 from .transport import Context, Dealer
 
 log = logging.getLogger("lamamesh.client")
@@ -214,6 +215,24 @@ class Client:
                 msg, _ = await self.dealer.recv()
                 if isinstance(msg, Status):
                     return msg
+
+    async def snapshot(self, timeout: float = const.STATUS_TIMEOUT) -> Snapshot:
+        """The mesh as its leader sees it; when the node we ask is silent or no longer leads, find
+        the leader again first (so a live view survives the leader changing under it)."""
+        if self.dealer is not None:
+            try:
+                st = await self.status(timeout)
+                if st.leader in ("", st.node_id):  # the leader answered (or the mesh is electing)
+                    return from_status(st)
+                hint = next((f"{n['host']}:{n['port']}" for n in st.nodes if n.get("id") == st.leader), "")
+                if await self._failover(hint, time.monotonic() + self.dead_timeout):
+                    return from_status(await self.status(timeout))
+                return from_status(st)  # the named leader did not answer: this node's view is the best there is
+            except TimeoutError:
+                pass
+        if not await self._failover("", time.monotonic() + max(self.find_timeout, 3 * self.dead_timeout)):
+            raise NoMesh("no node of the mesh answers")
+        return from_status(await self.status(timeout))
 
     async def _failover(self, hint: str, deadline: float | None) -> bool:
         """Find the leader again; False when none was found before ``deadline`` (or the find timeout)."""

@@ -35,6 +35,14 @@ WORKER_PREFETCH = 1  # tasks a worker may hold beyond its free slots (credit-bas
 GOSSIP_HWM = 100  # heartbeats buffered per gossip peer before the oldest are dropped
 SOCKET_LINGER = 0  # ms pending messages are kept when a socket closes
 
+# status, HTTP and logs
+STATUS_RECENT = 20  # latest task outcomes a leader keeps for status
+RATE_WINDOW = 60.0  # s over which a node's tasks/s is averaged (status, /metrics)
+STATUS_REFRESH = 0.5  # s between two snapshots the live status screen asks for
+STATUS_TIMEOUT = 2.0  # s a status request waits before the client looks for the leader again
+HTTP_MAX_BODY = 96 * 1024 * 1024  # bytes of one HTTP request body (base64 image + mask)
+HTTP_TASK_TIMEOUT = 300.0  # s an HTTP inpaint request waits for its result
+
 # limits on what comes from the network or the disk
 MAX_HEADER_BYTES = 64 * 1024  # bytes of the msgpack header frame
 MAX_FRAME_BYTES = 256 * 1024 * 1024  # bytes of one image frame

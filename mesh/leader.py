@@ -21,7 +21,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -115,6 +115,7 @@ class Leader:
         self.affinity: dict[str, str] = {}
         self.per_client: Counter[bytes] = Counter()
         self.outcomes: Counter[str] = Counter()
+        self.recent: deque[dict[str, Any]] = deque(maxlen=const.STATUS_RECENT)  # latest outcomes, for status
         self.accepting = True
         self.status_extra: Callable[[], dict[str, Any]] | None = None  # the node adds its view to status
         self.on_ping: Callable[[Ping], None] | None = None  # the node learns pinging peers
@@ -181,8 +182,23 @@ class Leader:
         else:
             log.debug("ignored %s from a client", msg.t)
 
-    async def _reject(self, client: bytes, task_id: str, code: str, error: str) -> None:
+    def _record(self, task_id: str, node_id: str, code: str, error: str, ms: float) -> None:
         self.outcomes[code] += 1
+        self.recent.append(
+            {
+                "at": round(time.time(), 3),
+                "task": task_id,
+                "node": node_id,
+                "outcome": code,
+                "ms": round(ms, 1),
+                "error": error,
+            }
+        )
+        if code not in ("ok", "input"):
+            log.warning("task %s failed on %s: %s (%s)", task_id[:12], node_id or "-", error, code)
+
+    async def _reject(self, client: bytes, task_id: str, code: str, error: str) -> None:
+        self._record(task_id, self.node_id, code, error, 0.0)
         await self.front.send(client, Result(task_id, False, code, error, self.node_id))
 
     async def _submit(self, client: bytes, msg: Submit, blobs: list[Any]) -> None:
@@ -273,7 +289,9 @@ class Leader:
                 other.assigned.pop(msg.task_id, None)
         del self.tasks[msg.task_id]
         self._client_done(p.client)
-        self.outcomes["ok" if msg.ok else (msg.error_code or "failed")] += 1
+        self._record(
+            msg.task_id, msg.node_id, "ok" if msg.ok else (msg.error_code or "failed"), msg.error, msg.model_ms
+        )
         await self.front.send(p.client, Result(**_fields(msg)), blobs[:1] if msg.ok else ())
         await self.dispatch()
         self._changed.set()
@@ -392,4 +410,7 @@ class Leader:
             queued=len(self.queue),
             done=self.outcomes["ok"],
             failed=sum(v for k, v in self.outcomes.items() if k != "ok"),
+            outcomes=dict(self.outcomes),
+            recent=list(self.recent),
+            node_id=self.node_id,
         )

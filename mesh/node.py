@@ -129,6 +129,7 @@ class Node:
             vram_free_mb=self.caps.vram_free_mb,
             cpu_percent=self._cpu.cpu_percent(None),
             ewma_ms=ewma,
+            rate=round(self.worker.rate(), 3),
             workers=[w.node_id for w in self.leader.workers.values()] if self.leader.leading else [],
             peers=peers[:64],
         )
@@ -465,6 +466,8 @@ class Node:
                     "failed": hb.failed,
                     "cpu_percent": round(hb.cpu_percent, 1),
                     "ewma_ms": here.get("ewma_ms", {}),
+                    "rate": hb.rate,
+                    "models": list(hb.models),
                     "last_heard_s": round(now - m.last_heard, 2),
                     "term": hb.term,
                 }

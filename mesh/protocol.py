@@ -167,6 +167,7 @@ class Heartbeat(Message):
     vram_free_mb: int = 0
     cpu_percent: float = 0.0
     ewma_ms: dict[str, float] = dataclasses.field(default_factory=dict)  # per "model@size-class"
+    rate: float = 0.0  # tasks/s it finished over the last minute
     workers: list[str] = dataclasses.field(default_factory=list)  # leader only: node ids of its registered workers
     # gossip of membership: gossip endpoints "node_id@host:gossip_port" of the live members it knows
     peers: list[str] = dataclasses.field(default_factory=list)
@@ -197,6 +198,9 @@ class Status(Message):
     queued: int = 0
     done: int = 0
     failed: int = 0
+    outcomes: dict[str, int] = dataclasses.field(default_factory=dict)  # tasks answered by this leader, by outcome
+    recent: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # its latest outcomes, oldest first
+    node_id: str = ""  # the node that answered
 
 
 MESSAGES: dict[str, type[Message]] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import Any
 
 from . import const
@@ -44,6 +45,16 @@ class Worker:
         self.leader = ""  # host:backend_port it is connected to
         self.leaving = False
         self.last_ready = 0.0
+        self.started = time.monotonic()
+        self._finished: deque[float] = deque()  # monotonic times of the tasks finished in the rate window
+
+    def rate(self, now: float | None = None) -> float:
+        """Tasks/s finished over the last ``RATE_WINDOW`` seconds (or since the start, if sooner)."""
+        now = time.monotonic() if now is None else now
+        while self._finished and now - self._finished[0] > const.RATE_WINDOW:
+            self._finished.popleft()
+        span = min(const.RATE_WINDOW, max(1.0, now - self.started))
+        return len(self._finished) / span
 
     async def follow(self, host: str, port: int) -> None:
         """Connect to the leader's backend (leaving any previous one) and grant it our free capacity."""
@@ -87,6 +98,7 @@ class Worker:
             except Exception as exc:  # never lose a task to a bug: answer it with the error
                 log.exception("task %s raised", task.task_id)
                 res = SlotResult(False, error_code="failed", error=f"{type(exc).__name__}: {exc}")
+        self._finished.append(time.monotonic())
         if res.ok:
             self.done += 1
         else:

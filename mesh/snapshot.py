@@ -1,0 +1,213 @@
+"""One immutable picture of the mesh, built from a node's ``Status`` answer.
+
+Every surface shows the same snapshot: ``lamamesh status`` (the live screen renders one
+per refresh), ``status --json``, ``GET /api/v1/status`` and ``GET /health``. The status
+answer comes from the network, so building a snapshot never trusts its shape: a field of
+the wrong type reads as empty, never as a crash.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .protocol import Status
+
+
+def _int(d: dict[str, Any], key: str) -> int:
+    v = d.get(key)
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
+def _float(d: dict[str, Any], key: str) -> float:
+    v = d.get(key)
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0.0
+
+
+def _str(d: dict[str, Any], key: str) -> str:
+    v = d.get(key)
+    return v if isinstance(v, str) else ""
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    id: str
+    host: str
+    port: int
+    role: str  # leader | worker | leaving | dead
+    alive: bool
+    provider: str
+    gpu: str
+    vram_mb: int
+    slots: int
+    busy: int
+    queued: int
+    done: int
+    failed: int
+    rate: float  # tasks/s over the last minute
+    cpu_percent: float
+    ewma_ms: tuple[tuple[str, float], ...]  # (model@size-class, ms) as the leader measured it
+    models: tuple[str, ...]
+    last_heard_s: float
+
+    @classmethod
+    def parse(cls, d: dict[str, Any], leader: str) -> NodeRow:
+        alive = d.get("alive") is True
+        leaving = d.get("leaving") is True
+        node_id = _str(d, "id")
+        role = "dead" if not alive else "leaving" if leaving else "leader" if node_id == leader else "worker"
+        ewma = d.get("ewma_ms")
+        models = d.get("models")
+        return cls(
+            id=node_id,
+            host=_str(d, "host"),
+            port=_int(d, "port"),
+            role=role,
+            alive=alive,
+            provider=_str(d, "provider"),
+            gpu=_str(d, "gpu"),
+            vram_mb=_int(d, "vram_mb"),
+            slots=_int(d, "slots"),
+            busy=_int(d, "busy"),
+            queued=_int(d, "queued"),
+            done=_int(d, "done"),
+            failed=_int(d, "failed"),
+            rate=_float(d, "rate"),
+            cpu_percent=_float(d, "cpu_percent"),
+            ewma_ms=tuple(
+                sorted((k, float(v)) for k, v in ewma.items() if isinstance(k, str) and isinstance(v, int | float))
+            )
+            if isinstance(ewma, dict)
+            else (),
+            models=tuple(m for m in models if isinstance(m, str)) if isinstance(models, list) else (),
+            last_heard_s=_float(d, "last_heard_s"),
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    at: float  # unix time
+    task: str
+    node: str
+    outcome: str  # ok or an error code
+    ms: float
+    error: str
+
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> Outcome:
+        return cls(
+            _float(d, "at"), _str(d, "task"), _str(d, "node"), _str(d, "outcome"), _float(d, "ms"), _str(d, "error")
+        )
+
+
+@dataclass(frozen=True)
+class Totals:
+    nodes: int  # alive
+    slots: int
+    busy: int
+    queued: int
+    gpus: int
+    vram_mb: int
+    rate: float  # tasks/s over the last minute, the whole mesh
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    mesh: str
+    leader: str
+    term: int
+    answered_by: str
+    taken_at: float  # unix time the client received it
+    nodes: tuple[NodeRow, ...]
+    queued: int
+    done: int
+    failed: int
+    outcomes: tuple[tuple[str, int], ...]
+    recent: tuple[Outcome, ...]
+
+    @property
+    def totals(self) -> Totals:
+        alive = [n for n in self.nodes if n.alive]
+        gpus = [n for n in alive if n.provider == "cuda" or n.gpu]
+        return Totals(
+            nodes=len(alive),
+            slots=sum(n.slots for n in alive),
+            busy=sum(n.busy for n in alive),
+            queued=self.queued,
+            gpus=len(gpus),
+            vram_mb=sum(n.vram_mb for n in gpus),
+            rate=round(sum(n.rate for n in alive), 3),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``status --json`` / ``/api/v1/status`` body: the keys of DESIGN.md's contract, plus more."""
+        return {
+            "mesh": self.mesh,
+            "leader": self.leader,
+            "term": self.term,
+            "answered_by": self.answered_by,
+            "taken_at": self.taken_at,
+            "nodes": [{**asdict(n), "ewma_ms": dict(n.ewma_ms), "models": list(n.models)} for n in self.nodes],
+            "queued": self.queued,
+            "done": self.done,
+            "failed": self.failed,
+            "outcomes": dict(self.outcomes),
+            "recent": [asdict(o) for o in self.recent],
+            "totals": asdict(self.totals),
+        }
+
+
+def from_status(status: Status, now: float | None = None) -> Snapshot:
+    nodes = tuple(NodeRow.parse(d, status.leader) for d in status.nodes if isinstance(d, dict))
+    outcomes = tuple(sorted((k, v) for k, v in status.outcomes.items() if isinstance(k, str) and isinstance(v, int)))
+    return Snapshot(
+        mesh=status.mesh,
+        leader=status.leader,
+        term=status.term,
+        answered_by=status.node_id,
+        taken_at=round(time.time() if now is None else now, 3),
+        nodes=nodes,
+        queued=status.queued,
+        done=status.done,
+        failed=status.failed,
+        outcomes=outcomes,
+        recent=tuple(Outcome.parse(d) for d in status.recent if isinstance(d, dict)),
+    )
+
+
+# ---- text shown by the live screen and by ``status --once`` (Rich markup) ----
+
+NODE_COLUMNS = ("node", "address", "role", "provider", "slots", "queued", "done", "ms/task", "tasks/s", "heard")
+ROLE_STYLE = {"leader": "bold green", "worker": "", "leaving": "yellow", "dead": "red"}
+
+
+def node_cells(n: NodeRow) -> tuple[str, ...]:
+    provider = n.provider.upper() + (f" {n.gpu}" if n.gpu else "")
+    ms = ", ".join(f"{k} {v:.0f}" for k, v in n.ewma_ms) or "-"
+    style = ROLE_STYLE.get(n.role, "")
+    role = f"[{style}]{n.role}[/]" if style else n.role
+    return (
+        n.id,
+        f"{n.host}:{n.port}",
+        role,
+        provider,
+        f"{n.busy}/{n.slots}",
+        str(n.queued),
+        str(n.done) + (f" ({n.failed} failed)" if n.failed else ""),
+        ms,
+        f"{n.rate:.2f}",
+        f"{n.last_heard_s:.1f} s ago",
+    )
+
+
+def summary(s: Snapshot) -> str:
+    t = s.totals
+    leader = s.leader or "(electing)"
+    outcomes = ", ".join(f"{k} {v}" for k, v in s.outcomes) or "none yet"
+    return (
+        f"mesh [b]{s.mesh}[/b]  leader [b green]{leader}[/]  term {s.term}\n"
+        f"{t.nodes} nodes  {t.slots} slots ({t.busy} busy)  {t.gpus} GPUs  {t.vram_mb} MiB VRAM  "
+        f"queued {t.queued}  {t.rate:.2f} tasks/s over the last minute\n"
+        f"tasks answered by this leader: {outcomes}"
+    )
