@@ -99,7 +99,9 @@ def join(
         str | None, typer.Option("--bind", help="Interface address to listen on (default 0.0.0.0).")
     ] = None,
     port: PortOpt = None,
-    http: Annotated[int | None, typer.Option("--http", help="Serve HTTP on this port (not yet available).")] = None,
+    http: Annotated[
+        int | None, typer.Option("--http", help="Serve HTTP (health, status, metrics, IOPaint API) on this port.")
+    ] = None,
     secret_file: Annotated[str | None, typer.Option("--secret-file", help="Mesh key file (not yet available).")] = None,
     advertise: Annotated[
         str | None,
@@ -145,8 +147,8 @@ def join(
             log_level=log_level,
         )
         _setup_logging(cfg.log_level)
-        if cfg.http or cfg.secret_file:
-            raise InputError("--http and --secret-file are not available in this version yet")
+        if cfg.secret_file:
+            raise InputError("--secret-file is not available in this version yet")
         if cfg.bind in ("0.0.0.0", "", "*"):
             log.info("the mesh has no key: any machine on the LAN can submit tasks to this node")
 

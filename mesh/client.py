@@ -293,7 +293,7 @@ class Client:
                 await dealer.send(job.submit(), [job.image, job.mask])
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                await fail_all("failed", f"no result within {timeout:g} s")
+                await fail_all("timeout", f"no result within {timeout:g} s")
                 break
             if now - last_ping >= const.CLIENT_PING_INTERVAL:
                 await dealer.send(Ping(0))

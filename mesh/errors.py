@@ -38,6 +38,13 @@ class TaskFailed(MeshError):
     code = "failed"
 
 
+class TimedOut(MeshError):
+    """No answer within the time the caller allowed (``--timeout``)."""
+
+    exit_code = 1
+    code = "timeout"
+
+
 class NoMesh(MeshError):
     """No node answered, or none can run the task."""
 
@@ -74,6 +81,7 @@ ERRORS_BY_CODE: dict[str, type[MeshError]] = {
         ConfigError,
         ModelError,
         TaskFailed,
+        TimedOut,
         NoMesh,
         NoCapableNode,
         ProtocolError,

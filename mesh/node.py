@@ -25,7 +25,7 @@ import logging
 import secrets
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -33,7 +33,7 @@ from . import capabilities, const, election, membership
 from .config import Config
 from .discovery import Discovery, Found
 from .election import Decision
-from .errors import MeshError
+from .errors import ConfigError, MeshError
 from .leader import Leader
 from .membership import Goodbye, Heard, Tick, View
 from .models import Registry
@@ -41,6 +41,9 @@ from .protocol import Heartbeat, Ping, Pong
 from .slots import Executor, SleepPool, SlotPool, SlotSettings
 from .transport import Context, Dealer, Sub
 from .worker import Worker
+
+if TYPE_CHECKING:
+    from .http import HttpApi
 
 log = logging.getLogger("lamamesh.node")
 TICK = 0.05  # s between two membership/election evaluations
@@ -82,6 +85,7 @@ class Node:
         self._pub: Any = None
         self._ctx: Context | None = None
         self._cpu = psutil.Process()
+        self.http: HttpApi | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -168,6 +172,8 @@ class Node:
                 self.backend_port,
                 self.gossip_port,
             )
+            if cfg.http:
+                await self._start_http()
             if cfg.mdns:
                 discovery = Discovery(
                     cfg.mesh, self._on_found, self._on_gone, "" if cfg.bind == "0.0.0.0" else cfg.bind
@@ -201,6 +207,8 @@ class Node:
                     t.cancel()
         finally:
             self.ready.clear()
+            if self.http is not None:
+                await self.http.close()
             if discovery is not None:
                 await discovery.close()
             if self.pool is not None:
@@ -214,6 +222,18 @@ class Node:
             log.info("node %s stopped", self.node_id or "(not started)")
         if self._failed is not None:
             raise self._failed
+
+    async def _start_http(self) -> None:
+        from .http import HttpApi  # aiohttp is imported only by nodes that serve HTTP
+
+        assert self.worker is not None
+        self.http = HttpApi(self, self.config.bind, self.config.http)
+        try:
+            await self.http.start()
+        except OSError as exc:
+            self.http = None
+            raise ConfigError(f"cannot serve HTTP on {self.config.bind}:{self.config.http}: {exc.strerror}") from None
+        self.worker.on_finished = self.http.metrics.observe_task
 
     async def _until_ready(self) -> None:
         await self._decided.wait()

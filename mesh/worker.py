@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any
 
 from . import const
@@ -42,6 +43,8 @@ class Worker:
         self.running: set[asyncio.Task[None]] = set()
         self.done = 0
         self.failed = 0
+        self.outcomes: Counter[str] = Counter()  # finished tasks by outcome ("ok" or the error code)
+        self.on_finished: Callable[[str, bool, float], None] | None = None  # (model, ok, ms in the slot)
         self.leader = ""  # host:backend_port it is connected to
         self.leaving = False
         self.last_ready = 0.0
@@ -99,6 +102,9 @@ class Worker:
                 log.exception("task %s raised", task.task_id)
                 res = SlotResult(False, error_code="failed", error=f"{type(exc).__name__}: {exc}")
         self._finished.append(time.monotonic())
+        self.outcomes["ok" if res.ok else res.error_code or "failed"] += 1
+        if self.on_finished is not None:
+            self.on_finished(task.model, res.ok, res.total_ms)
         if res.ok:
             self.done += 1
         else:

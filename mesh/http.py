@@ -1,0 +1,252 @@
+"""``lamamesh join --http PORT``: the node's HTTP face (aiohttp).
+
+aiohttp because it runs inside the node's own asyncio loop (no second server process or
+thread, unlike a WSGI/ASGI stack that needs uvicorn beside it), is one well-kept package,
+and its client serves the tests.
+
+- ``GET /health``: this node's state and a one-line mesh summary, from the node's own view
+  (no network round trip): 200 when it serves, 503 while it starts or leaves.
+- ``GET /api/v1/status``: the same snapshot as ``lamamesh status --json`` (asked of the leader).
+- ``GET /metrics``: Prometheus text format (``metrics.py``).
+- ``POST /api/v1/inpaint``: IOPaint's request body (base64 ``image`` and ``mask``, the
+  ``hd_strategy*`` fields; every other field ignored), answered as IOPaint does: the image
+  bytes in the input's format. The task goes through the mesh like any ``submit``: a client
+  inside this node submits it to the leader, which may place it on any node. Errors are JSON
+  ``{"error", "detail", "code"}`` (``detail`` as IOPaint's FastAPI answers) with a 4xx/5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from . import const
+from .client import Client, Job
+from .errors import NoMesh
+from .images import pixels
+from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger("lamamesh.http")
+
+STATUS_BY_CODE = {
+    "input": 400,
+    "model": 400,
+    "config": 400,
+    "protocol": 400,
+    "overloaded": 429,
+    "timeout": 504,
+    "failed": 500,
+    "no_mesh": 503,
+    "no_capable_node": 503,
+}
+HD_STRATEGIES = {"crop": "Crop", "resize": "Resize", "original": "Original"}
+MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "TIFF": "image/tiff", "BMP": "image/bmp"}
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400, code: str = "input") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def error(status: int, message: str, code: str = "input") -> web.Response:
+    return web.json_response({"error": message, "detail": message, "code": code}, status=status)
+
+
+def b64(value: Any, what: str) -> bytes:
+    """IOPaint sends raw base64 or a data URL (``data:image/png;base64,...``)."""
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{what!r} must be a base64 string")
+    if value.startswith("data:"):
+        _, _, value = value.partition(",")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"{what!r} is not valid base64") from None
+    if not data:
+        raise BadRequest(f"{what!r} is empty")
+    return data
+
+
+def int_field(body: dict[str, Any], name: str, default: int) -> int:
+    v = body.get(name, default)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, int | float) or v < 0 or v > 1_000_000:
+        raise BadRequest(f"{name!r} must be a non-negative integer")
+    return int(v)
+
+
+def job_from_body(body: Any) -> Job:
+    """An IOPaint ``InpaintRequest`` as a job; raises ``BadRequest`` with the reason."""
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object with base64 'image' and 'mask'")
+    image, mask = b64(body.get("image"), "image"), b64(body.get("mask"), "mask")
+    strategy = body.get("hd_strategy") or "Crop"
+    if not isinstance(strategy, str) or strategy.lower() not in HD_STRATEGIES:
+        raise BadRequest(f"'hd_strategy' must be Crop, Resize or Original, not {strategy!r}")
+    return Job(
+        image,
+        mask,
+        model=body["model"]
+        if isinstance(body.get("model"), str) and body["model"]
+        else "builtin",  # ours, not IOPaint's
+        priority="interactive",
+        hd_strategy=HD_STRATEGIES[strategy.lower()],
+        crop_margin=int_field(body, "hd_strategy_crop_margin", const.HD_CROP_MARGIN),
+        crop_trigger=int_field(body, "hd_strategy_crop_trigger_size", const.HD_CROP_TRIGGER),
+        resize_limit=int_field(body, "hd_strategy_resize_limit", const.HD_RESIZE_LIMIT),
+        pixels=pixels(image),
+        label="http",
+    )
+
+
+class HttpApi:
+    def __init__(self, node: Node, bind: str, port: int) -> None:
+        self.node = node
+        self.bind = bind
+        self.port = port
+        self.metrics = Metrics(node)
+        self._idle: list[Client] = []  # in-process clients to our own task port, one per request in flight
+        self._runner: web.AppRunner | None = None
+        app = web.Application(client_max_size=const.HTTP_MAX_BODY, middlewares=[self._errors])
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/api/v1/status", self.status)
+        app.router.add_get("/metrics", self.prometheus)
+        app.router.add_post("/api/v1/inpaint", self.inpaint)
+        self.app = app
+
+    async def start(self) -> int:
+        """Bind and serve; returns the port (a port in use fails here, before the node advertises)."""
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.bind, self.port, reuse_address=True)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        log.info("HTTP on http://%s:%d (/health, /api/v1/status, /metrics, POST /api/v1/inpaint)", self.bind, self.port)
+        return self.port
+
+    async def close(self) -> None:
+        for c in self._idle:
+            c.close()
+        self._idle.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Every failure is one JSON error; nothing escapes as a traceback page."""
+        try:
+            resp: web.StreamResponse = await handler(request)
+            return resp
+        except BadRequest as exc:
+            return error(exc.status, str(exc), exc.code)
+        except web.HTTPRequestEntityTooLarge:
+            return error(413, f"the body is over the limit of {const.HTTP_MAX_BODY} bytes", "overloaded")
+        except web.HTTPException as exc:
+            return error(exc.status, exc.reason, "input")
+        except NoMesh as exc:
+            return error(503, str(exc), exc.code)
+        except Exception as exc:  # a bug answering one request must not take the node down
+            log.exception("HTTP %s %s failed", request.method, request.path)
+            return error(500, f"{type(exc).__name__}: {exc}", "failed")
+
+    # ---- the client this node uses to go through the mesh -----------------------------------
+    @contextlib.asynccontextmanager
+    async def _client(self) -> Any:
+        node = self.node
+        assert node._ctx is not None
+        if self._idle:
+            client = self._idle.pop()
+        else:
+            client = Client(
+                node._ctx, [(node.config.local_host, node.task_port)], dead_timeout=node.config.dead_timeout
+            )
+            await client.connect()
+        ok = False
+        try:
+            yield client
+            ok = True
+        finally:
+            if ok and len(self._idle) < 16:
+                self._idle.append(client)
+            else:
+                client.close()
+
+    # ---- handlers ----------------------------------------------------------------------
+    async def health(self, request: web.Request) -> web.Response:
+        node = self.node
+        view = node.view
+        alive = view.alive() if view is not None else []
+        state = "leaving" if node.leaving else "ok" if node.ready.is_set() else "starting"
+        body = {
+            "status": state,
+            "node": node.node_id,
+            "mesh": node.config.mesh,
+            "role": "leader" if node.leader is not None and node.leader.leading else "worker",
+            "leader": node.decision.leader,
+            "term": node.decision.term,
+            "nodes": len(alive),
+            "slots": sum(m.hb.slots for m in alive),
+            "busy": sum(m.hb.running for m in alive),
+            "provider": node.pool.provider if node.pool is not None else "",
+        }
+        return web.json_response(body, status=200 if state == "ok" else 503)
+
+    async def status(self, request: web.Request) -> web.Response:
+        async with self._client() as client:
+            snap = await client.snapshot()
+        return web.json_response(snap.to_json())
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.text(), headers={"Content-Type": "text/plain; version=0.0.4"})
+
+    async def inpaint(self, request: web.Request) -> web.Response:
+        started = time.monotonic()
+        resp = await self._inpaint(request)
+        self.metrics.http_seconds.labels(str(resp.status)).observe(time.monotonic() - started)
+        return resp
+
+    async def _inpaint(self, request: web.Request) -> web.Response:
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return error(413, f"the body is over the limit of {const.HTTP_MAX_BODY} bytes", "overloaded")
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return error(400, "the body is not JSON (IOPaint's InpaintRequest: base64 'image' and 'mask')")
+        try:
+            job = await asyncio.to_thread(job_from_body, body)
+        except BadRequest as exc:
+            return error(exc.status, str(exc), exc.code)
+        async with self._client() as client:
+            (res,) = await client.run([job], timeout=const.HTTP_TASK_TIMEOUT)
+        if not res.ok:
+            code = res.error_code or "failed"
+            return error(STATUS_BY_CODE.get(code, 500), res.error, code)
+        return web.Response(
+            body=res.data,
+            headers={
+                "Content-Type": MEDIA_TYPES.get(res.out_format, "application/octet-stream"),
+                "X-Lamamesh-Node": res.node_id,
+                "X-Lamamesh-Slot-Ms": f"{res.slot_ms:.1f}",
+                "X-Seed": "0",
+            },
+        )

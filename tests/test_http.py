@@ -1,0 +1,108 @@
+"""`join --http`: a real HTTP client (aiohttp) against real node processes. IOPaint's request
+body goes through the mesh; bad bodies get a JSON 4xx and the node goes on serving."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+from PIL import Image
+
+from mesh import const
+
+from .cluster import cluster, free_port_block, png, wait_mesh
+
+
+def jpeg(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_iopaint_api_health_status_metrics_through_a_two_node_mesh(tmp_path: Path) -> None:
+    http_port = free_port_block(1)
+    with cluster(tmp_path) as c:
+        c.start(1)
+        c.start(1, args=["--http", str(http_port), "--slots", "1"])
+        wait_mesh(c, 2)
+        rng = np.random.default_rng(3)
+        image = (rng.random((96, 128, 3)) * 255).astype(np.uint8)
+        mask = np.zeros((96, 128), np.uint8)
+        mask[30:60, 40:90] = 255
+        body = {
+            "image": "data:image/jpeg;base64," + base64.b64encode(jpeg(image)).decode(),
+            "mask": base64.b64encode(png(mask)).decode(),
+            "hd_strategy": "Original",
+            "hd_strategy_crop_margin": 64,
+            "ldm_steps": 20,  # an IOPaint field lamamesh ignores
+            "sd_seed": 42,
+        }
+        base = f"http://127.0.0.1:{http_port}"
+
+        async def main() -> None:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
+                async with asyncio.timeout(60):
+                    while True:  # 503 "starting" until its slots are up
+                        async with s.get(f"{base}/health") as r:
+                            h = await r.json()
+                            if r.status == 200:
+                                break
+                            assert r.status == 503 and h["status"] == "starting"
+                        await asyncio.sleep(0.1)
+                assert h["status"] == "ok" and h["nodes"] == 2 and h["leader"]
+
+                async def good() -> str:
+                    async with s.post(f"{base}/api/v1/inpaint", json=body) as r:
+                        assert r.status == 200, await r.text()
+                        assert r.headers["Content-Type"] == "image/jpeg"
+                        out = Image.open(io.BytesIO(await r.read()))
+                        assert out.format == "JPEG" and out.size == (128, 96)
+                        return r.headers["X-Lamamesh-Node"]
+
+                nodes = set(await asyncio.gather(*(good() for _ in range(8))))
+                assert nodes  # whichever node did the work answered through this one
+
+                async def bad(payload: object, status: int, words: str, raw: bytes | None = None) -> None:
+                    kw = {"data": raw} if raw is not None else {"json": payload}
+                    async with s.post(f"{base}/api/v1/inpaint", **kw) as r:  # type: ignore[arg-type]
+                        got = await r.json()
+                        assert r.status == status, got
+                        assert words in got["error"] and got["detail"] == got["error"]
+
+                other_size = base64.b64encode(png(np.zeros((10, 10), np.uint8))).decode()
+                await bad(None, 400, "not JSON", raw=b"{nope")
+                await bad([1, 2], 400, "JSON object")
+                await bad({**body, "image": "%%%not base64"}, 400, "not valid base64")
+                await bad({**body, "mask": None}, 400, "'mask' must be a base64 string")
+                await bad({**body, "mask": other_size}, 400, "must match")
+                await bad({**body, "image": base64.b64encode(b"hello").decode()}, 400, "image")
+                await bad({**body, "hd_strategy": "Zoom"}, 400, "hd_strategy")
+                await bad({**body, "hd_strategy_resize_limit": -5}, 400, "non-negative")
+                await bad({**body, "model": "nope"}, 400, "unknown model")
+                await bad(None, 413, "over the limit", raw=b" " * (const.HTTP_MAX_BODY + 1))
+                assert await good()  # the node goes on
+
+                async with s.get(f"{base}/api/v1/status") as r:
+                    st = await r.json()
+                    assert r.status == 200 and st["answered_by"] == st["leader"] and len(st["nodes"]) == 2
+                    assert st["outcomes"]["ok"] >= 9
+                async with s.get(f"{base}/metrics") as r:
+                    text = await r.text()
+                    assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+                for line in (
+                    'lamamesh_nodes{state="alive"} 2.0',
+                    'lamamesh_http_inpaint_seconds_count{code="200"} 9.0',
+                    'lamamesh_http_inpaint_seconds_count{code="400"} 9.0',
+                    "lamamesh_leader_term ",
+                    "lamamesh_queue_depth ",
+                    'lamamesh_task_seconds_bucket{le="+Inf",model="builtin"}',
+                ):
+                    assert line in text, line
+                async with s.get(f"{base}/nope") as r:
+                    assert r.status == 404 and "error" in await r.json()
+
+        asyncio.run(main())
