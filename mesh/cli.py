@@ -23,7 +23,7 @@ from . import config as config_mod
 from . import const
 from .client import Client, Job, JobResult, embedded
 from .config import Config
-from .errors import InputError, MeshError, NoMesh
+from .errors import InputError, MeshError, NoMesh, TaskFailed
 from .images import OUTPUT_FORMATS, pixels
 from .models import Registry
 from .snapshot import NODE_COLUMNS, Snapshot, node_cells, summary
@@ -460,6 +460,103 @@ def _print_snapshot(snap: Snapshot) -> None:
     for n in snap.nodes:
         table.add_row(*node_cells(n))
     out.print(table)
+
+
+# ---------------------------------------------------------------------------------------
+# demo
+
+
+@app.command()
+def demo(
+    nodes: Annotated[int, typer.Option("--nodes", help="Node processes to start on this machine.")] = 3,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for the results and node logs.")] = Path(
+        "lamamesh-demo"
+    ),
+    copies: Annotated[int, typer.Option("--copies", help="Times each sample is inpainted (more work to spread).")] = 1,
+) -> None:
+    """Start a small mesh of local nodes, inpaint the bundled samples through it, shut it down."""
+    from .demo import local_mesh, wait_ready
+    from .models import data_dir
+
+    def body() -> None:
+        if not 1 <= nodes <= 16:
+            raise InputError("--nodes must be between 1 and 16")
+        if not 1 <= copies <= 100:
+            raise InputError("--copies must be between 1 and 100")
+        if output.exists() and not output.is_dir():
+            raise InputError(f"-o {output} is a file; give a folder")
+        src = data_dir() / "samples"
+        pairs = [(p, src / "masks" / f"{p.stem}.png") for p in sorted((src / "images").iterdir())]
+        todo = [
+            Job(
+                p.read_bytes(),
+                m.read_bytes(),
+                priority="batch",
+                label=f"{p.stem}-{k + 1}" if copies > 1 else p.stem,
+                pixels=pixels(p.read_bytes()),
+            )
+            for k in range(copies)
+            for p, m in pairs
+        ]
+        results = output / "results"
+        results.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        with local_mesh(nodes, output / "logs") as procs:
+            err.print(f"lamamesh demo: starting {nodes} nodes on 127.0.0.1 (logs in {output}/logs)", markup=False)
+
+            async def main() -> tuple[list[JobResult], float]:
+                client, ctx, snap = await wait_ready(procs)
+                try:
+                    up = time.monotonic() - started
+                    err.print(
+                        f"lamamesh demo: {len(snap.nodes)} nodes up in {up:.1f} s, leader {snap.leader} "
+                        f"(term {snap.term}); inpainting {len(todo)} photos",
+                        markup=False,
+                    )
+                    t0 = time.monotonic()
+                    with Progress(
+                        TextColumn("[bold]inpainting"),
+                        BarColumn(),
+                        MofNCompleteColumn(),
+                        TimeElapsedColumn(),
+                        TextColumn("{task.fields[last]}"),
+                        console=err,
+                    ) as bar:
+                        tid = bar.add_task("demo", total=len(todo), last="")
+
+                        def on_result(r: JobResult) -> None:
+                            if r.ok:
+                                _write(results / f"{r.job.label}{_suffix_for(r.out_format)}", r.data)
+                            where = r.node_id if r.ok else f"FAILED: {r.error}"
+                            bar.update(tid, advance=1, last=f"{r.job.label} <- {where}")
+
+                        got = await client.run(todo, on_result, timeout=600)
+                    return got, time.monotonic() - t0
+                finally:
+                    client.close()
+                    ctx.close()
+
+            got, secs = _arun(main())
+            err.print("lamamesh demo: stopping the nodes", markup=False)
+        table = Table(title="who did what")
+        for col in ("node", "photos", "mean ms in the slot"):
+            table.add_column(col)
+        by_node: dict[str, list[float]] = {}
+        for r in got:
+            if r.ok:
+                by_node.setdefault(r.node_id, []).append(r.slot_ms)
+        for node_id, ms in sorted(by_node.items()):
+            table.add_row(node_id, str(len(ms)), f"{sum(ms) / len(ms):.0f}")
+        out.print(table)
+        failed = [r for r in got if not r.ok]
+        for r in failed:
+            err.print(f"lamamesh: failed {r.job.label}: {r.error}", markup=False)
+        ok = len(got) - len(failed)
+        out.print(f"{ok} of {len(todo)} photos inpainted in {secs:.1f} s; results in {results}/")
+        if failed:
+            raise TaskFailed(f"{len(failed)} of {len(todo)} demo tasks failed")
+
+    _guard(body)
 
 
 # ---------------------------------------------------------------------------------------

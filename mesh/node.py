@@ -489,6 +489,7 @@ class Node:
                     "rate": hb.rate,
                     "models": list(hb.models),
                     "last_heard_s": round(now - m.last_heard, 2),
+                    "ready": hb.node_id in rows if self.leader.leading else None,
                     "term": hb.term,
                 }
             )

@@ -50,6 +50,7 @@ class NodeRow:
     ewma_ms: tuple[tuple[str, float], ...]  # (model@size-class, ms) as the leader measured it
     models: tuple[str, ...]
     last_heard_s: float
+    ready: bool  # its slots are up and it is registered with the leader (takes work)
 
     @classmethod
     def parse(cls, d: dict[str, Any], leader: str) -> NodeRow:
@@ -82,6 +83,7 @@ class NodeRow:
             else (),
             models=tuple(m for m in models if isinstance(m, str)) if isinstance(models, list) else (),
             last_heard_s=_float(d, "last_heard_s"),
+            ready=d.get("ready") is True,
         )
 
 

@@ -6,9 +6,7 @@ import contextlib
 import io
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,30 +18,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from mesh.demo import free_port_block
+
 
 def png(arr: np.ndarray) -> bytes:
     """An array as PNG bytes (test and benchmark inputs)."""
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port_block(n: int = 3) -> int:
-    """A port P with P..P+n-1 all free on 127.0.0.1 (a node takes task, backend and gossip ports)."""
-    for _ in range(200):
-        p = random.randrange(20000, 40000 - n)
-        if all(_free(p + i) for i in range(n)):
-            return p
-    raise RuntimeError("no free block of ports")
 
 
 def wait_until(cond: Callable[[], Any], timeout: float, what: str) -> Any:

@@ -125,3 +125,28 @@ def test_status_json_and_once_through_any_node(tmp_path: Path) -> None:
             timeout=30,
         )
         assert gone.returncode == 3 and gone.stderr.count("\n") == 1 and "no lamamesh node answered" in gone.stderr
+
+
+def test_demo_runs_a_local_mesh_and_cleans_up(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    p = subprocess.run(
+        [sys.executable, "-m", "mesh.cli", "demo", "--nodes", "2", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert p.returncode == 0, p.stderr
+    assert sorted(f.name for f in (out / "results").iterdir()) == [
+        "astronaut.jpg",
+        "chelsea.jpg",
+        "coffee.jpg",
+        "rocket.jpg",
+    ]
+    assert "4 of 4 photos inpainted" in p.stdout and "who did what" in p.stdout
+    assert "2 nodes up" in p.stderr
+    for log in (out / "logs").iterdir():
+        assert "stopped" in log.read_text()  # each node left gracefully
+    bad = subprocess.run(
+        [sys.executable, "-m", "mesh.cli", "demo", "--nodes", "0"], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2 and bad.stderr.strip() == "lamamesh: --nodes must be between 1 and 16"

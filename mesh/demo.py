@@ -1,0 +1,130 @@
+"""``lamamesh demo``: a whole mesh on this machine (the "unified mode" of tool servers).
+
+Starts N ``lamamesh join`` processes on 127.0.0.1 (a private mesh name, no mDNS, so it
+never mixes with a real mesh on the LAN), waits until they have elected a leader and
+their slots are up, inpaints the bundled samples through them like any ``submit``, and
+stops every node with SIGTERM (their graceful leave), SIGKILL past a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .client import Client
+from .errors import MeshError, NoMesh
+from .snapshot import Snapshot
+from .transport import Context
+
+START_TIMEOUT = 90.0  # s for every node to be up (slot processes load ONNX Runtime on a slow CPU)
+STOP_TIMEOUT = 20.0  # s a node has to leave after SIGTERM before it is killed
+
+
+def free_port_block(n: int = 3, host: str = "127.0.0.1") -> int:
+    """A port P with P..P+n-1 free (a node takes its task, backend and gossip ports)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            p = int(s.getsockname()[1])
+        if p + n >= 65536:
+            continue
+        ok = True
+        for i in range(1, n):
+            with socket.socket() as s:
+                try:
+                    s.bind((host, p + i))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return p
+    raise MeshError("no free block of ports on 127.0.0.1")
+
+
+@dataclass
+class LocalNode:
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+@contextlib.contextmanager
+def local_mesh(n: int, logs: Path, slots: int = 1, extra: tuple[str, ...] = ()) -> Iterator[list[LocalNode]]:
+    """``n`` node processes joined by --peer to the first; all stopped on the way out."""
+    logs.mkdir(parents=True, exist_ok=True)
+    mesh = f"demo-{secrets.token_hex(3)}"
+    nodes: list[LocalNode] = []
+    try:
+        for i in range(n):
+            port = free_port_block()
+            seed = nodes[0].port if nodes else port
+            cmd = [
+                sys.executable, "-m", "mesh.cli", "join", "--mesh", mesh, "--bind", "127.0.0.1",
+                "--port", str(port), "--peer", f"127.0.0.1:{seed}", "--no-mdns", "--slots", str(slots),
+                "--log-level", "info", *extra,
+            ]  # fmt: skip
+            log = logs / f"node-{i + 1}.log"
+            with log.open("wb") as fh:
+                proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+            nodes.append(LocalNode(port, proc, log))
+        yield nodes
+    finally:
+        stop(nodes)
+
+
+def stop(nodes: list[LocalNode]) -> None:
+    for nd in nodes:
+        if nd.proc.poll() is None:
+            nd.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for nd in nodes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            nd.proc.wait(max(0.1, deadline - time.monotonic()))
+        if nd.proc.poll() is None:
+            nd.proc.kill()
+            nd.proc.wait(5)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(nd.proc.pid, signal.SIGKILL)  # a slot process that outlived its node
+
+
+async def wait_ready(nodes: list[LocalNode], timeout: float = START_TIMEOUT) -> tuple[Client, Context, Snapshot]:
+    """A client connected to the mesh once every node is alive with its slots up."""
+    ctx = Context()
+    deadline = time.monotonic() + timeout
+    client: Client | None = None
+    try:
+        while True:
+            for nd in nodes:
+                if nd.proc.poll() is not None:
+                    tail = nd.log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+                    raise MeshError(f"a demo node exited with code {nd.proc.returncode}: {tail[0]}")
+            try:
+                if client is None:
+                    client = Client(ctx, [("127.0.0.1", nodes[0].port)], find_timeout=2.0)
+                    await client.connect()
+                snap = await client.snapshot()
+                ready = [r for r in snap.nodes if r.alive and r.ready]  # registered with the leader
+                if snap.leader and len(ready) == len(nodes):
+                    return client, ctx, snap
+            except NoMesh:
+                if client is not None:
+                    client.close()
+                    client = None
+            if time.monotonic() > deadline:
+                raise NoMesh(f"the {len(nodes)} demo nodes did not form a mesh within {timeout:g} s")
+            await asyncio.sleep(0.2)
+    except BaseException:
+        if client is not None:
+            client.close()
+        ctx.close()
+        raise
