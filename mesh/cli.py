@@ -226,7 +226,11 @@ def _pair_batch(image_dir: Path, masks: Path) -> tuple[list[tuple[Path, Path]], 
     return pairs, missing
 
 
-async def _with_mesh(cfg: Config, no_local: bool, quiet: bool, work: Callable[[Client], Coroutine[Any, Any, T]]) -> T:
+async def _with_mesh(
+    cfg: Config, no_local: bool | None, quiet: bool, work: Callable[[Client], Coroutine[Any, Any, T]]
+) -> T:
+    """Run ``work`` with a client of the mesh; with no mesh, on an embedded node unless ``no_local``
+    (True: the user said --no-local; None: the command never runs locally)."""
     ctx = Context()
     peers = [config_mod.parse_peer(p) for p in cfg.peers] or [(cfg.local_host, cfg.port or const.DEFAULT_TASK_PORT)]
     client = Client(ctx, peers, dead_timeout=cfg.dead_timeout)
@@ -239,6 +243,8 @@ async def _with_mesh(cfg: Config, no_local: bool, quiet: bool, work: Callable[[C
                     raise
                 await _connect_over_mdns(cfg, client, quiet)
         except NoMesh as exc:
+            if no_local is None:
+                raise
             if no_local:
                 raise NoMesh(f"{exc} (and --no-local forbids running locally)") from None
             if not quiet:
@@ -441,7 +447,7 @@ def status(
                 return None
             return await client.snapshot()
 
-        snap = _arun(_with_mesh(cfg, True, True, work))
+        snap = _arun(_with_mesh(cfg, None, True, work))
         if snap is None:
             return
         if as_json:
@@ -557,6 +563,59 @@ def demo(
             raise TaskFailed(f"{len(failed)} of {len(todo)} demo tasks failed")
 
     _guard(body)
+
+
+# ---------------------------------------------------------------------------------------
+# doctor
+
+
+@app.command()
+def doctor(
+    mesh: MeshOpt = None,
+    peer: PeerOpt = None,
+    port: PortOpt = None,
+    bind: Annotated[str | None, typer.Option("--bind", help="Interface address a node would listen on.")] = None,
+    home: Annotated[Path | None, typer.Option("--home", help="Where models are kept (LAMAMESH_HOME).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Check this machine (ONNX Runtime, CUDA, GPU, ports, multicast, models) and, if a mesh is
+    reachable, round-trip one task through it. One line per check; exit 1 if any fails."""
+    from .doctor import Check, machine_checks, probe_images
+
+    def body() -> int:
+        cfg = _config(mesh=mesh, peers=tuple(peer or ()), port=port, bind=bind, home=home, config=config)
+        checks: list[Check] = []
+
+        def show(c: Check) -> None:
+            checks.append(c)
+            style = {"ok": "green", "warn": "yellow", "fail": "bold red"}[c.state]
+            out.print(f"[{style}]{c.state.upper():<4}[/]  {c.line()[6:]}")
+
+        for c in machine_checks(cfg.bind, cfg.port or const.DEFAULT_TASK_PORT, cfg.home):
+            show(c)
+        image, mask_png = probe_images()
+
+        async def work(client: Client) -> Check:
+            snap = await client.snapshot()
+            alive = snap.totals.nodes
+            (r,) = await client.run([Job(image, mask_png, label="doctor", pixels=128 * 96)], timeout=60)
+            where = f"mesh {snap.mesh!r}: {alive} nodes, leader {snap.leader} (term {snap.term})"
+            if not r.ok:
+                return Check("mesh", "fail", f"{where}; the test task failed: {r.error}", "see that node's log")
+            return Check(
+                "mesh",
+                "ok",
+                f"{where}; one task round-tripped via {r.node_id} in {r.latency_ms:.0f} ms "
+                f"({r.slot_ms:.0f} ms in the slot)",
+            )
+
+        try:
+            show(_arun(_with_mesh(cfg, None, True, work)))
+        except NoMesh as exc:
+            show(Check("mesh", "warn", f"none reachable ({exc})", "start one with lamamesh join, or give --peer"))
+        return 1 if any(c.state == "fail" for c in checks) else 0
+
+    raise typer.Exit(_guard(body))
 
 
 # ---------------------------------------------------------------------------------------
