@@ -52,13 +52,29 @@ PortOpt = Annotated[int | None, typer.Option("--port", help="Task port (default 
 LogOpt = Annotated[str | None, typer.Option("--log-level", help="debug, info, warning or error.")]
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s lamamesh %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
+class JsonLines(logging.Formatter):
+    """One JSON object per line: time (ISO 8601, UTC), level, logger, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        body = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            body["exception"] = self.formatException(record.exc_info)
+        return json.dumps(body)
+
+
+def _setup_logging(level: str, as_json: bool = False) -> None:
+    if level.lower() not in ("debug", "info", "warning", "error"):
+        raise InputError(f"--log-level must be debug, info, warning or error, not {level!r}")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonLines() if as_json else logging.Formatter("%(asctime)s lamamesh %(levelname)s %(message)s", "%H:%M:%S")
     )
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler], force=True)
 
 
 def _fail(exc: MeshError) -> typer.Exit:
@@ -122,6 +138,7 @@ def join(
     bench_delay_ms: Annotated[float | None, typer.Option("--bench-delay-ms", hidden=True)] = None,
     config: ConfigOpt = None,
     log_level: LogOpt = None,
+    log_json: Annotated[bool | None, typer.Option("--log-json", help="Log one JSON object per line.")] = None,
 ) -> None:
     """Run a node in the foreground until Ctrl-C (a graceful leave; a second Ctrl-C exits at once)."""
     from .node import Node
@@ -145,8 +162,9 @@ def join(
             bench_delay_ms=bench_delay_ms,
             config=config,
             log_level=log_level,
+            log_json=log_json,
         )
-        _setup_logging(cfg.log_level)
+        _setup_logging(cfg.log_level, cfg.log_json)
         if cfg.secret_file:
             raise InputError("--secret-file is not available in this version yet")
         if cfg.bind in ("0.0.0.0", "", "*"):

@@ -37,6 +37,7 @@ class Config:
     secret_file: str = ""
     home: Path = dataclasses.field(default_factory=default_home)  # models and registry live here
     log_level: str = "info"
+    log_json: bool = False  # one JSON object per log line (for journald, Loki, jq)
     max_pixels: int = const.MAX_IMAGE_PIXELS
     shutdown_grace: float = const.SHUTDOWN_GRACE  # s
     advertise: str = ""  # address peers reach this node at; "" = --bind, or this machine's LAN address

@@ -78,6 +78,7 @@ class Node:
         self._failed: MeshError | None = None
         self._seq = 0
         self._alive_ids: set[str] = set()
+        self._seen: set[str] = set()  # every node ever alive here (a second arrival is 'back')
         self._started = 0.0
         self._sub: Sub | None = None
         self._gossip_peers: dict[str, tuple[str, int]] = {}  # node id -> its gossip endpoint
@@ -163,7 +164,8 @@ class Node:
             self.worker = Worker(ctx, self.node_id, self.host, self.pool, vram_mb=self.caps.vram_mb, models=self.models)
             self.view = View(self.node_id, cfg.mesh, dead_timeout=cfg.dead_timeout, forget_after=const.FORGET_AFTER)
             log.info(
-                "node %s: tasks on %s:%d, advertised as %s (%s); backend %d, gossip %d",
+                "joined mesh %r as node %s: tasks on %s:%d, advertised as %s (%s); backend %d, gossip %d",
+                cfg.mesh,
                 self.node_id,
                 cfg.bind,
                 self.task_port,
@@ -400,7 +402,9 @@ class Node:
         alive_now = {m.node_id for m in view.alive()}
         for node_id in sorted(alive_now - self._alive_ids - {self.node_id}):
             hb = view.members[node_id].hb
-            log.info("node %s joined (%s:%d, %s, %d slots)", node_id, hb.host, hb.task_port, hb.provider, hb.slots)
+            what = "is back" if node_id in self._seen else "joined"
+            log.info("node %s %s (%s:%d, %s, %d slots)", node_id, what, hb.host, hb.task_port, hb.provider, hb.slots)
+            self._seen.add(node_id)
         for node_id in sorted(self._alive_ids - alive_now):
             m = view.get(node_id)
             if m is None or not m.hb.leaving:

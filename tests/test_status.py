@@ -150,3 +150,21 @@ def test_demo_runs_a_local_mesh_and_cleans_up(tmp_path: Path) -> None:
         [sys.executable, "-m", "mesh.cli", "demo", "--nodes", "0"], capture_output=True, text=True, timeout=60
     )
     assert bad.returncode == 2 and bad.stderr.strip() == "lamamesh: --nodes must be between 1 and 16"
+
+
+def test_log_json_lines_name_the_events(tmp_path: Path) -> None:
+    """--log-json: every line one JSON object; joining, the leader and a peer's death are events."""
+    import json
+
+    from .cluster import wait_until
+
+    with cluster(tmp_path, extra=["--bench-delay-ms", "0", "--log-json"]) as c:
+        a, b = c.start(2)
+        wait_mesh(c, 2)
+        b.kill()
+        wait_until(lambda: "is dead" in a.text(), 20, "the death logged")
+    events = [json.loads(line) for line in a.text().splitlines()]
+    assert all({"time", "level", "logger", "message"} <= e.keys() for e in events)
+    text = "\n".join(e["message"] for e in events)
+    assert "joined mesh 'default'" in text and "leads mesh" in text and "(term 1)" in text
+    assert f"-{b.port}-" in text and "is dead" in text
