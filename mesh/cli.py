@@ -36,7 +36,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(help="The model registry: list, add.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry: list, add, fetch.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -722,6 +722,62 @@ def models_add(
         shape = f"{spec.size}x{spec.size}" if spec.size else "any size"
         contract = f"{shape}, {spec.channels}, output 0..{spec.output_range:g}"
         out.print(f"added model {spec.name!r} ({contract}, sha256 {spec.sha256})")
+
+    _guard(body)
+
+
+@models_app.command("fetch")
+def models_fetch(
+    name: Annotated[str, typer.Argument(help="A model of the manifest (lamamesh models list), or a new name.")],
+    url: Annotated[str | None, typer.Option("--url", help="Download from here instead (a mirror, a LAN copy).")] = None,
+    sha256: Annotated[str | None, typer.Option("--sha256", help="Expected checksum (needed for a new name).")] = None,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Download a model with a progress bar and check its sha256; a wrong checksum keeps nothing."""
+    from rich.progress import DownloadColumn, TransferSpeedColumn
+
+    from .models import download
+
+    def body() -> None:
+        cfg = _config(home=home, config=config)
+        reg = Registry(cfg.home)
+        known = {e.spec.name: e.spec for e in reg.entries()}
+        spec = known.get(name)
+        if sha256 is not None and len(sha256) != 64:
+            raise InputError("--sha256 must be 64 hex digits")
+        if spec is None and not (url and sha256):
+            raise InputError(f"unknown model {name!r}; give --url and --sha256 to fetch a new one")
+        if spec is not None and sha256 and spec.sha256 and sha256.lower() != spec.sha256:
+            raise InputError(f"--sha256 differs from the manifest's checksum of {name!r} ({spec.sha256})")
+        if spec is not None and spec.builtin:
+            raise InputError(f"model {name!r} ships inside lamamesh; there is nothing to fetch")
+        source = url or (spec.url if spec is not None else None)
+        if not source:
+            raise InputError(f"no download address is known for {name!r}; give --url")
+        with Progress(
+            TextColumn(f"[bold]{name}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=err
+        ) as bar:
+            tid = bar.add_task("fetch", total=None)
+
+            def progress(done: int, total: int | None) -> None:
+                bar.update(tid, completed=done, total=total)
+
+            def fetch(dest: Path, expect: str | None) -> str:
+                return download(source, dest, expect or (sha256.lower() if sha256 else None), progress)
+
+            if spec is not None:
+                got = reg.place(name, fetch)
+            else:
+                from . import engine
+
+                tmp = reg.models_dir / f".{name}.fetched"
+                try:
+                    fetch(tmp, None)
+                    got = reg.add(tmp, name=name, shapes=engine.input_shapes(tmp))
+                finally:
+                    tmp.unlink(missing_ok=True)
+        out.print(f"fetched model {got.name!r} into {reg.models_dir} (sha256 {got.sha256})")
 
     _guard(body)
 

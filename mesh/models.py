@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -105,6 +106,29 @@ class Registry:
         names = ", ".join(e.spec.name for e in self.entries())
         raise ModelError(f"unknown model {name!r}; known models: {names}")
 
+    def place(self, name: str, fetch: Callable[[Path, str | None], str]) -> ModelSpec:
+        """Get the file of a known model with ``fetch(dest, sha256)`` (a download, a peer copy) and
+        make it usable. A manifest model with a checksum lands under its manifest file name; one
+        without (or a user model) is registered with the checksum the fetch measured."""
+        spec = next((e.spec for e in self.entries() if e.spec.name == name), None)
+        if spec is None:
+            names = ", ".join(e.spec.name for e in self.entries())
+            raise ModelError(f"unknown model {name!r}; known models: {names} (or give --url and --sha256)")
+        if spec.builtin:
+            raise ModelError(f"model {name!r} ships inside lamamesh; there is nothing to fetch")
+        dest = self.models_dir / spec.file
+        if spec.sha256:
+            if dest.is_file() and sha256_file(dest) == spec.sha256:
+                return spec
+            fetch(dest, spec.sha256)
+            return spec
+        tmp = self.models_dir / f".{name}.fetched"
+        try:
+            fetch(tmp, None)
+            return self.add(tmp, name=name, like=name if name in {s.name for s in manifest()} else None)
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def add(
         self,
         path: Path,
@@ -169,3 +193,56 @@ def _fixed_size(shapes: dict[str, list[int | str | None]]) -> int:
         if len(shape) == 4 and isinstance(shape[2], int) and shape[2] > 0 and shape[2] == shape[3]:
             return shape[2]
     return 0
+
+
+def download(
+    url: str,
+    dest: Path,
+    sha256: str | None,
+    progress: Callable[[int, int | None], None] | None = None,
+    timeout: float = 30.0,
+) -> str:
+    """Fetch ``url`` into ``dest`` through ``dest.part`` (resumed with an HTTP Range request when a
+    part is there), checking sha256 as it streams. A wrong checksum leaves no file behind."""
+    import urllib.error
+    import urllib.request
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    h = hashlib.sha256()
+    if have:
+        with part.open("rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            if have and resp.status != 206:  # the server ignored the range: start again
+                have, h = 0, hashlib.sha256()
+            length = resp.headers.get("Content-Length")
+            total = have + int(length) if length and length.isdigit() else None
+            with part.open("ab" if have else "wb") as f:
+                done = have
+                while block := resp.read(1 << 20):
+                    f.write(block)
+                    h.update(block)
+                    done += len(block)
+                    if progress is not None:
+                        progress(done, total)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # asked past the end: the part is the whole file; check it
+            pass
+        else:
+            raise ModelError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        raise ModelError(
+            f"cannot download {url}: {reason} (the part is kept; run the same command to resume)"
+        ) from None
+    digest = h.hexdigest()
+    if sha256 and digest != sha256:
+        part.unlink(missing_ok=True)
+        raise ModelError(f"{url} has sha256 {digest}, expected {sha256}; the download was deleted")
+    part.replace(dest)
+    return digest
