@@ -131,6 +131,12 @@ def join(
     dead_timeout: Annotated[
         float | None, typer.Option("--dead-timeout", help="Seconds of silence before a peer is dead (default 2).")
     ] = None,
+    copy_models: Annotated[
+        bool | None,
+        typer.Option(
+            "--copy-models/--no-copy-models", help="Copy models peers hold that this node lacks (default on)."
+        ),
+    ] = None,
     heartbeat: Annotated[
         float | None, typer.Option("--heartbeat", help="Seconds between heartbeats (default 0.3).")
     ] = None,
@@ -157,6 +163,7 @@ def join(
             advertise=advertise,
             mdns=mdns,
             dead_timeout=dead_timeout,
+            copy_models=copy_models,
             heartbeat_interval=heartbeat,
             placement=placement,
             bench_delay_ms=bench_delay_ms,

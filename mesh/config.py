@@ -41,6 +41,7 @@ class Config:
     max_pixels: int = const.MAX_IMAGE_PIXELS
     shutdown_grace: float = const.SHUTDOWN_GRACE  # s
     advertise: str = ""  # address peers reach this node at; "" = --bind, or this machine's LAN address
+    copy_models: bool = True  # copy models that peers hold and this node lacks (checksums verified)
     mdns: bool = True  # discover and advertise over mDNS (off: only --peer)
     heartbeat_interval: float = const.HEARTBEAT_INTERVAL  # s
     dead_timeout: float = const.DEAD_TIMEOUT  # s

@@ -35,6 +35,11 @@ WORKER_PREFETCH = 1  # tasks a worker may hold beyond its free slots (credit-bas
 GOSSIP_HWM = 100  # heartbeats buffered per gossip peer before the oldest are dropped
 SOCKET_LINGER = 0  # ms pending messages are kept when a socket closes
 
+# model copy between peers
+MODEL_CHUNK = 4 * 1024 * 1024  # bytes of one model chunk sent between peers
+MODEL_CHUNK_TIMEOUT = 5.0  # s to wait for a chunk before asking another peer (the copy resumes)
+MODEL_COPY_RETRY = 10.0  # s before a failed copy is tried again
+
 # status, HTTP and logs
 STATUS_RECENT = 20  # latest task outcomes a leader keeps for status
 RATE_WINDOW = 60.0  # s over which a node's tasks/s is averaged (status, /metrics)

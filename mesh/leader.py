@@ -22,13 +22,27 @@ import itertools
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import const, routing
 from .errors import Overloaded
-from .protocol import Bye, Done, Message, Ping, Pong, Ready, Result, Status, StatusRequest, Submit, Task
+from .protocol import (
+    Bye,
+    Done,
+    Message,
+    ModelPart,
+    ModelWant,
+    Ping,
+    Pong,
+    Ready,
+    Result,
+    Status,
+    StatusRequest,
+    Submit,
+    Task,
+)
 from .transport import Router
 
 log = logging.getLogger("lamamesh.leader")
@@ -119,6 +133,7 @@ class Leader:
         self.accepting = True
         self.status_extra: Callable[[], dict[str, Any]] | None = None  # the node adds its view to status
         self.on_ping: Callable[[Ping], None] | None = None  # the node learns pinging peers
+        self.on_model_want: Callable[[ModelWant], Awaitable[tuple[ModelPart, list[bytes]]]] | None = None
         self.model_names: frozenset[str] = frozenset()  # every model name the registry knows
         self._seq = itertools.count()
         self._changed = asyncio.Event()
@@ -179,6 +194,9 @@ class Leader:
             await self.front.send(client, self.pong(msg.nonce))
         elif isinstance(msg, StatusRequest):
             await self.front.send(client, self.status())
+        elif isinstance(msg, ModelWant) and self.on_model_want is not None:
+            part, data = await self.on_model_want(msg)
+            await self.front.send(client, part, data)
         else:
             log.debug("ignored %s from a client", msg.t)
 
@@ -263,6 +281,8 @@ class Leader:
                 )
                 self.workers[ident] = w
                 log.info("worker %s joined (%d slots, %s)", msg.node_id, w.slots, msg.provider)
+            elif msg.models:
+                w.models = frozenset(msg.models)  # it copied or fetched a model since it joined
             w.credits = max(0, msg.credits)  # a Ready is the worker's whole grant, not an increment
             await self.dispatch()
         elif isinstance(msg, Done):

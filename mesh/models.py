@@ -106,28 +106,40 @@ class Registry:
         names = ", ".join(e.spec.name for e in self.entries())
         raise ModelError(f"unknown model {name!r}; known models: {names}")
 
-    def place(self, name: str, fetch: Callable[[Path, str | None], str]) -> ModelSpec:
-        """Get the file of a known model with ``fetch(dest, sha256)`` (a download, a peer copy) and
-        make it usable. A manifest model with a checksum lands under its manifest file name; one
-        without (or a user model) is registered with the checksum the fetch measured."""
+    def destination(self, name: str) -> tuple[Path, str | None]:
+        """Where a fetch or peer copy of model ``name`` writes, and the sha256 it must have (None:
+        no checksum is recorded; ``adopt`` then registers the file with the one it has)."""
         spec = next((e.spec for e in self.entries() if e.spec.name == name), None)
         if spec is None:
             names = ", ".join(e.spec.name for e in self.entries())
             raise ModelError(f"unknown model {name!r}; known models: {names} (or give --url and --sha256)")
         if spec.builtin:
             raise ModelError(f"model {name!r} ships inside lamamesh; there is nothing to fetch")
-        dest = self.models_dir / spec.file
         if spec.sha256:
-            if dest.is_file() and sha256_file(dest) == spec.sha256:
-                return spec
-            fetch(dest, spec.sha256)
+            return self.models_dir / spec.file, spec.sha256
+        return self.models_dir / f".{name}.fetched", None
+
+    def adopt(self, name: str, fetched: Path) -> ModelSpec:
+        """Make the file a fetch wrote to ``destination(name)`` usable; returns its spec."""
+        spec = next(e.spec for e in self.entries() if e.spec.name == name)
+        if spec.sha256:
             return spec
-        tmp = self.models_dir / f".{name}.fetched"
         try:
-            fetch(tmp, None)
-            return self.add(tmp, name=name, like=name if name in {s.name for s in manifest()} else None)
+            return self.add(fetched, name=name, like=name if name in {s.name for s in manifest()} else None)
         finally:
-            tmp.unlink(missing_ok=True)
+            fetched.unlink(missing_ok=True)
+
+    def place(self, name: str, fetch: Callable[[Path, str | None], str]) -> ModelSpec:
+        """Get model ``name`` with ``fetch(dest, sha256)`` (a download) unless it is here already."""
+        dest, sha = self.destination(name)
+        if not (sha and dest.is_file() and sha256_file(dest) == sha):
+            try:
+                fetch(dest, sha)
+            except BaseException:
+                if sha is None:
+                    dest.unlink(missing_ok=True)
+                raise
+        return self.adopt(name, dest)
 
     def add(
         self,

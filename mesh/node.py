@@ -36,6 +36,7 @@ from .election import Decision
 from .errors import ConfigError, MeshError
 from .leader import Leader
 from .membership import Goodbye, Heard, Tick, View
+from .modelcopy import ModelServer, copy_model
 from .models import Registry
 from .protocol import Heartbeat, Ping, Pong
 from .slots import Executor, SleepPool, SlotPool, SlotSettings
@@ -157,11 +158,13 @@ class Node:
             self.leader.gossip_port = self.gossip_port
             self.leader.status_extra = self.status_nodes
             self.leader.on_ping = self._on_ping
+            self.leader.on_model_want = ModelServer(cfg.home, self.node_id).answer
             self.pool = self._make_executor()
             entries = Registry(cfg.home).entries()
             self.leader.model_names = frozenset(e.spec.name for e in entries)
             self.models = [e.spec.name for e in entries if e.path] if cfg.bench_delay_ms < 0 else []
-            self.worker = Worker(ctx, self.node_id, self.host, self.pool, vram_mb=self.caps.vram_mb, models=self.models)
+            self.worker = Worker(ctx, self.node_id, self.host, self.pool, vram_mb=self.caps.vram_mb)
+            self.worker.models = self.models  # one list: a model copied later is announced by both
             self.view = View(self.node_id, cfg.mesh, dead_timeout=cfg.dead_timeout, forget_after=const.FORGET_AFTER)
             log.info(
                 "joined mesh %r as node %s: tasks on %s:%d, advertised as %s (%s); backend %d, gossip %d",
@@ -195,6 +198,8 @@ class Node:
                     tg.create_task(self._tick_loop(), name="tick"),
                     tg.create_task(self._probe_peers(), name="probe"),
                 ]
+                if cfg.copy_models and cfg.bench_delay_ms < 0:
+                    services.append(tg.create_task(self._copy_models(), name="model-copy"))
                 if discovery is not None:
                     services.append(tg.create_task(self._advertise(discovery), name="mdns"))
                 waiter = tg.create_task(self._until_ready())
@@ -387,6 +392,53 @@ class Node:
                             self._connect_gossip(msg.node_id, host, msg.gossip_port)
                             await asyncio.sleep(self.config.heartbeat_interval * 2)
                             break
+
+    # ---- models held by peers -------------------------------------------------------------------
+    async def _copy_models(self) -> None:
+        """Copy, one at a time, each model a live peer holds that this node's registry knows but lacks."""
+        retry_at: dict[str, float] = {}
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            if self.view is None or self.leaving:
+                continue
+            now = time.monotonic()
+            known = {e.spec.name for e in Registry(self.config.home).entries()}
+            held = {n for m in self.view.alive() if m.node_id != self.node_id for n in m.hb.models}
+            for name in sorted(held & known - set(self.models)):
+                if retry_at.get(name, 0.0) <= now:
+                    if not await self._copy_one(name):
+                        retry_at[name] = time.monotonic() + const.MODEL_COPY_RETRY
+                    break
+
+    async def _copy_one(self, name: str) -> bool:
+        assert self._ctx is not None and self.worker is not None
+        reg = Registry(self.config.home)
+
+        def holders() -> list[tuple[str, int]]:
+            alive = self.view.alive() if self.view is not None else []
+            return [(m.hb.host, m.hb.task_port) for m in alive if m.node_id != self.node_id and name in m.hb.models]
+
+        started = time.monotonic()
+        try:
+            dest, sha = reg.destination(name)
+            log.info("copying model %s from a peer", name)
+            digest, sources = await copy_model(self._ctx, name, sha, holders, dest)
+            await asyncio.to_thread(reg.adopt, name, dest)
+        except MeshError as exc:
+            log.warning("model %s not copied: %s; trying again in %g s", name, exc, const.MODEL_COPY_RETRY)
+            return False
+        size = (reg.resolve(name)[1]).stat().st_size
+        log.info(
+            "model %s copied from %s (%.1f MB in %.1f s, sha256 %s ok)",
+            name,
+            ", ".join(sources) or "a peer",
+            size / 1e6,
+            time.monotonic() - started,
+            digest[:12],
+        )
+        self.models.append(name)
+        await self.worker.send_ready()  # the leader learns the new model with the grant
+        return True
 
     # ---- membership and election -------------------------------------------------------------
     async def _tick_loop(self) -> None:

@@ -203,8 +203,48 @@ class Status(Message):
     node_id: str = ""  # the node that answered
 
 
+@dataclass(frozen=True)
+class ModelWant(Message):
+    """node -> a peer's task port: send me ``length`` bytes of model ``name`` from ``offset``."""
+
+    t: ClassVar[str] = "model?"
+    name: str = ""
+    sha256: str = ""  # the checksum the asker expects ("" = whatever the peer holds)
+    offset: int = 0
+    length: int = 0
+
+
+@dataclass(frozen=True)
+class ModelPart(Message):
+    """peer -> node: one chunk of a model file (the data frame), or why not (``error``)."""
+
+    t: ClassVar[str] = "model"
+    blobs: ClassVar[int] = 1
+    name: str = ""
+    sha256: str = ""  # of the whole file the peer holds
+    offset: int = 0
+    total: int = 0  # bytes of the whole file
+    error: str = ""
+    node_id: str = ""
+
+
 MESSAGES: dict[str, type[Message]] = {
-    cls.t: cls for cls in (Ping, Pong, Submit, Task, Done, Result, Ready, Heartbeat, Bye, StatusRequest, Status)
+    cls.t: cls
+    for cls in (
+        Ping,
+        Pong,
+        Submit,
+        Task,
+        Done,
+        Result,
+        Ready,
+        Heartbeat,
+        Bye,
+        StatusRequest,
+        Status,
+        ModelWant,
+        ModelPart,
+    )
 }
 
 _FIELD_TYPES: dict[type[Message], dict[str, Any]] = {}
