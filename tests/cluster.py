@@ -118,12 +118,12 @@ def status(port: int) -> dict[str, Any]:
 
 
 def wait_mesh(c: Cluster, n: int, timeout: float = 90) -> dict[str, Any]:
-    """Wait until ``n`` nodes are alive in the first node's view and a leader is elected."""
+    """Wait until a leader is elected and ``n`` nodes are alive with their slots up (registered with it)."""
 
     def ok() -> dict[str, Any]:
         s = status(c.nodes[0].port)
-        alive = [x for x in s.get("nodes", []) if x["alive"]]
-        return s if s.get("leader") and len(alive) == n else {}
+        ready = [x for x in s.get("nodes", []) if x["alive"] and x.get("ready")]
+        return s if s.get("leader") and len(ready) == n else {}
 
-    got: dict[str, Any] = wait_until(ok, timeout, f"{n} nodes and a leader")
+    got: dict[str, Any] = wait_until(ok, timeout, f"{n} nodes registered with a leader")
     return got

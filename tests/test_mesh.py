@@ -112,5 +112,9 @@ def test_graceful_leave_of_a_worker_loses_nothing(tmp_path: Path) -> None:
         assert client.failovers == 0  # the leader stayed; the worker handed its tasks back
         gone = wait_until(lambda: next((n for n in c.nodes if not n.alive), None), 30, "the worker to exit")
         assert gone.proc.returncode == 0, gone.text()[-2000:]
-        leader_log = next(n.text() for n in c.nodes if n.alive and "leads mesh" in n.text())
-        assert "left" in leader_log
+        leader = next(n for n in c.nodes if n.alive and "leads mesh" in n.text())
+        wait_until(
+            lambda: any(f"-{gone.port}-" in ln and " left" in ln for ln in leader.text().splitlines()),
+            10,
+            "the leader to log the worker's leave",
+        )
