@@ -64,6 +64,11 @@ def local_mesh(n: int, logs: Path, slots: int = 1, extra: tuple[str, ...] = ()) 
     logs.mkdir(parents=True, exist_ok=True)
     mesh = f"demo-{secrets.token_hex(3)}"
     nodes: list[LocalNode] = []
+
+    def on_term(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)  # SIGTERM unwinds like Ctrl-C, so the nodes are stopped below
+
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
         for i in range(n):
             port = free_port_block()
@@ -80,6 +85,7 @@ def local_mesh(n: int, logs: Path, slots: int = 1, extra: tuple[str, ...] = ()) 
         yield nodes
     finally:
         stop(nodes)
+        signal.signal(signal.SIGTERM, previous)
 
 
 def stop(nodes: list[LocalNode]) -> None:
