@@ -27,7 +27,7 @@ from .errors import InputError, MeshError, NoMesh, TaskFailed
 from .images import OUTPUT_FORMATS, pixels
 from .models import Registry
 from .snapshot import NODE_COLUMNS, Snapshot, node_cells, summary
-from .transport import Context
+from .transport import Context, load_key, new_key_text
 
 app = typer.Typer(
     name="lamamesh",
@@ -50,6 +50,10 @@ PeerOpt = Annotated[list[str] | None, typer.Option("--peer", help="HOST:PORT of 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file.")]
 PortOpt = Annotated[int | None, typer.Option("--port", help="Task port (default 5555; 0 = ephemeral).")]
 LogOpt = Annotated[str | None, typer.Option("--log-level", help="debug, info, warning or error.")]
+KeyOpt = Annotated[
+    str | None,
+    typer.Option("--secret-file", help="Mesh key file (lamamesh keygen); env LAMAMESH_SECRET_FILE."),
+]
 
 
 class JsonLines(logging.Formatter):
@@ -118,7 +122,7 @@ def join(
     http: Annotated[
         int | None, typer.Option("--http", help="Serve HTTP (health, status, metrics, IOPaint API) on this port.")
     ] = None,
-    secret_file: Annotated[str | None, typer.Option("--secret-file", help="Mesh key file (not yet available).")] = None,
+    secret_file: KeyOpt = None,
     advertise: Annotated[
         str | None,
         typer.Option(
@@ -172,10 +176,11 @@ def join(
             log_json=log_json,
         )
         _setup_logging(cfg.log_level, cfg.log_json)
-        if cfg.secret_file:
-            raise InputError("--secret-file is not available in this version yet")
-        if cfg.bind in ("0.0.0.0", "", "*"):
-            log.info("the mesh has no key: any machine on the LAN can submit tasks to this node")
+        if not cfg.secret_file:
+            log.warning(
+                "this mesh has no key: any machine that reaches this node can join it and submit tasks "
+                "(lamamesh keygen > mesh.key, then --secret-file mesh.key on every node and client)"
+            )
 
         async def main() -> None:
             node = Node(cfg)
@@ -256,7 +261,7 @@ async def _with_mesh(
 ) -> T:
     """Run ``work`` with a client of the mesh; with no mesh, on an embedded node unless ``no_local``
     (True: the user said --no-local; None: the command never runs locally)."""
-    ctx = Context()
+    ctx = Context(load_key(cfg.secret_file) if cfg.secret_file else None)
     peers = [config_mod.parse_peer(p) for p in cfg.peers] or [(cfg.local_host, cfg.port or const.DEFAULT_TASK_PORT)]
     client = Client(ctx, peers, dead_timeout=cfg.dead_timeout)
     try:
@@ -316,13 +321,21 @@ def submit(
     port: PortOpt = None,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds to wait for all results.")] = None,
     no_local: Annotated[bool, typer.Option("--no-local", help="Fail (exit 3) instead of running locally.")] = False,
+    secret_file: KeyOpt = None,
     config: ConfigOpt = None,
     log_level: LogOpt = None,
 ) -> None:
     """Inpaint IMAGE where MASK is white; or every image of IMAGE_DIR with its mask into -o OUT_DIR."""
 
     def body() -> int:
-        cfg = _config(mesh=mesh, peers=tuple(peer or ()), port=port, config=config, log_level=log_level or "warning")
+        cfg = _config(
+            mesh=mesh,
+            peers=tuple(peer or ()),
+            port=port,
+            secret_file=secret_file,
+            config=config,
+            log_level=log_level or "warning",
+        )
         _setup_logging(cfg.log_level)
         if priority not in (None, "interactive", "batch"):
             raise InputError(f"--priority must be interactive or batch, not {priority!r}")
@@ -456,12 +469,13 @@ def status(
     mesh: MeshOpt = None,
     peer: PeerOpt = None,
     port: PortOpt = None,
+    secret_file: KeyOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Watch the mesh live (q quits): nodes, leader and term, totals, recent tasks."""
 
     def body() -> None:
-        cfg = _config(mesh=mesh, peers=tuple(peer or ()), port=port, config=config)
+        cfg = _config(mesh=mesh, peers=tuple(peer or ()), port=port, secret_file=secret_file, config=config)
         live = not as_json and not once and sys.stdout.isatty()
 
         async def work(client: Client) -> Snapshot | None:
@@ -601,6 +615,7 @@ def doctor(
     port: PortOpt = None,
     bind: Annotated[str | None, typer.Option("--bind", help="Interface address a node would listen on.")] = None,
     home: Annotated[Path | None, typer.Option("--home", help="Where models are kept (LAMAMESH_HOME).")] = None,
+    secret_file: KeyOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Check this machine (ONNX Runtime, CUDA, GPU, ports, multicast, models) and, if a mesh is
@@ -608,7 +623,9 @@ def doctor(
     from .doctor import Check, machine_checks, probe_images
 
     def body() -> int:
-        cfg = _config(mesh=mesh, peers=tuple(peer or ()), port=port, bind=bind, home=home, config=config)
+        cfg = _config(
+            mesh=mesh, peers=tuple(peer or ()), port=port, bind=bind, home=home, secret_file=secret_file, config=config
+        )
         checks: list[Check] = []
 
         def show(c: Check) -> None:
@@ -641,6 +658,31 @@ def doctor(
         return 1 if any(c.state == "fail" for c in checks) else 0
 
     raise typer.Exit(_guard(body))
+
+
+# ---------------------------------------------------------------------------------------
+# keygen
+
+
+@app.command()
+def keygen(
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the key here (mode 600).")] = None,
+) -> None:
+    """Print a new mesh key: give the file to every node and client (--secret-file)."""
+
+    def body() -> None:
+        text = new_key_text()
+        if output is None:
+            sys.stdout.write(text)
+            return
+        if output.exists():
+            raise InputError(f"{output} exists; a new key would lock out the nodes that use it")
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        out.print(f"wrote a new mesh key to {output}; copy it to every machine and use --secret-file {output}")
+
+    _guard(body)
 
 
 # ---------------------------------------------------------------------------------------

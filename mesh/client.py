@@ -197,7 +197,10 @@ class Client:
         tried = ", ".join(f"{h}:{p}" for h, p in self.peers) or "no peers"
         if self.answered_once():
             raise NoMesh(f"the mesh at {tried} has no leader (no election finished within {self.find_timeout:g} s)")
-        raise NoMesh(f"no lamamesh node answered at {tried} within {self.probe_timeout:g} s")
+        hint = (
+            "; its nodes may hold another mesh key" if self.ctx.key else "; if the mesh has a key, give --secret-file"
+        )
+        raise NoMesh(f"no lamamesh node answered at {tried} within {self.probe_timeout:g} s{hint}")
 
     def answered_once(self) -> bool:
         return self._answered

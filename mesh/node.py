@@ -40,7 +40,7 @@ from .modelcopy import ModelServer, copy_model
 from .models import Registry
 from .protocol import Heartbeat, Ping, Pong
 from .slots import Executor, SleepPool, SlotPool, SlotSettings
-from .transport import Context, Dealer, Sub
+from .transport import Context, Dealer, Sub, load_key
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -143,7 +143,8 @@ class Node:
     # ---- running -------------------------------------------------------------------------
     async def run(self) -> None:
         cfg = self.config
-        ctx = self._ctx = Context()
+        key = load_key(cfg.secret_file) if cfg.secret_file else None
+        ctx = self._ctx = Context(key)
         front, back, pub = ctx.router(), ctx.router(), ctx.pub()
         self._pub = pub
         self._sub = ctx.sub()
@@ -197,6 +198,7 @@ class Node:
                     tg.create_task(self._gossip_in(), name="gossip-in"),
                     tg.create_task(self._tick_loop(), name="tick"),
                     tg.create_task(self._probe_peers(), name="probe"),
+                    *(tg.create_task(sock.watch_refusals(), name="refusals") for sock in (front, back, pub)),
                 ]
                 if cfg.copy_models and cfg.bench_delay_ms < 0:
                     services.append(tg.create_task(self._copy_models(), name="model-copy"))

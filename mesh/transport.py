@@ -4,29 +4,121 @@
 ``Message`` plus its data frames (zero-copy above pyzmq's copy threshold) and receive
 decoded messages, dropping and counting anything that fails to decode. A receive
 never raises because of what a peer sent.
+
+The mesh key (``--secret-file``): a CurveZMQ secret key every member holds. With it,
+every socket speaks CURVE: bound sockets are CURVE servers with the key pair derived from
+it, connecting sockets are clients with the same pair (so they must know the server's
+public key, which is never sent anywhere), and a ZAP handler admits a client only if
+it proved it holds the mesh secret. A peer without the key fails the handshake before a
+single message is read; ``watch_refusals`` logs one line per refused address a minute.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
+import os
+import socket
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import recv_monitor_message
 
 from . import const, protocol
 from .errors import ConfigError, ProtocolError
 from .protocol import BadMessages, Message
 
 Blob = Any  # bytes, memoryview or zmq.Frame: anything send_multipart takes
+log = logging.getLogger("lamamesh.transport")
+KEY_HEADER = "lamamesh mesh key v1"
+
+
+@dataclass(frozen=True)
+class MeshKey:
+    public: bytes  # Z85, 40 characters
+    secret: bytes  # Z85, 40 characters
+
+    def __repr__(self) -> str:  # never print the secret by accident
+        return f"MeshKey(public={self.public.decode()[:8]}...)"
+
+
+def new_key_text() -> str:
+    """The text of a new mesh key file (``lamamesh keygen > mesh.key``)."""
+    _, secret = zmq.curve_keypair()
+    return f"# {KEY_HEADER}: give this file to every machine of the mesh, and to no one else\n{secret.decode()}\n"
+
+
+def load_key(path: str | Path) -> MeshKey:
+    """Read a key file; every problem is one ``ConfigError`` line."""
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"mesh key file {p} does not exist (make one with: lamamesh keygen > {p})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read mesh key file {p}: {getattr(exc, 'strerror', None) or exc}") from None
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    if len(lines) != 1 or len(lines[0]) != 40:
+        raise ConfigError(f"{p} is not a lamamesh mesh key (make one with: lamamesh keygen > {p})")
+    secret = lines[0].encode()
+    try:
+        public = zmq.curve_public(secret)
+    except (zmq.ZMQError, ValueError):
+        raise ConfigError(f"{p} is not a lamamesh mesh key (make one with: lamamesh keygen > {p})") from None
+    if os.name == "posix" and p.stat().st_mode & 0o077:
+        log.warning("mesh key file %s can be read by other users of this machine (chmod 600 %s)", p, p)
+    return MeshKey(public, secret)
+
+
+class _Admit:
+    """ZAP credentials provider: only the mesh key's own public key is admitted."""
+
+    def __init__(self, key: MeshKey) -> None:
+        self.key = key
+
+    def callback(self, domain: str, client_key: bytes) -> bool:
+        return bool(client_key == self.key.public)
 
 
 class Context:
-    def __init__(self) -> None:
+    def __init__(self, key: MeshKey | None = None) -> None:
         self.zmq = zmq.asyncio.Context()
         self.bad = BadMessages()
+        self.key = key
+        self._auth: Any = None
+        self.refused: dict[str, int] = {}  # peer address -> handshakes refused
+        self._refused_logged: dict[str, float] = {}
+
+    def _start_auth(self) -> None:
+        """The ZAP handler, started with the first bound socket (it needs the running loop)."""
+        if self.key is None or self._auth is not None:
+            return
+        from zmq.auth.asyncio import AsyncioAuthenticator
+
+        self._auth = AsyncioAuthenticator(self.zmq)
+        self._auth.log.setLevel(logging.WARNING)
+        self._auth.start()
+        self._auth.configure_curve_callback(domain="*", credentials_provider=_Admit(self.key))
+
+    def note_refused(self, address: str) -> None:
+        """Count a refused handshake; log once per address per ``BAD_MESSAGE_LOG_INTERVAL``."""
+        self.refused[address] = self.refused.get(address, 0) + 1
+        now = time.monotonic()
+        if now - self._refused_logged.get(address, -1e9) >= const.BAD_MESSAGE_LOG_INTERVAL:
+            if len(self._refused_logged) >= const.BAD_MESSAGE_SEEN_MAX:
+                self._refused_logged.clear()
+            self._refused_logged[address] = now
+            log.warning(
+                "refused a connection from %s: it does not hold this mesh's key (%d so far)",
+                address,
+                self.refused[address],
+            )
 
     def router(self) -> Router:
         return Router(self)
@@ -41,6 +133,9 @@ class Context:
         return Sub(self)
 
     def close(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
         self.zmq.destroy(linger=const.SOCKET_LINGER)
 
 
@@ -54,6 +149,13 @@ class _Socket:
         self.sock.setsockopt(zmq.MAXMSGSIZE, const.MAX_FRAME_BYTES)
         self.sock.setsockopt(zmq.SNDHWM, 0)
         self.sock.setsockopt(zmq.RCVHWM, 0)
+        if ctx.key is not None:
+            self.sock.curve_publickey = ctx.key.public
+            self.sock.curve_secretkey = ctx.key.secret
+            if isinstance(self, _Bound):
+                self.sock.curve_server = True
+            else:
+                self.sock.curve_serverkey = ctx.key.public
 
     def close(self) -> None:
         self.sock.close(linger=const.SOCKET_LINGER)
@@ -70,6 +172,7 @@ class _Socket:
 class _Bound(_Socket):
     def bind(self, host: str, port: int) -> int:
         """Bind and return the port (an ephemeral one when ``port`` is 0)."""
+        self.ctx._start_auth()
         try:
             if port == 0:
                 return int(self.sock.bind_to_random_port(f"tcp://{host}", min_port=20000, max_port=60000))
@@ -81,6 +184,54 @@ class _Bound(_Socket):
                     f"port {port} on {host} is already in use: stop the other node or pick --port"
                 ) from None
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+    async def watch_refusals(self) -> None:
+        """With a mesh key: log peers whose handshake failed (no key, another key, no CURVE)."""
+        if self.ctx.key is None:
+            return
+        failed = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        failed |= zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        mon = self.sock.get_monitor_socket(failed | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        # a refused peer shows as ACCEPTED(fd), HANDSHAKE_FAILED(errno) and DISCONNECTED(fd), the last
+        # two in either order: the address is read from the fd when accepted and charged when a
+        # failure and a disconnect meet (best effort: the count is exact, the address nearly always)
+        peers: dict[int, str] = {}
+        failures = 0
+        gone: tuple[str, float] | None = None  # last disconnect not yet matched with a failure
+        try:
+            while True:
+                ev = await recv_monitor_message(mon)
+                value = int(ev.get("value", -1))
+                now = time.monotonic()
+                if ev["event"] == zmq.EVENT_ACCEPTED:
+                    if len(peers) > 4096:
+                        peers.clear()
+                    peers[value] = _peer_host(value)
+                elif ev["event"] == zmq.EVENT_DISCONNECTED:
+                    host = peers.pop(value, "") or "an unknown address"
+                    if failures:
+                        failures -= 1
+                        self.ctx.note_refused(host)
+                    else:
+                        gone = (host, now)
+                elif gone is not None and now - gone[1] < 1.0:
+                    self.ctx.note_refused(gone[0])
+                    gone = None
+                else:
+                    failures += 1
+        finally:
+            with contextlib.suppress(zmq.ZMQError):
+                self.sock.disable_monitor()
+            mon.close(linger=0)
+
+
+def _peer_host(fd: int) -> str:
+    """The remote host of an accepted connection's file descriptor (read through a dup)."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as s:
+            return str(s.getpeername()[0])
+    except OSError:
+        return ""
 
 
 class Router(_Bound):
