@@ -261,7 +261,7 @@ async def _with_mesh(
 ) -> T:
     """Run ``work`` with a client of the mesh; with no mesh, on an embedded node unless ``no_local``
     (True: the user said --no-local; None: the command never runs locally)."""
-    ctx = Context(load_key(cfg.secret_file) if cfg.secret_file else None)
+    ctx = Context(load_key(cfg.secret_file) if cfg.secret_file else None, cfg.max_frame_bytes)
     peers = [config_mod.parse_peer(p) for p in cfg.peers] or [(cfg.local_host, cfg.port or const.DEFAULT_TASK_PORT)]
     client = Client(ctx, peers, dead_timeout=cfg.dead_timeout)
     try:

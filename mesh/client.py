@@ -291,6 +291,11 @@ class Client:
             assert dealer is not None
             while todo and len(pending) < window:
                 job = todo.popleft()
+                big = max((len(job.image), "image"), (len(job.mask), "mask"))
+                if big[0] > self.ctx.max_frame_bytes:  # the node would drop it unread: say why here
+                    limit = f"{self.ctx.max_frame_bytes:,} bytes (max_frame_bytes)"
+                    await deliver(JobResult(job, False, error_code="input", error=f"{big[1]} is over {limit}"))
+                    continue
                 pending[job.task_id] = job
                 first_sent.setdefault(job.task_id, time.monotonic())
                 await dealer.send(job.submit(), [job.image, job.mask])

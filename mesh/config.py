@@ -38,7 +38,10 @@ class Config:
     home: Path = dataclasses.field(default_factory=default_home)  # models and registry live here
     log_level: str = "info"
     log_json: bool = False  # one JSON object per log line (for journald, Loki, jq)
-    max_pixels: int = const.MAX_IMAGE_PIXELS
+    max_pixels: int = const.MAX_IMAGE_PIXELS  # pixels of a decoded image or mask (decompression bombs)
+    max_frame_bytes: int = const.MAX_FRAME_BYTES  # bytes of one image or result frame on the wire
+    max_queued_per_client: int = const.MAX_QUEUED_PER_CLIENT  # tasks one client may have queued at the leader
+    max_result_bytes: int = const.MAX_RESULT_BYTES  # bytes of one encoded result
     shutdown_grace: float = const.SHUTDOWN_GRACE  # s
     advertise: str = ""  # address peers reach this node at; "" = --bind, or this machine's LAN address
     copy_models: bool = True  # copy models that peers hold and this node lacks (checksums verified)

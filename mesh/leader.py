@@ -134,6 +134,7 @@ class Leader:
         self.status_extra: Callable[[], dict[str, Any]] | None = None  # the node adds its view to status
         self.on_ping: Callable[[Ping], None] | None = None  # the node learns pinging peers
         self.on_model_want: Callable[[ModelWant], Awaitable[tuple[ModelPart, list[bytes]]]] | None = None
+        self.max_queued_per_client = const.MAX_QUEUED_PER_CLIENT
         self.model_names: frozenset[str] = frozenset()  # every model name the registry knows
         self._seq = itertools.count()
         self._changed = asyncio.Event()
@@ -244,8 +245,11 @@ class Leader:
                 self.per_client[client] += 1
                 known.client = client
             return None
-        if self.per_client[client] >= const.MAX_QUEUED_PER_CLIENT:
-            err = Overloaded(f"more than {const.MAX_QUEUED_PER_CLIENT} tasks queued from one client; wait for results")
+        if self.per_client[client] >= self.max_queued_per_client:
+            err = Overloaded(
+                f"more than {self.max_queued_per_client} tasks queued from one client (max_queued_per_client); "
+                "wait for results"
+            )
             return await self._reject(client, msg.task_id, err.code, str(err))
         p = Pending(Task(**_fields(msg)), client, blobs, next(self._seq), time.monotonic())
         self.tasks[msg.task_id] = p

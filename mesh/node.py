@@ -144,7 +144,7 @@ class Node:
     async def run(self) -> None:
         cfg = self.config
         key = load_key(cfg.secret_file) if cfg.secret_file else None
-        ctx = self._ctx = Context(key)
+        ctx = self._ctx = Context(key, cfg.max_frame_bytes)
         front, back, pub = ctx.router(), ctx.router(), ctx.pub()
         self._pub = pub
         self._sub = ctx.sub()
@@ -159,6 +159,7 @@ class Node:
             self.leader.gossip_port = self.gossip_port
             self.leader.status_extra = self.status_nodes
             self.leader.on_ping = self._on_ping
+            self.leader.max_queued_per_client = cfg.max_queued_per_client
             self.leader.on_model_want = ModelServer(cfg.home, self.node_id).answer
             self.pool = self._make_executor()
             entries = Registry(cfg.home).entries()
@@ -275,7 +276,10 @@ class Node:
         if cfg.bench_delay_ms >= 0:
             return SleepPool(slots, cfg.bench_delay_ms)
         threads = max(1, self.caps.cores // slots)
-        return SlotPool(slots, SlotSettings(cfg.home, cfg.device, threads, cfg.max_pixels))
+        return SlotPool(
+            slots,
+            SlotSettings(cfg.home, cfg.device, threads, cfg.max_pixels, min(cfg.max_result_bytes, cfg.max_frame_bytes)),
+        )
 
     async def _leave(self, discovery: Discovery | None) -> None:
         """The graceful leave described in the module docstring; every wait is bounded."""

@@ -325,7 +325,9 @@ def decode(data: bytes | memoryview) -> Message:
     return cls(**kwargs)
 
 
-def decode_frames(frames: list[bytes] | list[memoryview]) -> tuple[Message, list[Any]]:
+def decode_frames(
+    frames: list[bytes] | list[memoryview], max_frame: int = const.MAX_FRAME_BYTES
+) -> tuple[Message, list[Any]]:
     """Decode ``[header, *blobs]``; checks the frame count and each blob's size."""
     if not frames:
         raise ProtocolError("empty message")
@@ -336,8 +338,8 @@ def decode_frames(frames: list[bytes] | list[memoryview]) -> tuple[Message, list
     if len(blobs) > msg.blobs:
         raise ProtocolError(f"{msg.t} carries {len(blobs)} data frames, expected at most {msg.blobs}")
     for b in blobs:
-        if len(b) > const.MAX_FRAME_BYTES:
-            raise ProtocolError(f"data frame of {len(b)} bytes is over the limit of {const.MAX_FRAME_BYTES}")
+        if len(b) > max_frame:
+            raise ProtocolError(f"data frame of {len(b)} bytes is over the limit of {max_frame}")
     return msg, blobs
 
 

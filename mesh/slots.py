@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import const
-from .errors import MeshError, ModelError, TaskFailed
+from .errors import MeshError, ModelError, Overloaded, TaskFailed
 from .protocol import TaskSpec
 
 log = logging.getLogger("lamamesh.slots")
@@ -35,6 +35,7 @@ class SlotSettings:
     device: str = "auto"
     threads: int = 1  # ORT intra-op threads in each slot
     max_pixels: int = const.MAX_IMAGE_PIXELS
+    max_result_bytes: int = const.MAX_RESULT_BYTES
     preload: tuple[str, ...] = ("builtin",)
 
 
@@ -86,6 +87,11 @@ def _slot_main(conn: Connection, settings: SlotSettings) -> None:
             eng = load(spec.model)
             shape = ModelShape(eng.spec.size, eng.spec.multiple)
             out = inpaint.run(spec, image, mask, shape, eng.infer, settings.max_pixels)
+            if len(out.data) > settings.max_result_bytes:
+                raise Overloaded(
+                    f"the result is {len(out.data):,} bytes, over the limit of {settings.max_result_bytes:,} "
+                    "(max_result_bytes); ask for JPEG or WebP output"
+                )
             conn.send({"ok": True, "out_format": out.out_format, "model_ms": out.model_ms, "total_ms": out.total_ms})
             conn.send_bytes(out.data)
         except MeshError as exc:

@@ -87,8 +87,9 @@ class _Admit:
 
 
 class Context:
-    def __init__(self, key: MeshKey | None = None) -> None:
+    def __init__(self, key: MeshKey | None = None, max_frame_bytes: int = const.MAX_FRAME_BYTES) -> None:
         self.zmq = zmq.asyncio.Context()
+        self.max_frame_bytes = max_frame_bytes  # a bigger message is dropped by ZeroMQ before it is read
         self.bad = BadMessages()
         self.key = key
         self._auth: Any = None
@@ -146,7 +147,7 @@ class _Socket:
         self.ctx = ctx
         self.sock: zmq.asyncio.Socket = ctx.zmq.socket(self.kind)
         self.sock.setsockopt(zmq.LINGER, const.SOCKET_LINGER)
-        self.sock.setsockopt(zmq.MAXMSGSIZE, const.MAX_FRAME_BYTES)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, ctx.max_frame_bytes + const.MAX_HEADER_BYTES)
         self.sock.setsockopt(zmq.SNDHWM, 0)
         self.sock.setsockopt(zmq.RCVHWM, 0)
         if ctx.key is not None:
@@ -162,7 +163,7 @@ class _Socket:
 
     def _decode(self, peer: str, frames: list[zmq.Frame]) -> tuple[Message, list[zmq.Frame]] | None:
         try:
-            msg, blobs = protocol.decode_frames([f.buffer for f in frames])
+            msg, blobs = protocol.decode_frames([f.buffer for f in frames], self.ctx.max_frame_bytes)
         except ProtocolError as exc:
             self.ctx.bad.note(peer, exc)
             return None
