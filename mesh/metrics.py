@@ -60,6 +60,15 @@ class NodeCollector(Collector):
         yield GaugeMetricFamily(
             "lamamesh_mesh_slots", "Slots of every live member", value=sum(m.hb.slots for m in alive)
         )
+        dropped = CounterMetricFamily(
+            "lamamesh_dropped_messages", "Messages this node dropped undecoded, by reason", labels=["reason"]
+        )
+        ctx = node._ctx
+        if ctx is not None:
+            for kind, n in sorted(ctx.bad.counts.items()):
+                dropped.add_metric([kind], n)
+            dropped.add_metric(["no mesh key"], sum(ctx.refused.values()))
+        yield dropped
         yield GaugeMetricFamily(
             "lamamesh_task_rate", "Tasks/s this node finished over the last minute", value=worker.rate()
         )

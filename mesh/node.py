@@ -136,6 +136,7 @@ class Node:
             cpu_percent=self._cpu.cpu_percent(None),
             ewma_ms=ewma,
             rate=round(self.worker.rate(), 3),
+            dropped=self._ctx.bad.total + sum(self._ctx.refused.values()) if self._ctx is not None else 0,
             workers=[w.node_id for w in self.leader.workers.values()] if self.leader.leading else [],
             peers=peers[:64],
         )
@@ -549,6 +550,7 @@ class Node:
                     "cpu_percent": round(hb.cpu_percent, 1),
                     "ewma_ms": here.get("ewma_ms", {}),
                     "rate": hb.rate,
+                    "dropped": hb.dropped,
                     "models": list(hb.models),
                     "last_heard_s": round(now - m.last_heard, 2),
                     "ready": hb.node_id in rows if self.leader.leading else None,

@@ -168,6 +168,7 @@ class Heartbeat(Message):
     cpu_percent: float = 0.0
     ewma_ms: dict[str, float] = dataclasses.field(default_factory=dict)  # per "model@size-class"
     rate: float = 0.0  # tasks/s it finished over the last minute
+    dropped: int = 0  # messages it dropped undecoded plus handshakes it refused, since it started
     workers: list[str] = dataclasses.field(default_factory=list)  # leader only: node ids of its registered workers
     # gossip of membership: gossip endpoints "node_id@host:gossip_port" of the live members it knows
     peers: list[str] = dataclasses.field(default_factory=list)
@@ -322,7 +323,27 @@ def decode(data: bytes | memoryview) -> Message:
     for name, hint in _field_types(cls).items():
         if name in body:
             kwargs[name] = _check(name, body[name], hint)
-    return cls(**kwargs)
+    msg = cls(**kwargs)
+    _sane(msg)
+    return msg
+
+
+_PORT_FIELDS = ("task_port", "backend_port", "gossip_port")
+MAX_TERM = 2**31  # terms grow by one per election: a larger one is garbage (or an attack without the key)
+
+
+def _sane(msg: Message) -> None:
+    """Values no real peer sends: refused like malformed input, so they never reach the logic."""
+    for name in _PORT_FIELDS:
+        v = getattr(msg, name, 0)
+        if not 0 <= v <= 65535:
+            raise ProtocolError(f"{msg.t}: {name} {v} is not a port")
+    if not 0 <= getattr(msg, "term", 0) <= MAX_TERM:
+        raise ProtocolError(f"{msg.t}: term {getattr(msg, 'term', 0)} is out of range")
+    if isinstance(msg, Heartbeat) and not (msg.node_id and msg.host and 0 < len(msg.node_id) <= 128):
+        raise ProtocolError("heartbeat without a node id or host")
+    if isinstance(msg, Ready) and not (0 <= msg.credits <= 65536 and 0 <= msg.slots <= 1024):
+        raise ProtocolError(f"ready: credits {msg.credits} / slots {msg.slots} out of range")
 
 
 def decode_frames(

@@ -51,6 +51,7 @@ class NodeRow:
     models: tuple[str, ...]
     last_heard_s: float
     ready: bool  # its slots are up and it is registered with the leader (takes work)
+    dropped: int  # bad messages dropped and handshakes refused since it started
 
     @classmethod
     def parse(cls, d: dict[str, Any], leader: str) -> NodeRow:
@@ -84,6 +85,7 @@ class NodeRow:
             models=tuple(m for m in models if isinstance(m, str)) if isinstance(models, list) else (),
             last_heard_s=_float(d, "last_heard_s"),
             ready=d.get("ready") is True,
+            dropped=_int(d, "dropped"),
         )
 
 

@@ -42,7 +42,29 @@ def messages(draw: st.DrawFn) -> protocol.Message:
 
 @given(messages())
 def test_round_trip(msg: protocol.Message) -> None:
+    """Every message round-trips, unless it carries values no real peer sends (refused as garbage)."""
+    try:
+        protocol._sane(msg)
+    except ProtocolError:
+        with pytest.raises(ProtocolError):
+            protocol.decode(protocol.encode(msg))
+        return
     assert protocol.decode(protocol.encode(msg)) == msg
+
+
+def test_insane_values_are_refused() -> None:
+    from mesh.protocol import Heartbeat, Ready
+
+    ok = Heartbeat(node_id="a", host="h", task_port=5555, term=3)
+    assert protocol.decode(protocol.encode(ok)) == ok
+    for bad in (
+        dataclasses.replace(ok, task_port=70000),
+        dataclasses.replace(ok, term=2**40),
+        dataclasses.replace(ok, node_id=""),
+        Ready(credits=10**9),
+    ):
+        with pytest.raises(ProtocolError):
+            protocol.decode(protocol.encode(bad))
 
 
 @given(st.binary(max_size=300))
