@@ -67,7 +67,9 @@ def error(status: int, message: str, code: str = "input") -> web.Response:
 
 def b64(value: Any, what: str) -> bytes:
     """IOPaint sends raw base64 or a data URL (``data:image/png;base64,...``)."""
-    if not isinstance(value, str) or not value:
+    if value == "":
+        raise BadRequest(f"{what!r} is empty")
+    if not isinstance(value, str):
         raise BadRequest(f"{what!r} must be a base64 string")
     if value.startswith("data:"):
         _, _, value = value.partition(",")
