@@ -45,6 +45,7 @@ def box(size: tuple[int, int] = (64, 48), fill: int | None = None) -> bytes:
     return enc(Image.fromarray(m))
 
 
+CLI = [sys.executable, "-m", "mesh.cli"]
 rgb = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
 GOOD = enc(Image.fromarray(rgb))
 # name -> (image, mask, None for a result or the words of the input error)
@@ -58,7 +59,7 @@ CASES: dict[str, tuple[bytes, bytes, str | None]] = {
     "1x1": (enc(Image.new("RGB", (1, 1), (10, 20, 30))), enc(Image.new("L", (1, 1), 0)), None),
     "CMYK": (enc(Image.fromarray(rgb).convert("CMYK"), "JPEG"), box(), None),
     "palette": (enc(Image.fromarray(rgb).convert("P")), box(), None),
-    "16-bit": (enc(Image.fromarray((rgb[:, :, 0].astype(np.uint16) * 257))), box(), None),
+    "16-bit": (enc(Image.fromarray(rgb[:, :, 0].astype(np.uint16) * 257)), box(), None),
     "mask all zero": (GOOD, box(fill=0), None),
     "good": (GOOD, box(), None),
 }
@@ -109,9 +110,9 @@ def test_bad_images_through_client_cli_and_http(tmp_path: Path) -> None:
             ip, mp = tmp_path / f"{n}.img", tmp_path / f"{n}.mask.png"
             ip.write_bytes(i)
             mp.write_bytes(m)
+            out = tmp_path / f"{n}.out.png"
             p = subprocess.run(
-                [sys.executable, "-m", "mesh.cli", "submit", str(ip), str(mp), "-o", str(tmp_path / f"{n}.out.png")]
-                + ["--peer", f"127.0.0.1:{node.port}", "--no-local"],
+                [*CLI, "submit", str(ip), str(mp), "-o", str(out), "--peer", f"127.0.0.1:{node.port}", "--no-local"],
                 capture_output=True,
                 text=True,
                 timeout=60,
