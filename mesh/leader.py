@@ -202,6 +202,7 @@ class Leader:
             log.debug("ignored %s from a client", msg.t)
 
     def _record(self, task_id: str, node_id: str, code: str, error: str, ms: float) -> None:
+        log.debug("answered %s: %s", task_id[:40], code)
         self.outcomes[code] += 1
         self.recent.append(
             {
@@ -221,6 +222,7 @@ class Leader:
         await self.front.send(client, Result(task_id, False, code, error, self.node_id))
 
     async def _submit(self, client: bytes, msg: Submit, blobs: list[Any]) -> None:
+        log.debug("submit %s from %s", msg.task_id[:40], client.hex())
         if not msg.task_id:
             return await self._reject(client, "", "input", "task has no id")
         if not self.accepting:

@@ -64,24 +64,31 @@ class Cluster:
     env: dict[str, str] = field(default_factory=dict)
     nodes: list[NodeProc] = field(default_factory=list)
 
+    def _spawn(self, port: int, seed: int, args: Sequence[str], mode: str = "wb") -> subprocess.Popen[bytes]:
+        log = self.root / f"node-{port}.log"
+        cmd = [
+            sys.executable, "-m", "mesh.cli", "join", "--bind", "127.0.0.1", "--port", str(port),
+            "--peer", f"127.0.0.1:{seed}", "--no-mdns", "--log-level", "info", *self.extra, *args,
+        ]  # fmt: skip
+        env = {**os.environ, "LAMAMESH_HOME": str(self.root / "home"), **self.env}
+        with log.open(mode) as fh:
+            return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
     def start(self, n: int = 1, peer: int | None = None, args: Sequence[str] = ()) -> list[NodeProc]:
         started = []
         for _ in range(n):
             port = free_port_block()
             seed = peer or (self.nodes[0].port if self.nodes else port)
-            log = self.root / f"node-{port}.log"
-            cmd = [
-                sys.executable, "-m", "mesh.cli", "join", "--bind", "127.0.0.1", "--port", str(port),
-                "--peer", f"127.0.0.1:{seed}", "--no-mdns", "--log-level", "info", *self.extra, *args,
-            ]  # fmt: skip
-            env = {**os.environ, "LAMAMESH_HOME": str(self.root / "home"), **self.env}
-            fh = log.open("wb")
-            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-            fh.close()
-            node = NodeProc(port, proc, log)
+            node = NodeProc(port, self._spawn(port, seed, args), self.root / f"node-{port}.log")
             self.nodes.append(node)
             started.append(node)
         return started
+
+    def restart(self, node: NodeProc, args: Sequence[str] = ()) -> NodeProc:
+        """A new node process on the port of ``node`` (which must have exited); its log goes on."""
+        seed = next((n.port for n in self.nodes if n.alive and n is not node), node.port)
+        node.proc = self._spawn(node.port, seed, args, "ab")
+        return node
 
     def by_port(self, port: int) -> NodeProc:
         return next(n for n in self.nodes if n.port == port)
@@ -99,6 +106,7 @@ class Cluster:
 
 @contextlib.contextmanager
 def cluster(root: Path, extra: Sequence[str] = (), env: dict[str, str] | None = None) -> Iterator[Cluster]:
+    root.mkdir(parents=True, exist_ok=True)
     c = Cluster(root, extra, env or {})
     try:
         yield c

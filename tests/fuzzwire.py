@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import threading
+import multiprocessing as mp
 import time
 import typing
 from collections import Counter
@@ -131,37 +131,56 @@ class Fuzzer:
         self.ctx.destroy(linger=0)
 
 
-class RealTasks(threading.Thread):
-    """Real tasks, one after another, through the node while it is fuzzed."""
+class RealTasks:
+    """Real tasks, one after another, through the node while it is fuzzed. A separate process
+    (spawned), so the fuzzer's tight loop in this process cannot starve its event loop of the GIL."""
 
     def __init__(self, port: int) -> None:
-        super().__init__(name="real-tasks")
-        self.port = port
-        self.stop = threading.Event()
-        self.ok = 0
+        ctx = mp.get_context("spawn")
+        self._ok = ctx.Value("i", 0)
+        self._failed = ctx.Queue()
+        self.stop = ctx.Event()
+        self.proc = ctx.Process(target=_real_tasks, args=(port, self._ok, self._failed, self.stop), name="real-tasks")
         self.failed: list[str] = []
 
-    def run(self) -> None:
-        asyncio.run(self.main())
+    @property
+    def ok(self) -> int:
+        return int(self._ok.value)
 
-    async def main(self) -> None:
+    def start(self) -> None:
+        self.proc.start()
+
+    def join(self, timeout: float) -> None:
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+        while not self._failed.empty():
+            self.failed.append(self._failed.get())
+
+
+def _real_tasks(port: int, ok: Any, failed: Any, stop: Any) -> None:
+    async def main() -> None:
         ctx = Context()
-        client = Client(ctx, [("127.0.0.1", self.port)])
+        client = Client(ctx, [("127.0.0.1", port)])
         rng = np.random.default_rng(5)
         mask = np.zeros((48, 64), np.uint8)
         mask[10:30, 20:40] = 255
         try:
             await client.connect()
-            while not self.stop.is_set():
+            while not stop.is_set():
                 job = Job(png((rng.random((48, 64, 3)) * 255).astype(np.uint8)), png(mask))
                 (r,) = await client.run([job], timeout=60)
                 if r.ok:
-                    self.ok += 1
+                    with ok.get_lock():
+                        ok.value += 1
                 else:
-                    self.failed.append(r.error)
+                    failed.put(r.error)
         finally:
             client.close()
             ctx.close()
+
+    asyncio.run(main())
 
 
 def fuzz_node(root: Path, examples: int) -> dict[str, Any]:
