@@ -131,3 +131,79 @@ def test_three_namespaces_find_each_other_over_mdns_and_survive_a_kill(lan: list
                 p.kill()
         for p in nodes:
             p.wait(10)
+
+
+def test_partition_then_heal_one_leader_no_task_lost(lan: list[str], tmp_path: Path) -> None:
+    """The leader's namespace is cut off (its veth on the switch goes down) for longer than the dead
+    timeout while a batch runs, then reconnected: the majority goes on, and after the heal there is
+    one leader again (the higher term) and every task has exactly one output."""
+    env = {**os.environ, "LAMAMESH_HOME": str(tmp_path / "home"), "LAMAMESH_LOG_LEVEL": "info"}
+    imgs, masks, out = tmp_path / "i", tmp_path / "m", tmp_path / "out"
+    imgs.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(4)
+    for k in range(120):
+        Image.fromarray((rng.random((192, 256, 3)) * 255).astype(np.uint8)).save(imgs / f"p{k:03d}.png")
+        m = np.zeros((192, 256), np.uint8)
+        m[60:130, 80:180] = 255
+        Image.fromarray(m).save(masks / f"p{k:03d}.png")
+    tag = lan[0][-4:]
+    hub = f"lmhub{tag}"
+    nodes: list[subprocess.Popen[bytes]] = []
+    try:
+        for ns in lan[:3]:
+            nodes.append(
+                subprocess.Popen(
+                    lm(ns, "join", "--device", "cpu", "--slots", "1"),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    env=env,
+                )
+            )
+
+        def view(ns: str) -> dict:
+            p = subprocess.run(lm(ns, "status", "--json"), capture_output=True, text=True, env=env, timeout=30)
+            return json.loads(p.stdout) if p.returncode == 0 else {}
+
+        def formed() -> dict:
+            s = view(lan[3])
+            return s if s.get("leader") and sum(n["alive"] and n.get("ready") for n in s["nodes"]) == 3 else {}
+
+        snap = wait_until(formed, 60, "three namespaces to form one mesh")
+        leader_host = next(n["host"] for n in snap["nodes"] if n["id"] == snap["leader"])
+        cut = int(leader_host.rsplit(".", 1)[1])  # 1..3: the leader's namespace
+        sub = subprocess.Popen(
+            lm(lan[3], "submit", str(imgs), str(masks), "-o", str(out), "--no-local"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        wait_until(lambda: out.exists() and len(list(out.iterdir())) >= 10, 60, "the batch to start")
+        _ip("-n", hub, "link", "set", f"lmv{cut}{tag}", "down")  # partition: the old leader is alone
+        others = [ns for i, ns in enumerate(lan[:3], start=1) if i != cut]
+
+        def new_leader() -> dict:
+            s = view(others[0])
+            return s if s.get("leader") and s["leader"] != snap["leader"] else {}
+
+        during = wait_until(new_leader, 30, "the majority to elect a new leader")
+        _ip("-n", hub, "link", "set", f"lmv{cut}{tag}", "up")  # heal
+
+        def one_leader() -> dict:
+            views = [view(ns) for ns in lan[:3]]
+            leaders = {v.get("leader") for v in views}
+            alive = [sum(n["alive"] for n in v.get("nodes", [])) for v in views]
+            return views[0] if len(leaders) == 1 and None not in leaders and alive == [3, 3, 3] else {}
+
+        healed = wait_until(one_leader, 45, "one leader for all three after the heal")
+        assert healed["term"] >= during["term"] > snap["term"]
+        so, se = sub.communicate(timeout=240)
+        assert sub.returncode == 0, se.decode()[-3000:]
+        assert "120 of 120 inpainted" in so.decode(), so.decode()
+        assert len(list(out.glob("*.png"))) == 120
+    finally:
+        for p in nodes:
+            if p.poll() is None:
+                p.kill()
+        for p in nodes:
+            p.wait(10)
