@@ -24,7 +24,6 @@ from . import const
 from .client import Client, Job, JobResult, embedded
 from .config import Config
 from .errors import InputError, MeshError, NoMesh, TaskFailed
-from .images import OUTPUT_FORMATS, pixels
 from .models import Registry
 from .snapshot import NODE_COLUMNS, Snapshot, node_cells, summary
 from .transport import Context, load_key, new_key_text
@@ -79,6 +78,13 @@ def _setup_logging(level: str, as_json: bool = False) -> None:
         JsonLines() if as_json else logging.Formatter("%(asctime)s lamamesh %(levelname)s %(message)s", "%H:%M:%S")
     )
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler], force=True)
+
+
+def pixels(data: bytes) -> int:
+    """Width x height from the image header (Pillow and numpy load only for commands that send images)."""
+    from .images import pixels as header_pixels
+
+    return header_pixels(data)
 
 
 def _fail(exc: MeshError) -> typer.Exit:
@@ -350,6 +356,8 @@ def submit(
             raise InputError(f"-o {output} is a folder; give a file name for a single image")
         out_fmt = ""
         if output is not None and output.suffix:
+            from .images import OUTPUT_FORMATS
+
             if output.suffix.lower().lstrip(".") not in OUTPUT_FORMATS:
                 raise InputError(f"cannot write {output.suffix} files; use .png, .jpg, .webp, .tif or .bmp")
             out_fmt = output.suffix.lower().lstrip(".")
