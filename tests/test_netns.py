@@ -69,21 +69,27 @@ def lan() -> Iterator[list[str]]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
 
 
+def batch(root: Path, n: int, h: int, w: int, seed: int) -> tuple[Path, Path, Path]:
+    """``n`` random photos and their box masks under ``root``; returns (images, masks, output) folders."""
+    imgs, masks, out = root / "i", root / "m", root / "out"
+    imgs.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(seed)
+    for k in range(n):
+        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(imgs / f"p{k:03d}.png")
+        m = np.zeros((h, w), np.uint8)
+        m[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3] = 255
+        Image.fromarray(m).save(masks / f"p{k:03d}.png")
+    return imgs, masks, out
+
+
 def lm(ns: str, *args: str) -> list[str]:
     return ["ip", "netns", "exec", ns, sys.executable, "-m", "mesh.cli", *args]
 
 
 def test_three_namespaces_find_each_other_over_mdns_and_survive_a_kill(lan: list[str], tmp_path: Path) -> None:
     env = {**os.environ, "LAMAMESH_HOME": str(tmp_path / "home"), "LAMAMESH_LOG_LEVEL": "info"}
-    imgs, masks, out = tmp_path / "i", tmp_path / "m", tmp_path / "out"
-    imgs.mkdir()
-    masks.mkdir()
-    rng = np.random.default_rng(3)
-    for k in range(150):
-        Image.fromarray((rng.random((128, 160, 3)) * 255).astype(np.uint8)).save(imgs / f"p{k:03d}.png")
-        m = np.zeros((128, 160), np.uint8)
-        m[40:90, 50:120] = 255
-        Image.fromarray(m).save(masks / f"p{k:03d}.png")
+    imgs, masks, out = batch(tmp_path, 150, 128, 160, seed=3)
     nodes: list[subprocess.Popen[bytes]] = []
     logs = [tmp_path / f"node{i}.log" for i in range(3)]
     try:
@@ -138,15 +144,7 @@ def test_partition_then_heal_one_leader_no_task_lost(lan: list[str], tmp_path: P
     timeout while a batch runs, then reconnected: the majority goes on, and after the heal there is
     one leader again (the higher term) and every task has exactly one output."""
     env = {**os.environ, "LAMAMESH_HOME": str(tmp_path / "home"), "LAMAMESH_LOG_LEVEL": "info"}
-    imgs, masks, out = tmp_path / "i", tmp_path / "m", tmp_path / "out"
-    imgs.mkdir()
-    masks.mkdir()
-    rng = np.random.default_rng(4)
-    for k in range(120):
-        Image.fromarray((rng.random((192, 256, 3)) * 255).astype(np.uint8)).save(imgs / f"p{k:03d}.png")
-        m = np.zeros((192, 256), np.uint8)
-        m[60:130, 80:180] = 255
-        Image.fromarray(m).save(masks / f"p{k:03d}.png")
+    imgs, masks, out = batch(tmp_path, 120, 192, 256, seed=4)
     tag = lan[0][-4:]
     hub = f"lmhub{tag}"
     nodes: list[subprocess.Popen[bytes]] = []
