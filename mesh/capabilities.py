@@ -54,11 +54,18 @@ def detect() -> Capabilities:
     )
 
 
+SLOT_RAM_MB = 2048  # RAM one CPU slot may need (a LaMa session and its activations at 512x512)
+
+
 def default_slots(caps: Capabilities) -> int:
-    """One slot per GPU-backed node, else about one per two cores (ORT uses threads inside a slot)."""
+    """One slot per GPU-backed node; on the CPU one per core, at most 4 and one per 2 GiB of RAM.
+
+    Measured (bench/model_speed.py, 2 cores): two slots of one ORT thread each finish 1.4-1.7x the
+    images per second of one slot with two threads (the models' small convolutions scale poorly
+    across threads inside one session)."""
     if caps.gpu:
         return 1
-    return max(1, min(4, caps.cores // 2))
+    return max(1, min(4, caps.cores, caps.ram_mb // SLOT_RAM_MB))
 
 
 _VIRTUAL_PREFIXES = ("lo", "docker", "br-", "virbr", "veth", "cni", "flannel", "tun", "tap", "zt", "tailscale")

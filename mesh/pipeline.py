@@ -150,6 +150,10 @@ def inpaint(
         return result
     strategy, crops = plan(mask, hd)
     h, w = mask.shape
+    if strategy is HDStrategy.CROP and not shape.size and sum(c.width * c.height for c in crops) >= h * w:
+        # a model that takes any size gains nothing from crops that cover more than the image
+        # (overlapping blobs of a large mask): one pass over the whole image is cheaper
+        strategy = HDStrategy.ORIGINAL
     if strategy is HDStrategy.CROP:
         for c in crops:
             region_mask = mask[c.top : c.bottom, c.left : c.right]

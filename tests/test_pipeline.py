@@ -113,6 +113,19 @@ def test_crop_runs_model_only_on_crops() -> None:
     assert all(c[0] * c[1] < 400 * 400 for c in calls)
 
 
+def test_crops_covering_more_than_the_image_run_once_on_a_dynamic_model() -> None:
+    rgb = np.zeros((1000, 1000, 3), np.uint8)
+    mask = np.zeros((1000, 1000), bool)
+    for y, x in ((100, 100), (100, 700), (700, 100), (700, 700)):  # four big blobs: crops overlap
+        mask[y : y + 250, x : x + 250] = True
+    calls: list[tuple[int, int]] = []
+    pipeline.inpaint(rgb, mask, ModelShape(multiple=8), _fake_infer(calls), HDConfig())
+    assert len(calls) == 1  # one pass over the whole image
+    fixed: list[tuple[int, int]] = []
+    pipeline.inpaint(rgb, mask, ModelShape(size=512, multiple=1), _fake_infer(fixed), HDConfig())
+    assert len(fixed) == 4  # a fixed-size model still gets one crop per blob (quality, not cost)
+
+
 def test_strategy_parse() -> None:
     assert HDStrategy.parse("crop") is HDStrategy.CROP
     assert HDStrategy.parse("RESIZE") is HDStrategy.RESIZE
