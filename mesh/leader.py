@@ -63,14 +63,17 @@ class Pending:
     seq: int
     submitted: float
     worker: bytes | None = None
+    _needs: routing.TaskNeeds | None = None
 
     @property
     def key(self) -> tuple[int, int]:
         return (PRIORITY.get(self.task.priority, 1), self.seq)
 
     def needs(self) -> routing.TaskNeeds:
-        t = self.task
-        return routing.TaskNeeds(t.model, t.pixels, t.session, t.requires)
+        if self._needs is None:  # built once: a placement pass asks for it per worker
+            t = self.task
+            self._needs = routing.TaskNeeds(t.model, t.pixels, t.session, t.requires)
+        return self._needs
 
 
 @dataclass
@@ -368,10 +371,15 @@ class Leader:
         pend = [self.tasks[task_id] for _, task_id in head]
         choices = routing.plan(loads, [p.needs() for p in pend], self.affinity, self.policy)
         fleet = routing.fleet_means(loads.values())
+        runnable: dict[tuple[str, str], bool] = {}  # (model, requirement) -> some live worker can run it
         for item, p, node in zip(head, pend, choices, strict=True):
             if node is None:
                 heapq.heappush(self.queue, item)
-                if not any(routing.capable(w, p.needs()) for w in loads.values()):
+                needs = p.needs()
+                kind = (needs.model, needs.requires)
+                if kind not in runnable:
+                    runnable[kind] = any(routing.capable(w, needs) for w in loads.values())
+                if not runnable[kind]:
                     await self._no_capable(p)
                 continue
             w = by_node[node]

@@ -100,8 +100,14 @@ def expected_finish_ms(w: WorkerLoad, task: TaskNeeds, fleet: Mapping[str, float
     return w.assigned_ms / max(1, w.slots) + estimate_ms(w, task, fleet)
 
 
-def best(workers: Mapping[str, WorkerLoad], task: TaskNeeds, affinity: Mapping[str, str] | None = None) -> str | None:
-    """The capable worker that will finish ``task`` soonest (credit or not), or None if none can run it."""
+def best(
+    workers: Mapping[str, WorkerLoad],
+    task: TaskNeeds,
+    affinity: Mapping[str, str] | None = None,
+    fleet: Mapping[str, float] | None = None,
+) -> str | None:
+    """The capable worker that will finish ``task`` soonest (credit or not), or None if none can run it.
+    ``fleet``: the capable workers' mean service times, when the caller already has them."""
     able = [w for w in workers.values() if capable(w, task)]
     if not able:
         return None
@@ -109,8 +115,8 @@ def best(workers: Mapping[str, WorkerLoad], task: TaskNeeds, affinity: Mapping[s
         sticky = affinity.get(task.session)
         if sticky is not None and any(w.node_id == sticky for w in able):
             return sticky
-    fleet = fleet_means(able)
-    return min(able, key=lambda w: (expected_finish_ms(w, task, fleet), w.node_id)).node_id
+    means = fleet_means(able) if fleet is None else fleet
+    return min(able, key=lambda w: (expected_finish_ms(w, task, means), w.node_id)).node_id
 
 
 def place(workers: Mapping[str, WorkerLoad], task: TaskNeeds, affinity: Mapping[str, str] | None = None) -> str | None:
@@ -140,15 +146,28 @@ def plan(
     that worker for the tasks behind it). Returns a node id or None per task."""
     loads = dict(workers)
     fleet = fleet_means(loads.values())
+    # service times do not change during a pass: the capable workers' means, once per kind of task
+    fleets: dict[tuple[str, str], dict[str, float]] = {}
+    credits = sum(max(0, w.credits) for w in loads.values())
     out: list[str | None] = []
     for task in tasks:
-        node = least_loaded(loads, task) if policy == "least-loaded" else best(loads, task, affinity)
+        if credits <= 0:  # nothing more can be sent in this pass; the rest waits
+            out.extend([None] * (len(tasks) - len(out)))
+            break
+        if policy == "least-loaded":
+            node = least_loaded(loads, task)
+        else:
+            kind = (task.model, task.requires)
+            if kind not in fleets:
+                fleets[kind] = fleet_means(w for w in loads.values() if capable(w, task))
+            node = best(loads, task, affinity, fleets[kind])
         if node is None:
             out.append(None)
             continue
         w = loads[node]
         est = estimate_ms(w, task, fleet)
         sent = w.credits > 0
+        credits -= sent
         out.append(node if sent else None)
         loads[node] = WorkerLoad(
             w.node_id,
