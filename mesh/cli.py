@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -21,12 +21,16 @@ from rich.table import Table
 
 from . import config as config_mod
 from . import const
-from .client import Client, Job, JobResult, embedded
 from .config import Config
 from .errors import InputError, MeshError, NoMesh, TaskFailed
 from .models import Registry
 from .snapshot import NODE_COLUMNS, Snapshot, node_cells, summary
-from .transport import Context, load_key, new_key_text
+
+if TYPE_CHECKING:
+    from .client import Client, Job, JobResult
+
+# the client, the node and ZeroMQ are imported inside the commands that use them: a slot process
+# (spawned) re-imports this module as its parent's __main__, and `join` starts sooner without them
 
 app = typer.Typer(
     name="lamamesh",
@@ -128,6 +132,10 @@ def join(
     http: Annotated[
         int | None, typer.Option("--http", help="Serve HTTP (health, status, metrics, IOPaint API) on this port.")
     ] = None,
+    http_bind: Annotated[
+        str | None,
+        typer.Option("--http-bind", help="Address HTTP listens on (default 127.0.0.1; 0.0.0.0 = the LAN)."),
+    ] = None,
     secret_file: KeyOpt = None,
     advertise: Annotated[
         str | None,
@@ -169,6 +177,7 @@ def join(
             bind=bind,
             port=port,
             http=http,
+            http_bind=http_bind,
             secret_file=secret_file,
             advertise=advertise,
             mdns=mdns,
@@ -267,6 +276,9 @@ async def _with_mesh(
 ) -> T:
     """Run ``work`` with a client of the mesh; with no mesh, on an embedded node unless ``no_local``
     (True: the user said --no-local; None: the command never runs locally)."""
+    from .client import Client, embedded
+    from .transport import Context, load_key
+
     ctx = Context(load_key(cfg.secret_file) if cfg.secret_file else None, cfg.max_frame_bytes)
     peers = [config_mod.parse_peer(p) for p in cfg.peers] or [(cfg.local_host, cfg.port or const.DEFAULT_TASK_PORT)]
     client = Client(ctx, peers, dead_timeout=cfg.dead_timeout)
@@ -350,6 +362,8 @@ def submit(
         if timeout is not None and timeout <= 0:
             raise InputError("--timeout must be a positive number of seconds")
         common: dict[str, Any] = {"model": model, "session": session, "hd_strategy": hd_strategy}
+        from .client import Job
+
         if image.is_dir():
             return _batch(cfg, image, mask, output, no_local, timeout, common, priority or "batch")
         if output is not None and output.is_dir():
@@ -416,6 +430,7 @@ def _batch(
         raise InputError(f"no image in {image_dir} has a matching mask in {masks}")
     output.mkdir(parents=True, exist_ok=True)
     mask_cache: dict[Path, bytes] = {}
+    from .client import Job
 
     def jobs() -> list[Job]:
         out_jobs = []
@@ -528,6 +543,7 @@ def demo(
     copies: Annotated[int, typer.Option("--copies", help="Times each sample is inpainted (more work to spread).")] = 1,
 ) -> None:
     """Start a small mesh of local nodes, inpaint the bundled samples through it, shut it down."""
+    from .client import Job
     from .demo import local_mesh, wait_ready
     from .models import data_dir
 
@@ -628,6 +644,7 @@ def doctor(
 ) -> None:
     """Check this machine (ONNX Runtime, CUDA, GPU, ports, multicast, models) and, if a mesh is
     reachable, round-trip one task through it. One line per check; exit 1 if any fails."""
+    from .client import Job
     from .doctor import Check, machine_checks, probe_images
 
     def body() -> int:
@@ -679,6 +696,8 @@ def keygen(
     """Print a new mesh key: give the file to every node and client (--secret-file)."""
 
     def body() -> None:
+        from .transport import new_key_text
+
         text = new_key_text()
         if output is None:
             sys.stdout.write(text)

@@ -34,6 +34,7 @@ class Config:
     bind: str = "0.0.0.0"  # interface to listen on
     port: int = const.DEFAULT_TASK_PORT  # task port; the backend takes port + 1; 0 = ephemeral
     http: int = 0  # HTTP port; 0 = off
+    http_bind: str = "127.0.0.1"  # the HTTP surface stays on this machine unless told otherwise
     secret_file: str = ""
     home: Path = dataclasses.field(default_factory=default_home)  # models and registry live here
     log_level: str = "info"

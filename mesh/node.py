@@ -238,12 +238,19 @@ class Node:
         from .http import HttpApi  # aiohttp is imported only by nodes that serve HTTP
 
         assert self.worker is not None
-        self.http = HttpApi(self, self.config.bind, self.config.http)
+        cfg = self.config
+        self.http = HttpApi(self, cfg.http_bind, cfg.http)
         try:
             await self.http.start()
         except OSError as exc:
             self.http = None
-            raise ConfigError(f"cannot serve HTTP on {self.config.bind}:{self.config.http}: {exc.strerror}") from None
+            raise ConfigError(f"cannot serve HTTP on {cfg.http_bind}:{cfg.http}: {exc.strerror}") from None
+        if not cfg.http_bind.startswith("127.") and cfg.http_bind not in ("localhost", "::1"):
+            log.warning(
+                "HTTP on %s:%d is open to the network: anyone who reaches it can submit tasks (no mesh key)",
+                cfg.http_bind,
+                cfg.http,
+            )
         self.worker.on_finished = self.http.metrics.observe_task
 
     async def _until_ready(self) -> None:
