@@ -165,8 +165,6 @@ def join(
     log_json: Annotated[bool | None, typer.Option("--log-json", help="Log one JSON object per line.")] = None,
 ) -> None:
     """Run a node in the foreground until Ctrl-C (a graceful leave; a second Ctrl-C exits at once)."""
-    from .node import Node
-    from .slots import SlotPool
 
     def body() -> None:
         cfg = _config(
@@ -191,6 +189,17 @@ def join(
             log_json=log_json,
         )
         _setup_logging(cfg.log_level, cfg.log_json)
+        # the slot processes start first: they load ONNX Runtime and the model while this process
+        # imports the node and binds its sockets (join -> first task is mostly these two)
+        from . import capabilities
+        from .slots import SlotPool, make_executor
+
+        caps = capabilities.detect()
+        pool = make_executor(cfg, caps)
+        if isinstance(pool, SlotPool):
+            pool.spawn()
+        from .node import Node
+
         if not cfg.secret_file:
             log.warning(
                 "this mesh has no key: any machine that reaches this node can join it and submit tasks "
@@ -198,7 +207,7 @@ def join(
             )
 
         async def main() -> None:
-            node = Node(cfg)
+            node = Node(cfg, pool=pool)
             loop = asyncio.get_running_loop()
             hits = 0
 

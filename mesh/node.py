@@ -39,7 +39,7 @@ from .membership import Goodbye, Heard, Tick, View
 from .modelcopy import ModelServer, copy_model
 from .models import Registry
 from .protocol import Heartbeat, Ping, Pong
-from .slots import Executor, SleepPool, SlotPool, SlotSettings
+from .slots import Executor, SleepPool, make_executor
 from .transport import Context, Dealer, Sub, load_key
 from .worker import Worker
 
@@ -56,8 +56,9 @@ def new_node_id(port: int) -> str:
 
 
 class Node:
-    def __init__(self, config: Config, node_id: str | None = None) -> None:
+    def __init__(self, config: Config, node_id: str | None = None, pool: Executor | None = None) -> None:
         self.config = config
+        self._given_pool = pool  # slots the caller already spawned (join does, to overlap their start-up)
         self.node_id = node_id or ""
         self.caps = capabilities.detect()
         self.incarnation = time.time_ns()
@@ -162,7 +163,7 @@ class Node:
             self.leader.on_ping = self._on_ping
             self.leader.max_queued_per_client = cfg.max_queued_per_client
             self.leader.on_model_want = ModelServer(cfg.home, self.node_id).answer
-            self.pool = self._make_executor()
+            self.pool = self._given_pool or make_executor(cfg, self.caps)
             entries = Registry(cfg.home).entries()
             self.leader.model_names = frozenset(e.spec.name for e in entries)
             self.models = [e.spec.name for e in entries if e.path] if cfg.bench_delay_ms < 0 else []
@@ -277,17 +278,6 @@ class Node:
         self._pool_ready.set()
         if self.view is not None:
             await self._follow(self.view)
-
-    def _make_executor(self) -> Executor:
-        cfg = self.config
-        slots = self.slot_count
-        if cfg.bench_delay_ms >= 0:
-            return SleepPool(slots, cfg.bench_delay_ms)
-        threads = max(1, self.caps.cores // slots)
-        return SlotPool(
-            slots,
-            SlotSettings(cfg.home, cfg.device, threads, cfg.max_pixels, min(cfg.max_result_bytes, cfg.max_frame_bytes)),
-        )
 
     async def _leave(self, discovery: Discovery | None) -> None:
         """The graceful leave described in the module docstring; every wait is bounded."""

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import const
+from .capabilities import Capabilities, default_slots
+from .config import Config
 from .errors import MeshError, ModelError, Overloaded, TaskFailed
 from .protocol import TaskSpec
 
@@ -108,7 +110,8 @@ class _Slot:
         self.conn: Connection | None = None
         self.info: dict[str, Any] = {}
 
-    async def start(self) -> dict[str, Any]:
+    def spawn(self) -> None:
+        """Start the process (it loads its model meanwhile); ``start()`` waits until it is ready."""
         parent, child = _MP.Pipe(duplex=True)
         self.proc = _MP.Process(
             target=_slot_main, args=(child, self.settings), name=f"lamamesh-slot-{self.index}", daemon=True
@@ -116,6 +119,10 @@ class _Slot:
         self.proc.start()
         child.close()
         self.conn = parent
+
+    async def start(self) -> dict[str, Any]:
+        if self.proc is None or self.conn is None:
+            self.spawn()
         try:
             ready = await asyncio.wait_for(asyncio.to_thread(self._recv_ready), const.SLOT_START_TIMEOUT)
         except (TimeoutError, EOFError, OSError):
@@ -186,6 +193,13 @@ class SlotPool:
 
     def pids(self) -> list[int]:
         return [s.proc.pid for s in self.slots if s.proc is not None and s.proc.is_alive()]
+
+    def spawn(self) -> None:
+        """Start every slot process now, before the caller's own start-up work (``join`` does this
+        before importing the node), so the slots load ONNX Runtime and their model meanwhile."""
+        for s in self.slots:
+            if s.proc is None:
+                s.spawn()
 
     async def start(self) -> None:
         try:
@@ -285,3 +299,13 @@ class SleepPool:
 
     async def close(self) -> None:
         return None
+
+
+def make_executor(cfg: Config, caps: Capabilities) -> Executor:
+    """The slots of a node: processes running the model, or the benchmark's sleep executor."""
+    slots = cfg.slots or default_slots(caps)
+    if cfg.bench_delay_ms >= 0:
+        return SleepPool(slots, cfg.bench_delay_ms)
+    threads = max(1, caps.cores // slots)
+    limit = min(cfg.max_result_bytes, cfg.max_frame_bytes)
+    return SlotPool(slots, SlotSettings(cfg.home, cfg.device, threads, cfg.max_pixels, limit))

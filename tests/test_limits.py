@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from mesh.client import Client, Job, JobResult
-from mesh.protocol import Submit
+from mesh.protocol import Submit, encode
 from mesh.transport import Context
 
 from .cluster import cluster, png, wait_mesh
@@ -51,8 +51,8 @@ def test_each_limit_answers_clearly_and_the_node_goes_on(tmp_path: Path) -> None
                 # a raw client that ignores the frame limit: the node drops the message unread
                 raw = ctx.dealer()
                 raw.connect("127.0.0.1", node.port)
-                await raw.send(Submit("big", "builtin"), [os.urandom(600_000), b"x"])
-                raw.close()
+                # copied, not zero-copy: the node drops this connection while the frame is in flight
+                await raw.sock.send_multipart([encode(Submit("big", "builtin")), os.urandom(600_000), b"x"], copy=True)
                 # queue limit: 8 at once from one client; the leader holds at most 3 (tasks of ~30 ms each)
                 flat = png(np.full((190, 190, 3), 120, np.uint8))
                 burst = await client.run([Job(flat, box(190, 190)) for i in range(8)], timeout=60)
@@ -62,7 +62,7 @@ def test_each_limit_answers_clearly_and_the_node_goes_on(tmp_path: Path) -> None
                 return out
             finally:
                 client.close()
-                ctx.close()
+                ctx.close()  # closes the raw socket too
 
         got = asyncio.run(main())
     assert got["ok"].ok and got["after"].ok
