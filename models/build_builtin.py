@@ -36,6 +36,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 LEVELS = 6  # pyramid levels below full resolution; H and W must be multiples of 2**LEVELS
 ITERS = 30  # Jacobi sweeps per level
+UNROLL = 5  # sweeps per Loop iteration: 6 iterations of 5 (few nodes to build, little Loop overhead)
 EPS = 1e-6
 OPSET = 17
 
@@ -65,6 +66,32 @@ class _Graph:
         return out
 
 
+def _sweep_body(level: int, ac: str, rest: str, jacobi: str, pads: str) -> onnx.GraphProto:
+    """``UNROLL`` Jacobi sweeps, each u <- a*colour + (1-a) * mean of u's 4 neighbours (edges
+    replicated)."""
+    g = _Graph()
+    u = f"u_in{level}"
+    for _ in range(UNROLL):
+        padded = g.op("Pad", [u, pads], f"pad{level}", mode="edge")
+        avg = g.op("Conv", [padded, jacobi], f"avg{level}", group=3)
+        u = g.op("Add", [ac, g.op("Mul", [rest, avg], f"ra{level}")], f"u{level}")
+    g.nodes.append(helper.make_node("Identity", [u], [f"u_out{level}"], name=f"u_out{level}"))
+    g.nodes.append(helper.make_node("Identity", [f"cond_in{level}"], [f"cond_out{level}"], name=f"cond{level}"))
+    return helper.make_graph(
+        g.nodes,
+        f"sweeps{level}",
+        [
+            helper.make_tensor_value_info(f"i{level}", TensorProto.INT64, []),
+            helper.make_tensor_value_info(f"cond_in{level}", TensorProto.BOOL, []),
+            helper.make_tensor_value_info(f"u_in{level}", TensorProto.FLOAT, None),
+        ],
+        [
+            helper.make_tensor_value_info(f"cond_out{level}", TensorProto.BOOL, []),
+            helper.make_tensor_value_info(f"u_out{level}", TensorProto.FLOAT, None),
+        ],
+    )
+
+
 def build() -> onnx.ModelProto:
     g = _Graph()
     eps = g.const("eps", np.array(EPS, np.float32))
@@ -73,6 +100,8 @@ def build() -> onnx.ModelProto:
     kernel = np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], np.float32) / 4
     jacobi = g.const("jacobi", np.tile(kernel, (3, 1, 1, 1)))  # depthwise [3,1,3,3]
 
+    iters = g.const("iters", np.array(ITERS // UNROLL, np.int64))
+    pads = g.const("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))
     known = g.op("Sub", [one, "mask"], "known")
     p = [g.op("Mul", ["image", known], "p0")]
     w = [known]
@@ -95,10 +124,10 @@ def build() -> onnx.ModelProto:
             u = g.op("Resize", [u, "", scales], f"up{k}", mode="linear")
         ac = g.op("Mul", [a, colour], f"ac{k}")
         rest = g.op("Sub", [one, a], f"rest{k}")
-        for _ in range(ITERS):
-            padded = g.op("Pad", [u, g.const("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))], "pad", mode="edge")
-            avg = g.op("Conv", [padded, jacobi], "avg", group=3)
-            u = g.op("Add", [ac, g.op("Mul", [rest, avg], "ra")], f"u{k}")
+        # the ITERS sweeps as one Loop of ITERS / UNROLL iterations (its body reads ac, rest, the
+        # kernel and pads from this scope): the same operations in the same order as fully
+        # unrolled, in a sixth of the nodes, so ONNX Runtime builds the session far faster
+        u = g.op("Loop", [iters, "", u], f"sweeps{k}", body=_sweep_body(k, ac, rest, jacobi, pads))
     g.nodes.append(helper.make_node("Clip", [u, "", one], ["output"], name="output"))
     # Clip with an empty min input keeps the lower bound open; colours are >= 0 by construction.
 
