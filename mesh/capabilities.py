@@ -60,7 +60,7 @@ SLOT_RAM_MB = 2048  # RAM one CPU slot may need (a LaMa session and its activati
 def default_slots(caps: Capabilities) -> int:
     """One slot per GPU-backed node; on the CPU one per core, at most 4 and one per 2 GiB of RAM.
 
-    Measured (bench/model_speed.py, 2 cores): two slots of one ORT thread each finish 1.2-1.5x the
+    Measured (bench/model_speed.py, 2 cores): two slots of one ORT thread each finish 1.2-1.9x the
     images per second of one slot with two threads (the models' small convolutions scale poorly
     across threads inside one session)."""
     if caps.gpu:
