@@ -293,6 +293,7 @@ def main() -> None:
     ap.add_argument("--inflight", type=int, default=64)
     ap.add_argument("--sizes", default="65536,1048576,8388608")
     ap.add_argument("--only", default="", help="measure only this system and merge it into the saved JSON")
+    ap.add_argument("--out", default="overhead", help="name of the JSON under bench/results")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     systems: dict[str, Callable[[list[int], int, int], dict[int, dict[str, float]]]] = {
@@ -302,7 +303,7 @@ def main() -> None:
         "RQ + Redis": bench_rq,
     }
     results: dict[str, dict[int, dict[str, float]]] = {}
-    saved = ROOT / "bench" / "results" / "overhead.json"
+    saved = ROOT / "bench" / "results" / f"{args.out}.json"
     if args.only and saved.exists():
         import json
 
@@ -312,7 +313,7 @@ def main() -> None:
         if args.only and name != args.only:
             continue
         try:
-            results[name] = fn(sizes, args.n, args.inflight)
+            results[name] = {**results.get(name, {}), **fn(sizes, args.n, args.inflight)}  # --only keeps other sizes
         except Exception as exc:  # a missing alternative is reported, not fatal
             print(f"{name}: not measured ({type(exc).__name__}: {exc})")
     print(f"null task round trip on 127.0.0.1, {args.n} sequential (p50/p99) and {args.inflight} in flight (tasks/s)")
@@ -320,6 +321,8 @@ def main() -> None:
         print(f"\npayload {size // 1024} KiB")
         relay = results.get("bare pyzmq relay", {}).get(size)
         for name, per in results.items():
+            if size not in per:
+                continue
             r = per[size]
             ratio = f"  x{r['p50_ms'] / relay['p50_ms']:.2f} relay p50" if relay else ""
             print(
@@ -327,7 +330,7 @@ def main() -> None:
                 f"{r['tasks_per_s']:8.1f} tasks/s{ratio}"
             )
     save(
-        "overhead",
+        args.out,
         {
             "n": args.n,
             "inflight": args.inflight,

@@ -44,7 +44,7 @@ class SlotSettings:
 @dataclass(frozen=True)
 class SlotResult:
     ok: bool
-    data: bytes = b""
+    data: bytes | memoryview = b""  # the benchmark executor hands back the input frame uncopied
     out_format: str = ""
     model_ms: float = 0.0
     total_ms: float = 0.0
@@ -293,7 +293,7 @@ class SleepPool:
                 if self.delay > 0:
                     await asyncio.sleep(self.delay)
                 ms = (time.perf_counter() - t0) * 1000
-                return SlotResult(True, bytes(image), spec.out_format or "png", ms, ms)
+                return SlotResult(True, image, spec.out_format or "png", ms, ms)
             finally:
                 self.busy -= 1
 
