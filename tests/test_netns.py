@@ -83,6 +83,20 @@ def batch(root: Path, n: int, h: int, w: int, seed: int) -> tuple[Path, Path, Pa
     return imgs, masks, out
 
 
+def submit_batch(
+    ns: str, imgs: Path, masks: Path, out: Path, env: dict[str, str], started: int
+) -> subprocess.Popen[bytes]:
+    """`lamamesh submit` of the batch from namespace ``ns`` (no --peer: mDNS), once ``started`` are out."""
+    sub = subprocess.Popen(
+        lm(ns, "submit", str(imgs), str(masks), "-o", str(out), "--no-local"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    wait_until(lambda: out.exists() and len(list(out.iterdir())) >= started, 60, "the batch to start")
+    return sub
+
+
 def lm(ns: str, *args: str) -> list[str]:
     return ["ip", "netns", "exec", ns, sys.executable, "-m", "mesh.cli", *args]
 
@@ -113,13 +127,7 @@ def test_three_namespaces_find_each_other_over_mdns_and_survive_a_kill(lan: list
         assert sorted(n["host"].rsplit(".", 1)[1] for n in snap["nodes"]) == ["1", "2", "3"]  # eth0, not lo
         leader_host = next(n["host"] for n in snap["nodes"] if n["id"] == snap["leader"])
         victim = int(leader_host.rsplit(".", 1)[1]) - 1  # kill the leader's namespace's node
-        sub = subprocess.Popen(
-            lm(lan[3], "submit", str(imgs), str(masks), "-o", str(out), "--no-local"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        wait_until(lambda: out.exists() and len(list(out.iterdir())) >= 20, 60, "the batch to start")
+        sub = submit_batch(lan[3], imgs, masks, out, env, started=20)
         nodes[victim].kill()
         so, se = sub.communicate(timeout=180)
         assert sub.returncode == 0, se.decode()[-3000:]
@@ -170,13 +178,7 @@ def test_partition_then_heal_one_leader_no_task_lost(lan: list[str], tmp_path: P
         snap = wait_until(formed, 60, "three namespaces to form one mesh")
         leader_host = next(n["host"] for n in snap["nodes"] if n["id"] == snap["leader"])
         cut = int(leader_host.rsplit(".", 1)[1])  # 1..3: the leader's namespace
-        sub = subprocess.Popen(
-            lm(lan[3], "submit", str(imgs), str(masks), "-o", str(out), "--no-local"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        wait_until(lambda: out.exists() and len(list(out.iterdir())) >= 10, 60, "the batch to start")
+        sub = submit_batch(lan[3], imgs, masks, out, env, started=10)
         _ip("-n", hub, "link", "set", f"lmv{cut}{tag}", "down")  # partition: the old leader is alone
         others = [ns for i, ns in enumerate(lan[:3], start=1) if i != cut]
 
