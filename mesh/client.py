@@ -268,6 +268,7 @@ class Client:
         todo: deque[Job] = deque(jobs)
         order = [j.task_id for j in todo]
         first_sent: dict[str, float] = {}
+        last_sent: dict[str, float] = {}  # when each pending task was last sent to the current leader
         pending: dict[str, Job] = {}  # sent to the current leader, not answered
         results: dict[str, JobResult] = {}
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -298,6 +299,7 @@ class Client:
                     continue
                 pending[job.task_id] = job
                 first_sent.setdefault(job.task_id, time.monotonic())
+                last_sent[job.task_id] = time.monotonic()
                 await dealer.send(job.submit(), [job.image, job.mask])
             now = time.monotonic()
             if deadline is not None and now >= deadline:
@@ -345,6 +347,15 @@ class Client:
                             (time.monotonic() - sent) * 1000,
                         )
                     )
+            # a leader that answers pings but not a task for CLIENT_RESEND_AFTER gets it again: safe,
+            # as it ignores a task id it still holds, and it covers a Submit or Result lost on the way
+            # (seen twice under load, cause not found yet)
+            stale = [t for t in pending if time.monotonic() - last_sent.get(t, 0.0) > const.CLIENT_RESEND_AFTER]
+            for task_id in stale:
+                job = pending[task_id]
+                last_sent[task_id] = time.monotonic()
+                log.info("task %s unanswered for %g s; sending it again", task_id[:12], const.CLIENT_RESEND_AFTER)
+                await dealer.send(job.submit(), [job.image, job.mask])
             silent = time.monotonic() - last_heard > self.dead_timeout / 2
             if (moved or silent) and (todo or pending):
                 why = "moved" if moved else f"silent for {self.dead_timeout / 2:g} s"

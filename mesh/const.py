@@ -24,6 +24,7 @@ CLIENT_FIND_LEADER_TIMEOUT = 6.0  # s a client waits for a reachable mesh to nam
 CLIENT_FAILOVER_PROBE = 0.4  # s a failing-over client waits for each member's answer
 CLIENT_FAILOVER_RETRY = 0.05  # s between two rounds of asking the members who leads
 CLIENT_PING_INTERVAL = 0.25  # s between a client's pings to the leader while tasks are pending
+CLIENT_RESEND_AFTER = 30.0  # s a task may go unanswered while its leader answers pings before it is sent again
 CLIENT_MDNS_BROWSE = 1.5  # s a client browses mDNS for a mesh when no --peer is given and none is local
 
 # node and client timings
