@@ -94,10 +94,6 @@ class Node:
         self._stop.set()
 
     @property
-    def slot_count(self) -> int:
-        return self.config.slots or capabilities.default_slots(self.caps)
-
-    @property
     def address(self) -> str:
         return f"{self.host}:{self.task_port}"
 
@@ -406,9 +402,12 @@ class Node:
             if self.view is None or self.leaving:
                 continue
             now = time.monotonic()
+            lacking = {n for m in self.view.alive() if m.node_id != self.node_id for n in m.hb.models}
+            lacking -= set(self.models)
+            if not lacking:
+                continue  # the usual case: no disk read each heartbeat
             known = {e.spec.name for e in Registry(self.config.home).entries()}
-            held = {n for m in self.view.alive() if m.node_id != self.node_id for n in m.hb.models}
-            for name in sorted(held & known - set(self.models)):
+            for name in sorted(lacking & known):
                 if retry_at.get(name, 0.0) <= now:
                     if not await self._copy_one(name):
                         retry_at[name] = time.monotonic() + const.MODEL_COPY_RETRY

@@ -97,6 +97,14 @@ def submit_batch(
     return sub
 
 
+def kill_all(nodes: list[subprocess.Popen[bytes]]) -> None:
+    for p in nodes:
+        if p.poll() is None:
+            p.kill()
+    for p in nodes:
+        p.wait(10)
+
+
 def lm(ns: str, *args: str) -> list[str]:
     return ["ip", "netns", "exec", ns, sys.executable, "-m", "mesh.cli", *args]
 
@@ -140,11 +148,7 @@ def test_three_namespaces_find_each_other_over_mdns_and_survive_a_kill(lan: list
         survivors = [logs[i].read_text() for i in range(3) if i != victim]
         assert any("leads mesh" in t for t in survivors), (victim, snap["leader"], survivors)
     finally:
-        for p in nodes:
-            if p.poll() is None:
-                p.kill()
-        for p in nodes:
-            p.wait(10)
+        kill_all(nodes)
 
 
 def test_partition_then_heal_one_leader_no_task_lost(lan: list[str], tmp_path: Path) -> None:
@@ -202,8 +206,4 @@ def test_partition_then_heal_one_leader_no_task_lost(lan: list[str], tmp_path: P
         assert "120 of 120 inpainted" in so.decode(), so.decode()
         assert len(list(out.glob("*.png"))) == 120
     finally:
-        for p in nodes:
-            if p.poll() is None:
-                p.kill()
-        for p in nodes:
-            p.wait(10)
+        kill_all(nodes)
