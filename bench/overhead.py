@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from _common import ROOT, Job, cluster, run_jobs, save, tmpdir, wait_mesh
 
@@ -105,13 +106,14 @@ def _broker(front: int, back: int) -> None:
                 b.send_multipart([idle.pop(0), *waiting.pop(0)], copy=False)
 
 
-def _relay_worker(back: int) -> None:
+def _relay_worker(back: int, up: Any) -> None:
     import zmq
 
     ctx = zmq.Context()
     s = ctx.socket(zmq.DEALER)
     s.connect(f"tcp://127.0.0.1:{back}")
     s.send(b"ready")
+    up.set()
     while True:
         client, payload = s.recv_multipart(copy=False)
         s.send_multipart([client, payload], copy=False)
@@ -123,9 +125,15 @@ def bench_relay(sizes: list[int], n: int, inflight: int) -> dict[int, dict[str, 
     front = free_port_block(2)
     ctxmp = mp.get_context("spawn")
     procs = [ctxmp.Process(target=_broker, args=(front, front + 1), daemon=True)]
-    procs += [ctxmp.Process(target=_relay_worker, args=(front + 1,), daemon=True) for _ in range(2)]
+    ups = [ctxmp.Event() for _ in range(2)]
+    procs += [ctxmp.Process(target=_relay_worker, args=(front + 1, up), daemon=True) for up in ups]
     for p in procs:
         p.start()
+    # measure only once both workers run (as lamamesh's run waits for its mesh): a spawned
+    # process still importing takes a core, and the first tasks would pay for it
+    for up in ups:
+        if not up.wait(60):
+            raise RuntimeError("a relay worker did not start within 60 s")
     ctx = zmq.Context()
     s = ctx.socket(zmq.DEALER)
     s.connect(f"tcp://127.0.0.1:{front}")

@@ -65,6 +65,7 @@ class Node:
         self.host = "127.0.0.1"
         self.task_port = 0
         self.backend_port = 0
+        self._back_inproc = ""  # the inproc endpoint of our own backend (our worker, while we lead)
         self.gossip_port = 0
         self.ready = asyncio.Event()
         self.leader: Leader | None = None
@@ -152,6 +153,7 @@ class Node:
             self.backend_port = back.bind(cfg.bind, self.task_port + 1 if cfg.port else 0)
             self.gossip_port = pub.bind(cfg.bind, self.task_port + 2 if cfg.port else 0)
             self.node_id = self.node_id or new_node_id(self.task_port)
+            self._back_inproc = back.bind_inproc(f"lamamesh-back-{self.node_id}")
             self.host, why = capabilities.advertised_address(cfg.bind, cfg.advertise)
             self.leader = Leader(self.node_id, cfg.mesh, front, back, self.address, cfg.placement)
             self.leader.gossip_port = self.gossip_port
@@ -509,8 +511,10 @@ class Node:
         if (leader_id, addr, term) != (self.leader.leader_id, self.leader.leader_addr, self.leader.term):
             await self.leader.set_role(leader_id, addr, term)
         if m is not None and self._pool_ready.is_set():
-            host = self.config.local_host if leader_id == self.node_id else m.hb.host
-            await self.worker.follow(host, m.hb.backend_port)
+            if leader_id == self.node_id:  # our own leader: in process, no TCP
+                await self.worker.follow(self._back_inproc)
+            else:
+                await self.worker.follow(f"tcp://{m.hb.host}:{m.hb.backend_port}")
             if not self._decided.is_set():
                 self._decided.set()
         elif self._decided.is_set() and self.leaving:

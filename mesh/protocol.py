@@ -248,31 +248,49 @@ MESSAGES: dict[str, type[Message]] = {
     )
 }
 
-_FIELD_TYPES: dict[type[Message], dict[str, Any]] = {}
+# how each field of a message type is checked, worked out once per type from its type hints:
+# (name, the type isinstance must accept, what else to check)
+_PLAIN, _FLOAT, _INT, _STR_LIST, _NUM_MAP = range(5)
+_CHECKS: dict[type[Message], tuple[tuple[str, Any, int], ...]] = {}
 
 
-def _field_types(cls: type[Message]) -> dict[str, Any]:
-    if cls not in _FIELD_TYPES:
+def _field_checks(cls: type[Message]) -> tuple[tuple[str, Any, int], ...]:
+    got = _CHECKS.get(cls)
+    if got is None:
         hints = typing.get_type_hints(cls)
-        _FIELD_TYPES[cls] = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-    return _FIELD_TYPES[cls]
+        rows = []
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            origin = typing.get_origin(hint) or hint
+            args = typing.get_args(hint)
+            if hint is float:
+                kind = _FLOAT
+            elif hint is int:
+                kind = _INT
+            elif origin is list and args and args[0] is str:
+                kind = _STR_LIST
+            elif origin is dict and args == (str, float):
+                kind = _NUM_MAP
+            else:
+                kind = _PLAIN
+            rows.append((f.name, origin, kind))
+        got = _CHECKS[cls] = tuple(rows)
+    return got
 
 
-def _check(name: str, value: Any, hint: Any) -> Any:
-    origin = typing.get_origin(hint) or hint
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+def _check(name: str, value: Any, origin: Any, kind: int) -> Any:
+    if kind == _FLOAT and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint is int and isinstance(value, bool):
+    if kind == _INT and isinstance(value, bool):
         raise ProtocolError(f"field {name!r} should be int, got bool")
     if not isinstance(value, origin):
         raise ProtocolError(
             f"field {name!r} should be {getattr(origin, '__name__', origin)}, got {type(value).__name__}"
         )
-    args = typing.get_args(hint)
-    if origin is list and args and args[0] is str:
+    if kind == _STR_LIST:
         if len(value) > const.MAX_LIST_ITEMS or not all(isinstance(x, str) for x in value):
             raise ProtocolError(f"field {name!r} should be a list of at most {const.MAX_LIST_ITEMS} strings")
-    elif origin is dict and args == (str, float):
+    elif kind == _NUM_MAP:
         if len(value) > const.MAX_LIST_ITEMS or not all(
             isinstance(k, str) and isinstance(x, int | float) and not isinstance(x, bool) for k, x in value.items()
         ):
@@ -320,9 +338,9 @@ def decode(data: bytes | memoryview) -> Message:
     if cls is None:
         raise ProtocolError(f"unknown message type {body.get('t')!r}")
     kwargs = {}
-    for name, hint in _field_types(cls).items():
+    for name, origin, kind in _field_checks(cls):
         if name in body:
-            kwargs[name] = _check(name, body[name], hint)
+            kwargs[name] = _check(name, body[name], origin, kind)
     msg = cls(**kwargs)
     _sane(msg)
     return msg

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 DEFAULT_SERVICE_MS = 500.0  # ms assumed when no worker has run this model at this size yet
 EWMA_ALPHA = 0.3  # weight of the newest service-time sample
 SIZE_CLASSES = ((500_000, "s"), (2_000_000, "m"), (8_000_000, "l"))  # pixels up to -> class; above: "xl"
+WAIT_GAIN_MS = 2.0  # a task waits for a busy worker only when that finishes it this much sooner than a free one
 REQUIREMENTS = {"": 0, "cpu": -1, "gpu-low": 1, "gpu-medium": 8192, "gpu-high": 16384}  # min VRAM MiB
 
 
@@ -107,6 +108,8 @@ def best(
     fleet: Mapping[str, float] | None = None,
 ) -> str | None:
     """The capable worker that will finish ``task`` soonest (credit or not), or None if none can run it.
+    A worker with credit is preferred to a busy one that would finish less than ``WAIT_GAIN_MS``
+    sooner (waiting for a gain in the noise of the estimates only costs a round trip).
     ``fleet``: the capable workers' mean service times, when the caller already has them."""
     able = [w for w in workers.values() if capable(w, task)]
     if not able:
@@ -116,7 +119,13 @@ def best(
         if sticky is not None and any(w.node_id == sticky for w in able):
             return sticky
     means = fleet_means(able) if fleet is None else fleet
-    return min(able, key=lambda w: (expected_finish_ms(w, task, means), w.node_id)).node_id
+    scored = [(expected_finish_ms(w, task, means), w.node_id, w.credits > 0) for w in able]
+    top = min(scored)
+    if not top[2]:
+        free = [s for s in scored if s[2] and s[0] <= top[0] + WAIT_GAIN_MS]
+        if free:
+            return min(free)[1]
+    return top[1]
 
 
 def place(workers: Mapping[str, WorkerLoad], task: TaskNeeds, affinity: Mapping[str, str] | None = None) -> str | None:

@@ -186,6 +186,14 @@ class _Bound(_Socket):
                 ) from None
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
+    def bind_inproc(self, name: str) -> str:
+        """Also listen on ``inproc://name`` (this process only: the node's own worker reaches its
+        own leader there without TCP and the I/O thread; inproc skips CURVE, which is moot within
+        one process) and return that endpoint."""
+        endpoint = f"inproc://{name}"
+        self.sock.bind(endpoint)
+        return endpoint
+
     async def watch_refusals(self) -> None:
         """With a mesh key: log peers whose handshake failed (no key, another key, no CURVE)."""
         if self.ctx.key is None:
@@ -264,14 +272,21 @@ class Dealer(_Socket):
         if identity:
             self.sock.setsockopt(zmq.IDENTITY, identity)
         self.peer = ""
+        self._endpoint = ""
 
     def connect(self, host: str, port: int) -> None:
-        self.peer = f"{host}:{port}"
-        self.sock.connect(f"tcp://{host}:{port}")
+        self.connect_endpoint(f"tcp://{host}:{port}")
+
+    def connect_endpoint(self, endpoint: str) -> None:
+        """Connect to a ZeroMQ endpoint (``tcp://host:port`` or an ``inproc://`` name)."""
+        self.peer = endpoint.removeprefix("tcp://")
+        self._endpoint = endpoint
+        self.sock.connect(endpoint)
 
     def disconnect(self) -> None:
         if self.peer:
-            self.sock.disconnect(f"tcp://{self.peer}")
+            with contextlib.suppress(zmq.ZMQError):
+                self.sock.disconnect(self._endpoint)
             self.peer = ""
 
     async def recv(self) -> tuple[Message, list[zmq.Frame]]:

@@ -45,7 +45,7 @@ class Worker:
         self.failed = 0
         self.outcomes: Counter[str] = Counter()  # finished tasks by outcome ("ok" or the error code)
         self.on_finished: Callable[[str, bool, float], None] | None = None  # (model, ok, ms in the slot)
-        self.leader = ""  # host:backend_port it is connected to
+        self.leader = ""  # the endpoint of the leader's backend it is connected to
         self.leaving = False
         self.last_ready = 0.0
         self.started = time.monotonic()
@@ -59,14 +59,14 @@ class Worker:
         span = min(const.RATE_WINDOW, max(1.0, now - self.started))
         return len(self._finished) / span
 
-    async def follow(self, host: str, port: int) -> None:
-        """Connect to the leader's backend (leaving any previous one) and grant it our free capacity."""
-        addr = f"{host}:{port}"
-        if addr == self.leader or self.leaving:
+    async def follow(self, endpoint: str) -> None:
+        """Connect to the leader's backend (leaving any previous one) and grant it our free capacity.
+        ``endpoint``: ``tcp://host:port``, or the ``inproc://`` one when this node leads."""
+        if endpoint == self.leader or self.leaving:
             return
         self.dealer.disconnect()
-        self.dealer.connect(host, port)
-        self.leader = addr
+        self.dealer.connect_endpoint(endpoint)
+        self.leader = endpoint
         await self.send_ready()
 
     async def send_ready(self) -> None:
@@ -97,7 +97,7 @@ class Worker:
             res = SlotResult(False, error_code="input", error="a task needs two frames: image and mask")
         else:
             try:
-                res = await self.pool.run(task, blobs[0].buffer, blobs[1].buffer)
+                res = await self.pool.run(task, blobs[0], blobs[1])  # frames: buffers, resent without a copy
             except Exception as exc:  # never lose a task to a bug: answer it with the error
                 log.exception("task %s raised", task.task_id)
                 res = SlotResult(False, error_code="failed", error=f"{type(exc).__name__}: {exc}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import typing
 
 import msgpack
 import pytest
@@ -22,7 +23,7 @@ ints = st.integers(-(2**40), 2**40)
 def _instance(cls: type[protocol.Message], draw: st.DrawFn) -> protocol.Message:
     kwargs = {}
     for f in dataclasses.fields(cls):
-        hint = protocol._field_types(cls)[f.name]
+        hint = typing.get_type_hints(cls)[f.name]
         if hint is str:
             kwargs[f.name] = draw(texts)
         elif hint is int:

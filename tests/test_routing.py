@@ -95,10 +95,23 @@ def test_placement_never_sends_beyond_credit_and_picks_the_minimum_finish(
     if choice is not None:
         assert ws[choice].credits > 0
         finish = routing.expected_finish_ms(ws[choice], task)
-        assert all(finish <= routing.expected_finish_ms(w, task) for w in ws.values())
+        # the minimum, or a free worker within WAIT_GAIN_MS of a busy one that would be sooner
+        assert all(finish <= routing.expected_finish_ms(w, task) + routing.WAIT_GAIN_MS for w in ws.values())
+        assert all(finish <= routing.expected_finish_ms(w, task) for w in ws.values() if w.credits > 0)
     out = routing.plan(ws, [task] * 10)
     sent: dict[str, int] = {}
     for n in out:
         if n is not None:
             sent[n] = sent.get(n, 0) + 1
     assert all(sent[n] <= ws[n].credits for n in sent)
+
+
+def test_a_free_worker_is_taken_over_a_busy_one_that_is_sooner_only_by_noise() -> None:
+    # null-like tasks: waiting for the busy worker would gain 0.5 ms and cost a round trip
+    busy = WorkerLoad("a", 0, 1, 0.0, {KEY: 0.5})
+    free = WorkerLoad("b", 1, 1, 0.5, {KEY: 0.5})
+    assert routing.place({"a": busy, "b": free}, TaskNeeds("builtin", SMALL)) == "b"
+    # a real gain (a GPU worker 100 ms sooner even with one task queued) is still waited for
+    gpu = WorkerLoad("a", 0, 1, 50.0, {KEY: 50.0})
+    cpu = WorkerLoad("b", 1, 1, 0.0, {KEY: 200.0})
+    assert routing.place({"a": gpu, "b": cpu}, TaskNeeds("builtin", SMALL)) is None
