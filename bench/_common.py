@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -56,18 +57,32 @@ def run_jobs(
     window: int = 64,
     on_result: Callable[[JobResult, Client], None] | None = None,
     timeout: float = 600,
+    keep_data: bool = True,
 ) -> tuple[list[JobResult], float, Client]:
-    """Submit through the mesh reached at ``port``; returns (results, seconds, client)."""
+    """Submit through the mesh reached at ``port``; returns (results, seconds, client).
+    ``keep_data=False``: results come back without their image (as a batch run holds them:
+    handed on as they arrive, not kept), so a long run of big payloads does not fill memory."""
 
     async def main() -> tuple[list[JobResult], float, Client]:
         ctx = Context()
         client = Client(ctx, [("127.0.0.1", port)])
         try:
             await client.connect()
-            cb = (lambda r: on_result(r, client)) if on_result else None
+            slim: list[JobResult] = []
+
+            def cb(r: JobResult) -> None:
+                if on_result is not None:
+                    on_result(r, client)
+                if not keep_data:
+                    slim.append(dataclasses.replace(r, data=b""))
+
             t0 = time.perf_counter()
-            res = await asyncio.wait_for(client.run(jobs, cb, window=window), timeout)
-            return res, time.perf_counter() - t0, client
+            res = await asyncio.wait_for(client.run(jobs, cb, window=window, keep=keep_data), timeout)
+            secs = time.perf_counter() - t0
+            if not keep_data:
+                order = {j.task_id: i for i, j in enumerate(jobs)}
+                res = sorted(slim, key=lambda r: order[r.job.task_id])
+            return res, secs, client
         finally:
             client.close()
             ctx.close()

@@ -65,10 +65,10 @@ def bench_lamamesh(sizes: list[int], n: int, inflight: int) -> dict[int, dict[st
         for size in sizes:
             payload = os.urandom(size)
             run_jobs(port, [Job(payload, b"m") for _ in range(20)], window=1)  # warm-up
-            res, _, _ = run_jobs(port, [Job(payload, b"m") for _ in range(n)], window=1)
+            res, _, _ = run_jobs(port, [Job(payload, b"m") for _ in range(n)], window=1, keep_data=False)
             lat = [r.latency_ms for r in res]
             res2, secs, _ = run_jobs(
-                port, [Job(payload, b"m", priority="batch") for _ in range(n * 2)], window=inflight
+                port, [Job(payload, b"m", priority="batch") for _ in range(n * 2)], window=inflight, keep_data=False
             )
             bad = [(r.error_code, r.error) for r in res + res2 if not r.ok]
             if bad:

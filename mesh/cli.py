@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -441,42 +441,47 @@ def _batch(
     mask_cache: dict[Path, bytes] = {}
     from .client import Job
 
-    def jobs() -> list[Job]:
-        out_jobs = []
-        for img, m in pairs:
-            if m not in mask_cache:
-                mask_cache[m] = _read(m, "mask")
-            data = _read(img, "image")
-            out_jobs.append(Job(data, mask_cache[m], priority=priority, label=img.name, pixels=pixels(data), **common))
-        return out_jobs
-
     counts: Counter[str] = Counter()
     failures: list[str] = []
     started = time.monotonic()
 
+    bar = Progress(
+        TextColumn("[bold]inpainting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[last]}"),
+        console=err,
+        transient=False,
+    )
+    tid = bar.add_task("batch", total=len(pairs), last="")
+
+    def jobs() -> Iterator[Job]:
+        """Read each pair only when the client has room for it: a folder of any size holds no more
+        than the client's window in memory. An unreadable file is one failure line, not the end."""
+        for img, m in pairs:
+            try:
+                if m not in mask_cache:
+                    mask_cache[m] = _read(m, "mask")
+                data = _read(img, "image")
+            except InputError as exc:
+                failures.append(f"{img.name}: {exc}")
+                bar.update(tid, advance=1, last=img.name)
+                continue
+            yield Job(data, mask_cache[m], priority=priority, label=img.name, pixels=pixels(data), **common)
+
+    async def on_result(r: JobResult) -> None:
+        if r.ok:
+            dest = output / (Path(r.job.label).stem + _suffix_for(r.out_format))
+            await asyncio.to_thread(_write, dest, r.data)
+            counts[r.node_id] += 1
+        else:
+            failures.append(f"{r.job.label}: {r.error}")
+        bar.update(tid, advance=1, last=r.job.label)
+
     async def work(client: Client) -> None:
-        todo = await asyncio.to_thread(jobs)
-        with Progress(
-            TextColumn("[bold]inpainting"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[last]}"),
-            console=err,
-            transient=False,
-        ) as bar:
-            tid = bar.add_task("batch", total=len(todo), last="")
-
-            async def on_result(r: JobResult) -> None:
-                if r.ok:
-                    dest = output / (Path(r.job.label).stem + _suffix_for(r.out_format))
-                    await asyncio.to_thread(_write, dest, r.data)
-                    counts[r.node_id] += 1
-                else:
-                    failures.append(f"{r.job.label}: {r.error}")
-                bar.update(tid, advance=1, last=r.job.label)
-
-            await client.run(todo, on_result, timeout=timeout)
+        with bar:
+            await client.run(jobs(), on_result, timeout=timeout, keep=False)
 
     _arun(_with_mesh(cfg, no_local, False, work))
     for line in failures:

@@ -15,7 +15,7 @@ import secrets
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -262,36 +262,58 @@ class Client:
         on_result: Callable[[JobResult], Awaitable[None] | None] | None = None,
         window: int = 64,
         timeout: float | None = None,
+        keep: bool = True,
     ) -> list[JobResult]:
-        """Submit ``jobs`` with up to ``window`` in flight; each job is answered exactly once."""
+        """Submit ``jobs`` with up to ``window`` in flight; each job is answered exactly once.
+
+        ``jobs`` is read lazily, one job as a place in the window frees up (a generator reading
+        files as it goes keeps only the window in memory). Results are returned in the order of
+        ``jobs``; with ``keep=False`` they are only given to ``on_result`` and the list is empty
+        (a batch of thousands of photos then holds no more than the window at a time)."""
         assert self.dealer is not None, "connect() first"
-        todo: deque[Job] = deque(jobs)
-        order = [j.task_id for j in todo]
+        fresh: Iterator[Job] = iter(jobs)
+        todo: deque[Job] = deque()  # jobs to send again (moved, or the leader changed), before fresh ones
+        exhausted = False
+        order: list[str] = []
         first_sent: dict[str, float] = {}
         last_sent: dict[str, float] = {}  # when each pending task was last sent to the current leader
         pending: dict[str, Job] = {}  # sent to the current leader, not answered
         results: dict[str, JobResult] = {}
         deadline = None if timeout is None else time.monotonic() + timeout
-        last_heard = last_ping = time.monotonic()
+        last_heard = last_ping = last_resend_check = time.monotonic()
+
+        def next_job() -> Job | None:
+            nonlocal exhausted
+            if todo:
+                return todo.popleft()
+            if exhausted:
+                return None
+            job = next(fresh, None)
+            if job is None:
+                exhausted = True
+            elif keep:
+                order.append(job.task_id)
+            return job
 
         async def deliver(r: JobResult) -> None:
-            results[r.job.task_id] = r
+            if keep:
+                results[r.job.task_id] = r
             if on_result is not None:
                 maybe = on_result(r)
                 if maybe is not None:
                     await maybe
 
         async def fail_all(code: str, why: str) -> None:
-            for job in [*pending.values(), *todo]:
-                await deliver(JobResult(job, False, error_code=code, error=why))
+            for sent in list(pending.values()):
+                await deliver(JobResult(sent, False, error_code=code, error=why))
             pending.clear()
-            todo.clear()
+            while (left := next_job()) is not None:
+                await deliver(JobResult(left, False, error_code=code, error=why))
 
-        while todo or pending:
+        while True:
             dealer = self.dealer
             assert dealer is not None
-            while todo and len(pending) < window:
-                job = todo.popleft()
+            while len(pending) < window and (job := next_job()) is not None:
                 big = max((len(job.image), "image"), (len(job.mask), "mask"))
                 if big[0] > self.ctx.max_frame_bytes:  # the node would drop it unread: say why here
                     limit = f"{self.ctx.max_frame_bytes:,} bytes (max_frame_bytes)"
@@ -301,6 +323,8 @@ class Client:
                 first_sent.setdefault(job.task_id, time.monotonic())
                 last_sent[job.task_id] = time.monotonic()
                 await dealer.send(job.submit(), [job.image, job.mask])
+            if not pending and not todo and exhausted:
+                break
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 await fail_all("timeout", f"no result within {timeout:g} s")
@@ -316,9 +340,13 @@ class Client:
             # races with the message arriving, and a cancelled run() would then go on
             msg: Message | None = None
             blobs: list[Any] = []
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    msg, blobs = await dealer.recv()
+            got = dealer.recv_now()  # under load an answer is usually here already: no timer needed
+            if got is not None:
+                msg, blobs = got
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        msg, blobs = await dealer.recv()
             if msg is not None:
                 last_heard = time.monotonic()
             if isinstance(msg, Pong):
@@ -334,6 +362,7 @@ class Client:
                 else:
                     data = bytes(blobs[0].buffer) if (msg.ok and blobs) else b""
                     sent = first_sent.pop(job.task_id, time.monotonic())
+                    last_sent.pop(job.task_id, None)
                     await deliver(
                         JobResult(
                             job,
@@ -350,14 +379,17 @@ class Client:
             # a leader that answers pings but not a task for CLIENT_RESEND_AFTER gets it again: safe,
             # as it ignores a task id it still holds, and it covers a Submit or Result lost on the way
             # (seen twice under load, cause not found yet)
-            stale = [t for t in pending if time.monotonic() - last_sent.get(t, 0.0) > const.CLIENT_RESEND_AFTER]
+            stale: list[str] = []
+            if time.monotonic() - last_resend_check >= 1.0:  # once a second, not per answer: O(window)
+                last_resend_check = time.monotonic()
+                stale = [t for t in pending if last_resend_check - last_sent.get(t, 0.0) > const.CLIENT_RESEND_AFTER]
             for task_id in stale:
                 job = pending[task_id]
                 last_sent[task_id] = time.monotonic()
                 log.info("task %s unanswered for %g s; sending it again", task_id[:12], const.CLIENT_RESEND_AFTER)
                 await dealer.send(job.submit(), [job.image, job.mask])
             silent = time.monotonic() - last_heard > self.dead_timeout / 2
-            if (moved or silent) and (todo or pending):
+            if (moved or silent) and (todo or pending or not exhausted):
                 why = "moved" if moved else f"silent for {self.dead_timeout / 2:g} s"
                 log.info("leader %s: %s", self.leader.leader_id if self.leader else "?", why)
                 if not await self._failover(hint, deadline):

@@ -22,7 +22,7 @@ import itertools
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -363,13 +363,18 @@ class Leader:
         # reserve a busy faster worker on the way (bounded, so a long queue costs O(credits))
         depth = min(PLAN_DEPTH, 8 * credits + 2 * len(self.workers))
         head: list[tuple[tuple[int, int], str]] = []
-        while self.queue and len(head) < depth:
-            item = heapq.heappop(self.queue)
-            p = self.tasks.get(item[1])
-            if p is not None and p.worker is None:
-                head.append(item)
-        pend = [self.tasks[task_id] for _, task_id in head]
-        choices = routing.plan(loads, [p.needs() for p in pend], self.affinity, self.policy)
+        pend: list[Pending] = []
+
+        def queued() -> Iterator[routing.TaskNeeds]:  # popped only as far as the pass looks
+            while self.queue and len(head) < depth:
+                item = heapq.heappop(self.queue)
+                p = self.tasks.get(item[1])
+                if p is not None and p.worker is None:
+                    head.append(item)
+                    pend.append(p)
+                    yield p.needs()
+
+        choices = routing.plan(loads, queued(), self.affinity, self.policy)
         fleet = routing.fleet_means(loads.values())
         runnable: dict[tuple[str, str], bool] = {}  # (model, requirement) -> some live worker can run it
         for item, p, node in zip(head, pend, choices, strict=True):

@@ -18,7 +18,7 @@ keeps GPUs free), ``gpu-low`` (any CUDA node), ``gpu-medium`` (CUDA with >= 8 Gi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 DEFAULT_SERVICE_MS = 500.0  # ms assumed when no worker has run this model at this size yet
@@ -146,23 +146,24 @@ def least_loaded(workers: Mapping[str, WorkerLoad], task: TaskNeeds) -> str | No
 
 def plan(
     workers: Mapping[str, WorkerLoad],
-    tasks: Sequence[TaskNeeds],
+    tasks: Iterable[TaskNeeds],
     affinity: Mapping[str, str] | None = None,
     policy: str = "completion",
 ) -> list[str | None]:
     """Place queued tasks in priority order, one pass: each task either goes to a worker with
     credit now, or waits and *reserves* its best worker (its expected work counts against
-    that worker for the tasks behind it). Returns a node id or None per task."""
+    that worker for the tasks behind it). Returns a node id or None per task looked at: the
+    pass stops when no credit is left, so ``tasks`` may be a lazy iterator over a long queue,
+    and the tasks after the last one returned are not consumed."""
     loads = dict(workers)
     fleet = fleet_means(loads.values())
     # service times do not change during a pass: the capable workers' means, once per kind of task
     fleets: dict[tuple[str, str], dict[str, float]] = {}
     credits = sum(max(0, w.credits) for w in loads.values())
     out: list[str | None] = []
+    if credits <= 0:
+        return out
     for task in tasks:
-        if credits <= 0:  # nothing more can be sent in this pass; the rest waits
-            out.extend([None] * (len(tasks) - len(out)))
-            break
         if policy == "least-loaded":
             node = least_loaded(loads, task)
         else:
@@ -189,6 +190,8 @@ def plan(
             w.vram_mb,
             w.assigned + 1,
         )
+        if credits <= 0:  # nothing more can be sent in this pass; the rest waits
+            break
     return out
 
 

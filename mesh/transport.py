@@ -146,6 +146,9 @@ class _Socket:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.sock: zmq.asyncio.Socket = ctx.zmq.socket(self.kind)
+        # the same socket, blocking API: a receive tries it first without waiting (no Future and
+        # no poller work per message while messages are queued; the asyncio path only when empty)
+        self._now: zmq.Socket[bytes] = zmq.Socket.shadow(self.sock.underlying)
         self.sock.setsockopt(zmq.LINGER, const.SOCKET_LINGER)
         self.sock.setsockopt(zmq.MAXMSGSIZE, ctx.max_frame_bytes + const.MAX_HEADER_BYTES)
         self.sock.setsockopt(zmq.SNDHWM, 0)
@@ -160,6 +163,12 @@ class _Socket:
 
     def close(self) -> None:
         self.sock.close(linger=const.SOCKET_LINGER)
+
+    async def _recv_frames(self) -> list[zmq.Frame]:
+        try:
+            return self._now.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return await self.sock.recv_multipart(copy=False)
 
     def _decode(self, peer: str, frames: list[zmq.Frame]) -> tuple[Message, list[zmq.Frame]] | None:
         try:
@@ -250,7 +259,7 @@ class Router(_Bound):
 
     async def recv(self) -> tuple[bytes, Message, list[zmq.Frame]]:
         while True:
-            frames = await self.sock.recv_multipart(copy=False)
+            frames = await self._recv_frames()
             if len(frames) < 2:
                 continue
             identity = frames[0].bytes
@@ -291,7 +300,17 @@ class Dealer(_Socket):
 
     async def recv(self) -> tuple[Message, list[zmq.Frame]]:
         while True:
-            frames = await self.sock.recv_multipart(copy=False)
+            got = self._decode(self.peer, await self._recv_frames())
+            if got is not None:
+                return got
+
+    def recv_now(self) -> tuple[Message, list[zmq.Frame]] | None:
+        """A message already here, or None (never waits)."""
+        while True:
+            try:
+                frames = self._now.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return None
             got = self._decode(self.peer, frames)
             if got is not None:
                 return got

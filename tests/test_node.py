@@ -6,7 +6,7 @@ import asyncio
 import io
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ import zmq.asyncio
 from PIL import Image
 
 from mesh import Config, Job, Node
-from mesh.client import Client
+from mesh.client import Client, JobResult
 from mesh.transport import Context
 
 from .conftest import box_mask, photo
@@ -153,3 +153,31 @@ def test_graceful_leave_finishes_held_tasks(tmp_path: Path) -> None:
         assert len(results) == 3 and all(r.ok for r in results)
 
     run_with_node(body, tmp_path)
+
+
+def test_a_long_batch_is_read_lazily_and_not_kept(tmp_path: Path) -> None:
+    """Client.run pulls jobs as the window frees up and, with keep=False, keeps no result:
+    a folder of thousands of photos never sits in memory at once."""
+    pulled = 0
+    in_flight_max = 0
+    answered = 0
+
+    def jobs() -> Iterator[Job]:
+        nonlocal pulled, in_flight_max
+        for _ in range(60):
+            pulled += 1
+            in_flight_max = max(in_flight_max, pulled - answered)
+            yield Job(png(IMG), png(MASK), pixels=512 * 512)
+
+    def on_result(r: JobResult) -> None:
+        nonlocal answered
+        assert r.ok, r.error
+        answered += 1
+
+    async def body(node: Node, client: Client) -> None:
+        out = await client.run(jobs(), on_result, window=4, timeout=120, keep=False)
+        assert out == []
+
+    run_with_node(body, tmp_path, slots=2)
+    assert answered == pulled == 60
+    assert in_flight_max <= 5  # the window (4) and the one being pulled
