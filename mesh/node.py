@@ -224,8 +224,8 @@ class Node:
             if self.pool is not None:
                 await self.pool.close()
             if self.worker is not None:
-                self.worker.dealer.sock.close(linger=const.LEAVE_LINGER_MS)
-            front.sock.close(linger=const.LEAVE_LINGER_MS)
+                self.worker.dealer.close(linger=const.LEAVE_LINGER_MS)
+            front.close(linger=const.LEAVE_LINGER_MS)
             for closer in (back.close, pub.close, self._sub.close, *(d.close for d in self._probes.values())):
                 closer()
             ctx.close()

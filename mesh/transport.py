@@ -15,6 +15,7 @@ single message is read; ``watch_refusals`` logs one line per refused address a m
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import logging
@@ -95,6 +96,7 @@ class Context:
         self._auth: Any = None
         self.refused: dict[str, int] = {}  # peer address -> handshakes refused
         self._refused_logged: dict[str, float] = {}
+        self.sockets: set[_Socket] = set()  # open, closed before the context is destroyed
 
     def _start_auth(self) -> None:
         """The ZAP handler, started with the first bound socket (it needs the running loop)."""
@@ -134,6 +136,8 @@ class Context:
         return Sub(self)
 
     def close(self) -> None:
+        for sock in list(self.sockets):
+            sock.close()
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
@@ -141,14 +145,24 @@ class Context:
 
 
 class _Socket:
+    """A blocking-API ZeroMQ socket driven by the asyncio loop.
+
+    Every send and receive is tried at once without waiting (``NOBLOCK``): under load a
+    message is nearly always there, so no Future is made per message. Only when a receive
+    finds nothing (or a send would block) does the caller wait on a Future that the loop
+    resolves when ZeroMQ's file descriptor signals. That descriptor only says *something
+    changed* (ZeroMQ's edge semantics): after arming a wait the socket's EVENTS are read
+    again, and after every send or receive, which can consume the signal another waiter on
+    this socket needs, the waiters whose event is ready are woken. (pyzmq's own asyncio socket
+    does the same with a Future, a poller update and a scheduled callback per call; this is
+    the part of each task's cost that the leader pays four times.)"""
+
     kind = zmq.ROUTER
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.sock: zmq.asyncio.Socket = ctx.zmq.socket(self.kind)
-        # the same socket, blocking API: a receive tries it first without waiting (no Future and
-        # no poller work per message while messages are queued; the asyncio path only when empty)
-        self._now: zmq.Socket[bytes] = zmq.Socket.shadow(self.sock.underlying)
+        self.sock: zmq.Socket[bytes] = zmq.Socket(ctx.zmq, self.kind)
+        ctx.sockets.add(self)
         self.sock.setsockopt(zmq.LINGER, const.SOCKET_LINGER)
         self.sock.setsockopt(zmq.MAXMSGSIZE, ctx.max_frame_bytes + const.MAX_HEADER_BYTES)
         self.sock.setsockopt(zmq.SNDHWM, 0)
@@ -160,15 +174,78 @@ class _Socket:
                 self.sock.curve_server = True
             else:
                 self.sock.curve_serverkey = ctx.key.public
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd = -1
+        self._readers: list[asyncio.Future[None]] = []
+        self._writers: list[asyncio.Future[None]] = []
 
-    def close(self) -> None:
-        self.sock.close(linger=const.SOCKET_LINGER)
+    def close(self, linger: int = const.SOCKET_LINGER) -> None:
+        self.ctx.sockets.discard(self)
+        if self.sock.closed:
+            return
+        if self._loop is not None:
+            with contextlib.suppress(Exception):  # the loop may be closed already
+                self._loop.remove_reader(self._fd)
+            self._loop = None
+        for fut in (*self._readers, *self._writers):
+            if not fut.done():
+                fut.cancel()
+        self.sock.close(linger=linger)
+
+    # ---- the loop integration ---------------------------------------------------------------
+    def _events(self) -> int:
+        return int(self.sock.getsockopt(zmq.EVENTS))
+
+    def _on_fd(self) -> None:
+        if not self.sock.closed:
+            self._wake(self._events())
+
+    def _wake(self, events: int) -> None:
+        for waiters, bit in ((self._readers, zmq.POLLIN), (self._writers, zmq.POLLOUT)):
+            if waiters and events & bit:
+                for fut in waiters:
+                    if not fut.done():
+                        fut.set_result(None)
+                waiters.clear()
+
+    def _after_io(self) -> None:
+        if self._readers or self._writers:
+            self._wake(self._events())
+
+    async def _wait(self, waiters: list[asyncio.Future[None]], bit: int) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._fd = int(self.sock.getsockopt(zmq.FD))
+            self._loop.add_reader(self._fd, self._on_fd)
+        fut: asyncio.Future[None] = self._loop.create_future()
+        waiters.append(fut)
+        try:
+            if self._events() & bit:  # ready already: the signal may have gone to an earlier call
+                return
+            await fut
+        finally:
+            if fut in waiters:
+                waiters.remove(fut)
 
     async def _recv_frames(self) -> list[zmq.Frame]:
-        try:
-            return self._now.recv_multipart(zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            return await self.sock.recv_multipart(copy=False)
+        while True:
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                await self._wait(self._readers, zmq.POLLIN)
+                continue
+            self._after_io()
+            return frames
+
+    async def _send_frames(self, parts: Sequence[Blob], flags: int = 0) -> None:
+        while True:
+            try:
+                self.sock.send_multipart(parts, zmq.NOBLOCK | flags, copy=False)
+            except zmq.Again:
+                await self._wait(self._writers, zmq.POLLOUT)
+                continue
+            self._after_io()
+            return
 
     def _decode(self, peer: str, frames: list[zmq.Frame]) -> tuple[Message, list[zmq.Frame]] | None:
         try:
@@ -209,7 +286,10 @@ class _Bound(_Socket):
             return
         failed = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
         failed |= zmq.EVENT_HANDSHAKE_FAILED_AUTH
-        mon = self.sock.get_monitor_socket(failed | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        endpoint = f"inproc://lamamesh-monitor-{id(self):x}"
+        self.sock.monitor(endpoint, failed | zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        mon = self.ctx.zmq.socket(zmq.PAIR)
+        mon.connect(endpoint)
         # a refused peer shows as ACCEPTED(fd), HANDSHAKE_FAILED(errno) and DISCONNECTED(fd), the last
         # two in either order: the address is read from the fd when accepted and charged when a
         # failure and a disconnect meet (best effort: the count is exact, the address nearly always)
@@ -268,7 +348,7 @@ class Router(_Bound):
                 return identity, got[0], got[1]
 
     async def send(self, peer: bytes, msg: Message, blobs: Sequence[Blob] = ()) -> None:
-        await self.sock.send_multipart([peer, protocol.encode(msg), *blobs], copy=False)
+        await self._send_frames([peer, protocol.encode(msg), *blobs])
 
 
 class Dealer(_Socket):
@@ -308,15 +388,16 @@ class Dealer(_Socket):
         """A message already here, or None (never waits)."""
         while True:
             try:
-                frames = self._now.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return None
+            self._after_io()
             got = self._decode(self.peer, frames)
             if got is not None:
                 return got
 
     async def send(self, msg: Message, blobs: Sequence[Blob] = ()) -> None:
-        await self.sock.send_multipart([protocol.encode(msg), *blobs], copy=False)
+        await self._send_frames([protocol.encode(msg), *blobs])
 
 
 class Pub(_Bound):
@@ -330,8 +411,11 @@ class Pub(_Bound):
         self.sock.setsockopt(zmq.SNDHWM, const.GOSSIP_HWM)
 
     async def send(self, msg: Message) -> None:
-        with contextlib.suppress(zmq.Again):
-            await self.sock.send(protocol.encode(msg), flags=zmq.NOBLOCK)
+        try:
+            self.sock.send(protocol.encode(msg), zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        self._after_io()
 
 
 class Sub(_Socket):
@@ -364,7 +448,7 @@ class Sub(_Socket):
 
     async def recv(self) -> Message:
         while True:
-            frames = await self.sock.recv_multipart(copy=False)
+            frames = await self._recv_frames()
             got = self._decode("gossip", frames)
             if got is not None:
                 return got[0]

@@ -52,7 +52,7 @@ def test_each_limit_answers_clearly_and_the_node_goes_on(tmp_path: Path) -> None
                 raw = ctx.dealer()
                 raw.connect("127.0.0.1", node.port)
                 # copied, not zero-copy: the node drops this connection while the frame is in flight
-                await raw.sock.send_multipart([encode(Submit("big", "builtin")), os.urandom(600_000), b"x"], copy=True)
+                raw.sock.send_multipart([encode(Submit("big", "builtin")), os.urandom(600_000), b"x"], copy=True)
                 # queue limit: 8 at once from one client; the leader holds at most 3 (tasks of ~30 ms each)
                 flat = png(np.full((190, 190, 3), 120, np.uint8))
                 burst = await client.run([Job(flat, box(190, 190)) for i in range(8)], timeout=60)
