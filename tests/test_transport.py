@@ -1,0 +1,99 @@
+"""The loop integration of transport's sockets over real TCP on 127.0.0.1.
+
+ZeroMQ's file descriptor only signals that *something* changed, and a send can consume the
+signal a waiting receive on the same socket needs; these runs reproduce the leader's shape
+(one coroutine always waiting to receive while others send on the same socket) long enough
+that a lost wake-up would stall them past their deadline."""
+
+from __future__ import annotations
+
+import asyncio
+
+import zmq
+
+from mesh.protocol import Ping, Result
+from mesh.transport import Context, Dealer
+
+from .cluster import free_port_block
+
+
+def test_a_router_answering_from_other_coroutines_never_misses_a_message() -> None:
+    async def main() -> None:
+        ctx = Context()
+        try:
+            router = ctx.router()
+            port = router.bind("127.0.0.1", 0)
+            clients = [ctx.dealer() for _ in range(3)]
+            for c in clients:
+                c.connect("127.0.0.1", port)
+            todo: asyncio.Queue[tuple[bytes, int]] = asyncio.Queue()
+
+            async def serve() -> None:  # always waiting to receive, as serve_front is
+                while True:
+                    peer, msg, _ = await router.recv()
+                    assert isinstance(msg, Ping)
+                    todo.put_nowait((peer, msg.nonce))
+
+            async def answer() -> None:  # sends on the same socket from another coroutine
+                while True:
+                    peer, nonce = await todo.get()
+                    # answers of 0, 30 KB and 60 KB: some go out in one write, some take several
+                    await router.send(peer, Result(str(nonce), True), [b"x" * (nonce % 3) * 30000])
+
+            async def client(c: Dealer, base: int, n: int, window: int) -> int:
+                sent = got = 0
+                while got < n:
+                    while sent < n and sent - got < window:
+                        await c.send(Ping(base + sent))
+                        sent += 1
+                    msg, _ = await c.recv()
+                    assert isinstance(msg, Result)
+                    got += 1
+                return got
+
+            async with asyncio.timeout(60):
+                tasks = [asyncio.create_task(serve()), asyncio.create_task(answer())]
+                try:
+                    done = await asyncio.gather(
+                        *(
+                            client(c, i * 100_000, 3000, w)
+                            for i, (c, w) in enumerate(zip(clients, (1, 8, 64), strict=True))
+                        )
+                    )
+                finally:
+                    for t in tasks:
+                        t.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+            assert done == [3000, 3000, 3000]
+        finally:
+            ctx.close()
+
+    asyncio.run(main())
+
+
+def test_a_send_with_no_peer_yet_waits_for_one_and_close_wakes_a_waiting_receive() -> None:
+    async def main() -> None:
+        ctx = Context()
+        try:
+            port = free_port_block(1)
+            dealer = ctx.dealer()
+            dealer.sock.setsockopt(zmq.IMMEDIATE, 1)  # no pipe before a connection: a send must wait
+            dealer.connect("127.0.0.1", port)
+            sender = asyncio.create_task(dealer.send(Ping(7)))
+            receiver = asyncio.create_task(dealer.recv())
+            await asyncio.sleep(0.1)
+            assert not sender.done() and not receiver.done()
+            router = ctx.router()
+            router.bind("127.0.0.1", port)  # the peer appears: the send goes out
+            async with asyncio.timeout(10):
+                await sender
+                _, msg, _ = await router.recv()
+            assert isinstance(msg, Ping) and msg.nonce == 7
+            dealer.close()  # a receive still waiting is cancelled, not left hanging
+            async with asyncio.timeout(5):
+                (got,) = await asyncio.gather(receiver, return_exceptions=True)
+            assert isinstance(got, asyncio.CancelledError)
+        finally:
+            ctx.close()
+
+    asyncio.run(main())
