@@ -377,8 +377,9 @@ class Client:
                         )
                     )
             # a leader that answers pings but not a task for CLIENT_RESEND_AFTER gets it again: safe,
-            # as it ignores a task id it still holds, and it covers a Submit or Result lost on the way
-            # (seen twice under load, cause not found yet)
+            # as it ignores a task id it still holds. A Result lost to a receive timing out as it arrived
+            # (pyzmq's asyncio socket read it into the Future the timeout cancelled) cannot happen with
+            # transport's sockets (tests/test_transport.py); this stays as the last line of defence
             stale: list[str] = []
             if time.monotonic() - last_resend_check >= 1.0:  # once a second, not per answer: O(window)
                 last_resend_check = time.monotonic()

@@ -97,3 +97,45 @@ def test_a_send_with_no_peer_yet_waits_for_one_and_close_wakes_a_waiting_receive
             ctx.close()
 
     asyncio.run(main())
+
+
+def test_a_receive_cut_short_by_a_timeout_never_loses_the_message() -> None:
+    """A receive under ``asyncio.timeout`` (the client's loop) that times out just as the message
+    arrives must leave the message for the next receive. (With pyzmq's asyncio socket the message
+    was read into the Future the timeout then cancelled: gone; the client resent it 30 s later.)"""
+
+    async def main() -> int:
+        ctx = Context()
+        try:
+            router = ctx.router()
+            port = router.bind("127.0.0.1", 0)
+            dealer = ctx.dealer()
+            dealer.connect("127.0.0.1", port)
+            await dealer.send(Ping(0))
+            async with asyncio.timeout(10):
+                peer, _, _ = await router.recv()
+            n, got, timeouts = 3000, 0, 0
+
+            async def stream() -> None:
+                for i in range(n):
+                    await router.send(peer, Result(str(i), True))
+                    if i % 7 == 0:
+                        await asyncio.sleep(0)  # let the receiver wait and time out in between
+
+            sender = asyncio.create_task(stream())
+            async with asyncio.timeout(60):
+                while got < n:
+                    try:
+                        async with asyncio.timeout(0.00005):
+                            await dealer.recv()
+                        got += 1
+                    except TimeoutError:
+                        timeouts += 1
+                        await asyncio.sleep(0)
+            await sender
+            assert timeouts > 0  # the race was exercised
+            return got
+        finally:
+            ctx.close()
+
+    assert asyncio.run(main()) == 3000
