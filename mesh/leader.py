@@ -51,8 +51,14 @@ MOVED = "moved"  # error code of a Result that is not an answer: resubmit to the
 PLAN_DEPTH = 512  # queued tasks looked at in one placement pass
 
 
+_FIELD_NAMES: dict[type[Message], tuple[str, ...]] = {}
+
+
 def _fields(msg: Message) -> dict[str, Any]:
-    return {f.name: getattr(msg, f.name) for f in dataclasses.fields(msg)}
+    names = _FIELD_NAMES.get(type(msg))
+    if names is None:  # worked out once per message type: this runs twice per task
+        names = _FIELD_NAMES[type(msg)] = tuple(f.name for f in dataclasses.fields(msg))
+    return {name: getattr(msg, name) for name in names}
 
 
 @dataclass
