@@ -213,11 +213,15 @@ class _Socket:
             self._wake(self._events())
 
     async def _wait(self, waiters: list[asyncio.Future[None]], bit: int) -> None:
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # first wait, or the socket moved to another loop (a new asyncio.run)
+            if self._loop is not None:
+                with contextlib.suppress(Exception):
+                    self._loop.remove_reader(self._fd)
+            self._loop = loop
             self._fd = int(self.sock.getsockopt(zmq.FD))
-            self._loop.add_reader(self._fd, self._on_fd)
-        fut: asyncio.Future[None] = self._loop.create_future()
+            loop.add_reader(self._fd, self._on_fd)
+        fut: asyncio.Future[None] = loop.create_future()
         waiters.append(fut)
         try:
             if self._events() & bit:  # ready already: the signal may have gone to an earlier call

@@ -139,3 +139,26 @@ def test_a_receive_cut_short_by_a_timeout_never_loses_the_message() -> None:
             ctx.close()
 
     assert asyncio.run(main()) == 3000
+
+
+def test_a_socket_keeps_working_when_used_from_a_second_event_loop() -> None:
+    ctx = Context()
+    try:
+        router = ctx.router()
+        port = router.bind("127.0.0.1", 0)
+        dealer = ctx.dealer()
+        dealer.connect("127.0.0.1", port)
+
+        async def round_trip(nonce: int) -> int:
+            async with asyncio.timeout(10):
+                await dealer.send(Ping(nonce))
+                peer, _, _ = await router.recv()
+                await router.send(peer, Result(str(nonce), True))
+                msg, _ = await dealer.recv()
+            assert isinstance(msg, Result)
+            return int(msg.task_id)
+
+        assert asyncio.run(round_trip(1)) == 1
+        assert asyncio.run(round_trip(2)) == 2  # a new loop: the waits register with it
+    finally:
+        ctx.close()
