@@ -113,6 +113,14 @@ def test_batch_with_mask_dir_and_progress(node: int, tmp_path: Path) -> None:
     assert sorted(f.name for f in outd.iterdir()) == ["chelsea.jpg", "coffee.jpg", "rocket.jpg"]
     assert "skipping lonely.png" in p.stderr
     assert "3 of 3 inpainted" in p.stdout
+    # a photo that cannot be read when its turn comes (files are read as the batch goes): one
+    # failure line, the others still done, exit 1
+    (imgs / "broken.png").symlink_to("/proc/self/mem")  # a regular file whose read fails (EIO)
+    Image.fromarray(box_mask(64, 64, (8, 8, 20, 20))).save(masks / "broken.png")
+    p = run("submit", str(imgs), str(masks), "-o", str(outd / "2"), "--peer", f"127.0.0.1:{node}")
+    assert p.returncode == 1, p.stderr
+    assert "failed broken.png: cannot read image" in p.stderr and "Traceback" not in p.stderr
+    assert "3 of 4 inpainted" in p.stdout
 
 
 def test_bad_input_is_one_line_with_the_right_code(
