@@ -12,9 +12,18 @@ import asyncio
 import zmq
 
 from mesh.protocol import Ping, Result
-from mesh.transport import Context, Dealer
+from mesh.transport import Context, Dealer, Router
 
 from .cluster import free_port_block
+
+
+def pair(ctx: Context) -> tuple[Router, Dealer]:
+    """A ROUTER on an ephemeral port of 127.0.0.1 and a DEALER connected to it."""
+    router = ctx.router()
+    port = router.bind("127.0.0.1", 0)
+    dealer = ctx.dealer()
+    dealer.connect("127.0.0.1", port)
+    return router, dealer
 
 
 def test_a_router_answering_from_other_coroutines_never_misses_a_message() -> None:
@@ -107,10 +116,7 @@ def test_a_receive_cut_short_by_a_timeout_never_loses_the_message() -> None:
     async def main() -> int:
         ctx = Context()
         try:
-            router = ctx.router()
-            port = router.bind("127.0.0.1", 0)
-            dealer = ctx.dealer()
-            dealer.connect("127.0.0.1", port)
+            router, dealer = pair(ctx)
             await dealer.send(Ping(0))
             async with asyncio.timeout(10):
                 peer, _, _ = await router.recv()
@@ -144,10 +150,7 @@ def test_a_receive_cut_short_by_a_timeout_never_loses_the_message() -> None:
 def test_a_socket_keeps_working_when_used_from_a_second_event_loop() -> None:
     ctx = Context()
     try:
-        router = ctx.router()
-        port = router.bind("127.0.0.1", 0)
-        dealer = ctx.dealer()
-        dealer.connect("127.0.0.1", port)
+        router, dealer = pair(ctx)
 
         async def round_trip(nonce: int) -> int:
             async with asyncio.timeout(10):
