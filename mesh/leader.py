@@ -145,6 +145,7 @@ class Leader:
         self.on_model_want: Callable[[ModelWant], Awaitable[tuple[ModelPart, list[bytes]]]] | None = None
         self.max_queued_per_client = const.MAX_QUEUED_PER_CLIENT
         self.model_names: frozenset[str] = frozenset()  # every model name the registry knows
+        self.own_worker = node_id  # the node id of this node's worker (preferred on a tie)
         self._seq = itertools.count()
         self._changed = asyncio.Event()
 
@@ -380,7 +381,8 @@ class Leader:
                     pend.append(p)
                     yield p.needs()
 
-        choices = routing.plan(loads, queued(), self.affinity, self.policy)
+        # our own worker, on a tie: its tasks skip two network transfers of the image
+        choices = routing.plan(loads, queued(), self.affinity, self.policy, self.own_worker)
         fleet = routing.fleet_means(loads.values())
         runnable: dict[tuple[str, str], bool] = {}  # (model, requirement) -> some live worker can run it
         for item, p, node in zip(head, pend, choices, strict=True):

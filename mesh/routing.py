@@ -106,10 +106,14 @@ def best(
     task: TaskNeeds,
     affinity: Mapping[str, str] | None = None,
     fleet: Mapping[str, float] | None = None,
+    local: str = "",
 ) -> str | None:
     """The capable worker that will finish ``task`` soonest (credit or not), or None if none can run it.
-    A worker with credit is preferred to a busy one that would finish less than ``WAIT_GAIN_MS``
-    sooner (waiting for a gain in the noise of the estimates only costs a round trip).
+
+    Estimates within ``WAIT_GAIN_MS`` of the soonest count as equal: a worker with credit is
+    preferred to a busy one that would finish less than that sooner (waiting for a gain in the
+    noise of the estimates only costs a round trip), and among those with credit the ``local`` one
+    (the leader's own node: the image does not cross the network twice), else the soonest.
     ``fleet``: the capable workers' mean service times, when the caller already has them."""
     able = [w for w in workers.values() if capable(w, task)]
     if not able:
@@ -121,16 +125,19 @@ def best(
     means = fleet_means(able) if fleet is None else fleet
     scored = [(expected_finish_ms(w, task, means), w.node_id, w.credits > 0) for w in able]
     top = min(scored)
-    if not top[2]:
-        free = [s for s in scored if s[2] and s[0] <= top[0] + WAIT_GAIN_MS]
-        if free:
-            return min(free)[1]
-    return top[1]
+    near = [s for s in scored if s[2] and s[0] <= top[0] + WAIT_GAIN_MS]
+    if not near:
+        return top[1]  # no worker with credit comes close: wait for the soonest
+    if local and any(s[1] == local for s in near):
+        return local
+    return min(near)[1]
 
 
-def place(workers: Mapping[str, WorkerLoad], task: TaskNeeds, affinity: Mapping[str, str] | None = None) -> str | None:
+def place(
+    workers: Mapping[str, WorkerLoad], task: TaskNeeds, affinity: Mapping[str, str] | None = None, local: str = ""
+) -> str | None:
     """The worker to send ``task`` to now, or None: it should wait (the best one is busy) or no one can run it."""
-    node = best(workers, task, affinity)
+    node = best(workers, task, affinity, local=local)
     if node is None or workers[node].credits <= 0:
         return None
     return node
@@ -149,6 +156,7 @@ def plan(
     tasks: Iterable[TaskNeeds],
     affinity: Mapping[str, str] | None = None,
     policy: str = "completion",
+    local: str = "",
 ) -> list[str | None]:
     """Place queued tasks in priority order, one pass: each task either goes to a worker with
     credit now, or waits and *reserves* its best worker (its expected work counts against
@@ -170,7 +178,7 @@ def plan(
             kind = (task.model, task.requires)
             if kind not in fleets:
                 fleets[kind] = fleet_means(w for w in loads.values() if capable(w, task))
-            node = best(loads, task, affinity, fleets[kind])
+            node = best(loads, task, affinity, fleets[kind], local)
         if node is None:
             out.append(None)
             continue

@@ -115,3 +115,15 @@ def test_a_free_worker_is_taken_over_a_busy_one_that_is_sooner_only_by_noise() -
     gpu = WorkerLoad("a", 0, 1, 50.0, {KEY: 50.0})
     cpu = WorkerLoad("b", 1, 1, 0.0, {KEY: 200.0})
     assert routing.place({"a": gpu, "b": cpu}, TaskNeeds("builtin", SMALL)) is None
+
+
+def test_the_leaders_own_worker_is_preferred_among_near_equals_only() -> None:
+    a = WorkerLoad("a", 1, 1, 0.0, {KEY: 10.0})
+    me = WorkerLoad("me", 1, 1, 0.0, {KEY: 11.0})  # 1 ms slower: within WAIT_GAIN_MS
+    task = TaskNeeds("builtin", SMALL)
+    assert routing.place({"a": a, "me": me}, task) == "a"  # no local node named: the soonest
+    assert routing.place({"a": a, "me": me}, task, local="me") == "me"  # no image over the network
+    slow_me = WorkerLoad("me", 1, 1, 0.0, {KEY: 40.0})  # 30 ms slower: the soonest wins
+    assert routing.place({"a": a, "me": slow_me}, task, local="me") == "a"
+    busy_me = WorkerLoad("me", 0, 1, 0.0, {KEY: 10.0})  # no credit: never chosen now
+    assert routing.place({"a": a, "me": busy_me}, task, local="me") == "a"
