@@ -95,6 +95,7 @@ class WorkerState:
     assigned: dict[str, float] = field(default_factory=dict)  # task id -> expected ms
     service_ms: dict[str, float] = field(default_factory=dict)
     done: int = 0
+    local: bool = False  # this node's own worker, reached by a call (Leader.local_worker)
 
     def load(self) -> routing.WorkerLoad:
         return routing.WorkerLoad(
@@ -146,6 +147,8 @@ class Leader:
         self.max_queued_per_client = const.MAX_QUEUED_PER_CLIENT
         self.model_names: frozenset[str] = frozenset()  # every model name the registry knows
         self.own_worker = node_id  # the node id of this node's worker (preferred on a tie)
+        # this node's worker, handed tasks by a call while it follows us (see Worker.local)
+        self.local_worker: Callable[[Task, list[Any]], None] | None = None
         self._seq = itertools.count()
         self._changed = asyncio.Event()
 
@@ -279,7 +282,14 @@ class Leader:
             except Exception:  # a bug handling one message must not take the node down
                 log.exception("error handling %s from a worker", msg.t)
 
-    async def _on_back(self, ident: bytes, msg: Message, blobs: list[Any]) -> None:
+    async def from_local_worker(self, ident: bytes, msg: Message, blobs: list[Any]) -> None:
+        """What this node's own worker says, by a call instead of the backend socket."""
+        try:
+            await self._on_back(ident, msg, blobs, local=True)
+        except Exception:  # a bug handling one message must not take the worker down
+            log.exception("error handling %s from the local worker", msg.t)
+
+    async def _on_back(self, ident: bytes, msg: Message, blobs: list[Any], local: bool = False) -> None:
         if isinstance(msg, Ready):
             if not self.leading or not self.accepting:
                 return  # the worker follows the gossip and will find the leader
@@ -299,6 +309,7 @@ class Leader:
                 log.info("worker %s joined (%d slots, %s)", msg.node_id, w.slots, msg.provider)
             elif msg.models:
                 w.models = frozenset(msg.models)  # it copied or fetched a model since it joined
+            w.local = local  # how to reach it: the last Ready came by a call or by the socket
             w.credits = max(0, msg.credits)  # a Ready is the worker's whole grant, not an increment
             await self.dispatch()
         elif isinstance(msg, Done):
@@ -401,7 +412,10 @@ class Leader:
             p.worker = w.identity
             if p.task.session:
                 self.affinity[p.task.session] = node
-            await self.back.send(w.identity, p.task, p.blobs)
+            if self.local_worker is not None and w.local:
+                self.local_worker(p.task, p.blobs)
+            else:
+                await self.back.send(w.identity, p.task, p.blobs)
 
     async def _no_capable(self, p: Pending) -> None:
         """No live worker can ever run this task (model absent, requirement class unmet): fail it now."""

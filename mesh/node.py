@@ -41,7 +41,7 @@ from .models import Registry
 from .protocol import Heartbeat, Ping, Pong
 from .slots import Executor, SleepPool, make_executor
 from .transport import Context, Dealer, Sub, load_key
-from .worker import Worker
+from .worker import LOCAL, Worker
 
 if TYPE_CHECKING:
     from .http import HttpApi
@@ -65,7 +65,6 @@ class Node:
         self.host = "127.0.0.1"
         self.task_port = 0
         self.backend_port = 0
-        self._back_inproc = ""  # the inproc endpoint of our own backend (our worker, while we lead)
         self.gossip_port = 0
         self.ready = asyncio.Event()
         self.leader: Leader | None = None
@@ -153,7 +152,6 @@ class Node:
             self.backend_port = back.bind(cfg.bind, self.task_port + 1 if cfg.port else 0)
             self.gossip_port = pub.bind(cfg.bind, self.task_port + 2 if cfg.port else 0)
             self.node_id = self.node_id or new_node_id(self.task_port)
-            self._back_inproc = back.bind_inproc(f"lamamesh-back-{self.node_id}")
             self.host, why = capabilities.advertised_address(cfg.bind, cfg.advertise)
             self.leader = Leader(self.node_id, cfg.mesh, front, back, self.address, cfg.placement)
             self.leader.gossip_port = self.gossip_port
@@ -167,6 +165,8 @@ class Node:
             self.models = [e.spec.name for e in entries if e.path] if cfg.bench_delay_ms < 0 else []
             self.worker = Worker(ctx, self.node_id, self.host, self.pool, vram_mb=self.caps.vram_mb)
             self.worker.models = self.models  # one list: a model copied later is announced by both
+            self.worker.local = self.leader.from_local_worker  # while we lead, our worker is a call away
+            self.leader.local_worker = self.worker.take
             self.view = View(self.node_id, cfg.mesh, dead_timeout=cfg.dead_timeout, forget_after=const.FORGET_AFTER)
             log.info(
                 "joined mesh %r as node %s: tasks on %s:%d, advertised as %s (%s); backend %d, gossip %d",
@@ -511,8 +511,8 @@ class Node:
         if (leader_id, addr, term) != (self.leader.leader_id, self.leader.leader_addr, self.leader.term):
             await self.leader.set_role(leader_id, addr, term)
         if m is not None and self._pool_ready.is_set():
-            if leader_id == self.node_id:  # our own leader: in process, no TCP
-                await self.worker.follow(self._back_inproc)
+            if leader_id == self.node_id:  # our own router: calls, no socket
+                await self.worker.follow(LOCAL)
             else:
                 await self.worker.follow(f"tcp://{m.hb.host}:{m.hb.backend_port}")
             if not self._decided.is_set():

@@ -276,14 +276,6 @@ class _Bound(_Socket):
                 ) from None
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
-    def bind_inproc(self, name: str) -> str:
-        """Also listen on ``inproc://name`` (this process only: the node's own worker reaches its
-        own leader there without TCP and the I/O thread; inproc skips CURVE, which is moot within
-        one process) and return that endpoint."""
-        endpoint = f"inproc://{name}"
-        self.sock.bind(endpoint)
-        return endpoint
-
     async def watch_refusals(self) -> None:
         """With a mesh key: log peers whose handshake failed (no key, another key, no CURVE)."""
         if self.ctx.key is None:

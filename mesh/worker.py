@@ -11,15 +11,16 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import const
-from .protocol import Bye, Done, Ready, Task
+from .protocol import Bye, Done, Message, Ready, Task
 from .slots import Executor, SlotResult
 from .transport import Context, Dealer
 
 log = logging.getLogger("lamamesh.worker")
+LOCAL = "local"  # Worker.follow's endpoint for its own node's router
 
 
 class Worker:
@@ -45,7 +46,12 @@ class Worker:
         self.failed = 0
         self.outcomes: Counter[str] = Counter()  # finished tasks by outcome ("ok" or the error code)
         self.on_finished: Callable[[str, bool, float], None] | None = None  # (model, ok, ms in the slot)
-        self.leader = ""  # the endpoint of the leader's backend it is connected to
+        self.leader = ""  # the endpoint of the leader's backend it follows ("local": its own node's)
+        # its own node's router, reached by a call instead of a socket while this node leads
+        # (no copy, encode, decode or loop wake-up per message); set by the node
+        self.local: Callable[[bytes, Message, list[Any]], Awaitable[None]] | None = None
+        self.identity = node_id.encode()
+        self._tg: asyncio.TaskGroup | None = None
         self.leaving = False
         self.last_ready = 0.0
         self.started = time.monotonic()
@@ -60,14 +66,28 @@ class Worker:
         return len(self._finished) / span
 
     async def follow(self, endpoint: str) -> None:
-        """Connect to the leader's backend (leaving any previous one) and grant it our free capacity.
-        ``endpoint``: ``tcp://host:port``, or the ``inproc://`` one when this node leads."""
+        """Follow a leader (leaving any previous one) and grant it our free capacity.
+        ``endpoint``: its backend's ``tcp://host:port``, or ``local`` for this node's own router."""
         if endpoint == self.leader or self.leaving:
             return
         self.dealer.disconnect()
-        self.dealer.connect_endpoint(endpoint)
+        if endpoint != LOCAL:
+            self.dealer.connect_endpoint(endpoint)
         self.leader = endpoint
         await self.send_ready()
+
+    async def _send(self, msg: Message, blobs: list[Any] | tuple[()] = ()) -> None:
+        if self.leader == LOCAL and self.local is not None:
+            await self.local(self.identity, msg, list(blobs))
+        else:
+            await self.dealer.send(msg, blobs)
+
+    def take(self, task: Task, blobs: list[Any]) -> None:
+        """A task from this node's own router (a call, not a message): start it as ``run`` would."""
+        coro = self._run_one(task, blobs)
+        t = self._tg.create_task(coro) if self._tg is not None else asyncio.get_running_loop().create_task(coro)
+        self.running.add(t)
+        t.add_done_callback(self.running.discard)
 
     async def send_ready(self) -> None:
         """(Re)grant the leader our whole free capacity; also sent again when the leader's heartbeat
@@ -77,7 +97,7 @@ class Worker:
         self.last_ready = time.monotonic()
         credits = max(0, self.pool.size + self.prefetch - len(self.running))
         ready = Ready(self.node_id, credits, self.pool.size, self.pool.provider, self.host, self.vram_mb, self.models)
-        await self.dealer.send(ready)
+        await self._send(ready)
 
     def unfollow(self) -> None:
         self.dealer.disconnect()
@@ -85,6 +105,7 @@ class Worker:
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
+            self._tg = tg
             while True:
                 msg, blobs = await self.dealer.recv()
                 if isinstance(msg, Task):
@@ -112,13 +133,13 @@ class Worker:
             if res.error_code == "failed":
                 log.warning("task %s failed: %s", task.task_id, res.error)
         done = Done(task.task_id, res.ok, res.error_code, res.error, self.node_id, res.out_format, res.total_ms)
-        await self.dealer.send(done, [res.data] if res.ok else [])
+        await self._send(done, [res.data] if res.ok else [])
 
     async def leave(self) -> None:
         """Tell the leader to give our queued tasks to others; the running ones still answer."""
         self.leaving = True
         if self.leader:
-            await self.dealer.send(Bye(self.node_id))
+            await self._send(Bye(self.node_id))
 
     def close(self) -> None:
         self.dealer.close()
