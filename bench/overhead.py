@@ -14,7 +14,7 @@ with 64 in flight (throughput, tasks/s), for payloads of 64 KiB, 1 MiB and 8 MiB
   `job.latest_result(timeout=...)`.
 
     pip install 'dask[distributed]' rq redis; apt install redis-server
-    python bench/overhead.py [--n 300] [--sizes 65536,1048576,8388608]
+    python bench/overhead.py [--n 300] [--repeat 3] [--sizes 65536,1048576,8388608]
 """
 
 from __future__ import annotations
@@ -302,6 +302,13 @@ def main() -> None:
     ap.add_argument("--sizes", default="65536,1048576,8388608")
     ap.add_argument("--only", default="", help="measure only this system and merge it into the saved JSON")
     ap.add_argument("--out", default="overhead", help="name of the JSON under bench/results")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of every system, one after another; each figure is the median over the rounds "
+        "(a 2-core box varies by 15-50%% from run to run)",
+    )
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     systems: dict[str, Callable[[list[int], int, int], dict[int, dict[str, float]]]] = {
@@ -317,14 +324,24 @@ def main() -> None:
 
         old = json.loads(saved.read_text())["results"]
         results = {k: {int(s): v for s, v in per.items()} for k, per in old.items()}
-    for name, fn in systems.items():
-        if args.only and name != args.only:
-            continue
-        try:
-            results[name] = {**results.get(name, {}), **fn(sizes, args.n, args.inflight)}  # --only keeps other sizes
-        except Exception as exc:  # a missing alternative is reported, not fatal
-            print(f"{name}: not measured ({type(exc).__name__}: {exc})")
-    print(f"null task round trip on 127.0.0.1, {args.n} sequential (p50/p99) and {args.inflight} in flight (tasks/s)")
+    rounds: dict[str, list[dict[int, dict[str, float]]]] = {}
+    for _ in range(max(1, args.repeat)):  # interleaved: a slow minute on the box hits every system
+        for name, fn in systems.items():
+            if args.only and name != args.only:
+                continue
+            try:
+                rounds.setdefault(name, []).append(fn(sizes, args.n, args.inflight))
+            except Exception as exc:  # a missing alternative is reported, not fatal
+                print(f"{name}: not measured ({type(exc).__name__}: {exc})")
+    for name, got in rounds.items():
+        merged = {
+            size: {k: round(statistics.median(r[size][k] for r in got), 3) for k in got[0][size]} for size in got[0]
+        }
+        results[name] = {**results.get(name, {}), **merged}  # --only keeps the other sizes
+    print(
+        f"null task round trip on 127.0.0.1, {args.n} sequential (p50/p99) and {args.inflight} in flight (tasks/s)"
+        + (f"; median of {args.repeat} rounds" if args.repeat > 1 else "")
+    )
     for size in sizes:
         print(f"\npayload {size // 1024} KiB")
         relay = results.get("bare pyzmq relay", {}).get(size)
@@ -342,6 +359,7 @@ def main() -> None:
         {
             "n": args.n,
             "inflight": args.inflight,
+            "repeat": args.repeat,
             "results": {k: {str(s): v for s, v in per.items()} for k, per in results.items()},
         },
     )
