@@ -61,6 +61,16 @@ def _fields(msg: Message) -> dict[str, Any]:
     return {name: getattr(msg, name) for name in names}
 
 
+async def _serve(sock: Router, handle: Callable[[bytes, Message, list[Any]], Awaitable[None]], who: str) -> None:
+    """Receive from ``sock`` forever, handing each message to ``handle``."""
+    while True:
+        peer, msg, blobs = await sock.recv()
+        try:
+            await handle(peer, msg, blobs)
+        except Exception:  # a bug handling one message must not take the node down
+            log.exception("error handling %s from %s", msg.t, who)
+
+
 @dataclass
 class Pending:
     task: Task
@@ -178,12 +188,7 @@ class Leader:
 
     # ---- clients -------------------------------------------------------------------
     async def serve_front(self) -> None:
-        while True:
-            client, msg, blobs = await self.front.recv()
-            try:
-                await self._on_front(client, msg, blobs)
-            except Exception:  # a bug handling one message must not take the node down
-                log.exception("error handling %s from a client", msg.t)
+        await _serve(self.front, self._on_front, "a client")
 
     def pong(self, nonce: int) -> Pong:
         return Pong(
@@ -275,12 +280,7 @@ class Leader:
 
     # ---- workers -------------------------------------------------------------------
     async def serve_back(self) -> None:
-        while True:
-            ident, msg, blobs = await self.back.recv()
-            try:
-                await self._on_back(ident, msg, blobs)
-            except Exception:  # a bug handling one message must not take the node down
-                log.exception("error handling %s from a worker", msg.t)
+        await _serve(self.back, self._on_back, "a worker")
 
     async def from_local_worker(self, ident: bytes, msg: Message, blobs: list[Any]) -> None:
         """What this node's own worker says, by a call instead of the backend socket."""
