@@ -412,6 +412,18 @@ def submit(
     raise typer.Exit(code)
 
 
+def _task_bar() -> Progress:
+    """The progress bar of a run of photos (batch submit, demo): count, time, the last one done."""
+    return Progress(
+        TextColumn("[bold]inpainting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[last]}"),
+        console=err,
+    )
+
+
 def _error_of(res: JobResult) -> MeshError:
     from .errors import from_code
 
@@ -445,15 +457,7 @@ def _batch(
     failures: list[str] = []
     started = time.monotonic()
 
-    bar = Progress(
-        TextColumn("[bold]inpainting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[last]}"),
-        console=err,
-        transient=False,
-    )
+    bar = _task_bar()
     tid = bar.add_task("batch", total=len(pairs), last="")
 
     def jobs() -> Iterator[Job]:
@@ -597,14 +601,7 @@ def demo(
                         markup=False,
                     )
                     t0 = time.monotonic()
-                    with Progress(
-                        TextColumn("[bold]inpainting"),
-                        BarColumn(),
-                        MofNCompleteColumn(),
-                        TimeElapsedColumn(),
-                        TextColumn("{task.fields[last]}"),
-                        console=err,
-                    ) as bar:
+                    with _task_bar() as bar:
                         tid = bar.add_task("demo", total=len(todo), last="")
 
                         def on_result(r: JobResult) -> None:

@@ -156,7 +156,6 @@ class Leader:
         self.on_model_want: Callable[[ModelWant], Awaitable[tuple[ModelPart, list[bytes]]]] | None = None
         self.max_queued_per_client = const.MAX_QUEUED_PER_CLIENT
         self.model_names: frozenset[str] = frozenset()  # every model name the registry knows
-        self.own_worker = node_id  # the node id of this node's worker (preferred on a tie)
         # this node's worker, handed tasks by a call while it follows us (see Worker.local)
         self.local_worker: Callable[[Task, list[Any]], None] | None = None
         self._seq = itertools.count()
@@ -392,8 +391,8 @@ class Leader:
                     pend.append(p)
                     yield p.needs()
 
-        # our own worker, on a tie: its tasks skip two network transfers of the image
-        choices = routing.plan(loads, queued(), self.affinity, self.policy, self.own_worker)
+        # our own worker (its id is ours), on a tie: its tasks skip two network transfers of the image
+        choices = routing.plan(loads, queued(), self.affinity, self.policy, self.node_id)
         fleet = routing.fleet_means(loads.values())
         runnable: dict[tuple[str, str], bool] = {}  # (model, requirement) -> some live worker can run it
         for item, p, node in zip(head, pend, choices, strict=True):

@@ -40,7 +40,8 @@ class Worker:
         self.prefetch = prefetch
         self.vram_mb = vram_mb
         self.models = models or []
-        self.dealer: Dealer = ctx.dealer(identity=node_id.encode())
+        self.identity = node_id.encode()
+        self.dealer: Dealer = ctx.dealer(identity=self.identity)
         self.running: set[asyncio.Task[None]] = set()
         self.done = 0
         self.failed = 0
@@ -50,7 +51,6 @@ class Worker:
         # its own node's router, reached by a call instead of a socket while this node leads
         # (no copy, encode, decode or loop wake-up per message); set by the node
         self.local: Callable[[bytes, Message, list[Any]], Awaitable[None]] | None = None
-        self.identity = node_id.encode()
         self._tg: asyncio.TaskGroup | None = None
         self.leaving = False
         self.last_ready = 0.0
@@ -83,7 +83,7 @@ class Worker:
             await self.dealer.send(msg, blobs)
 
     def take(self, task: Task, blobs: list[Any]) -> None:
-        """A task from this node's own router (a call, not a message): start it as ``run`` would."""
+        """Start a task: one from the socket (``run``), or from this node's own router by a call."""
         coro = self._run_one(task, blobs)
         t = self._tg.create_task(coro) if self._tg is not None else asyncio.get_running_loop().create_task(coro)
         self.running.add(t)
@@ -109,9 +109,7 @@ class Worker:
             while True:
                 msg, blobs = await self.dealer.recv()
                 if isinstance(msg, Task):
-                    t = tg.create_task(self._run_one(msg, blobs))
-                    self.running.add(t)
-                    t.add_done_callback(self.running.discard)
+                    self.take(msg, blobs)
 
     async def _run_one(self, task: Task, blobs: list[Any]) -> None:
         if len(blobs) != 2:
