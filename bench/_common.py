@@ -17,8 +17,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mesh.client import Client, Job, JobResult  # noqa: E402
-from mesh.transport import Context  # noqa: E402
+from mesh.surface.client import Client, Job, JobResult  # noqa: E402
+from mesh.wire.transport import Context  # noqa: E402
 from tests.cluster import Cluster, cluster, status, wait_mesh  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

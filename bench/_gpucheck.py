@@ -17,8 +17,12 @@ sys.modules["mesh"] = pkg
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
-from mesh import capabilities, engine, models  # noqa: E402
-from mesh.models import Registry  # noqa: E402
+from mesh.execute import (  # noqa: E402
+    capabilities,
+    engine,
+    models,
+)
+from mesh.execute.models import Registry  # noqa: E402
 
 models.data_dir = lambda: pathlib.Path("mesh/data").resolve()  # the stub package has no resource reader
 print("onnxruntime", ort.__version__, ort.get_available_providers())

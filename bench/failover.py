@@ -29,8 +29,8 @@ import time
 
 from _common import Client, Job, JobResult, cluster, save, tmpdir, wait_mesh
 
-from mesh.protocol import Status, StatusRequest
-from mesh.transport import Context
+from mesh.wire.protocol import Status, StatusRequest
+from mesh.wire.transport import Context
 
 PAYLOAD = os.urandom(16 * 1024)
 

@@ -23,7 +23,7 @@ import time
 import numpy as np
 from _common import Client, Job, JobResult, cluster, save, tmpdir, wait_mesh
 
-from mesh.transport import Context
+from mesh.wire.transport import Context
 from tests.cluster import png
 
 

@@ -80,7 +80,7 @@ def main() -> None:
     env = {"LAMAMESH_HOME": str(home)}
     add = ["models", "add", str(standin), "--name", "standin-lama", "--home", str(home)]
     subprocess.run(
-        [sys.executable, "-m", "mesh.cli", *add],
+        [sys.executable, "-m", "mesh", *add],
         check=True,
         capture_output=True,
         cwd=ROOT,

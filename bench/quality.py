@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 import skimage.data
 
-from mesh import engine, models, pipeline
-from mesh.pipeline import HDConfig, HDStrategy, ModelShape
+from mesh.execute import engine, models, pipeline
+from mesh.execute.pipeline import HDConfig, HDStrategy, ModelShape
 
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera"]
 SHAPES = ["strokes", "boxes", "blobs"]

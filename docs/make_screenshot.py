@@ -8,11 +8,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mesh.client import Client, Job
-from mesh.demo import local_mesh, wait_ready
-from mesh.images import pixels
-from mesh.models import data_dir
-from mesh.tui import StatusApp
+from mesh.execute.images import pixels
+from mesh.execute.models import data_dir
+from mesh.surface.client import Client, Job
+from mesh.surface.demo import local_mesh, wait_ready
+from mesh.surface.tui import StatusApp
 
 OUT = Path(__file__).parent / "img"
 

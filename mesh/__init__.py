@@ -1,7 +1,7 @@
 """lamamesh: the machines on a LAN as one inpainting cluster.
 
 The names below are imported on first use (PEP 562), so a slot process that imports
-``mesh.slots`` does not pay for the client, the node and zeroconf.
+``mesh.execute.slots`` does not pay for the client, the node and zeroconf.
 """
 
 from __future__ import annotations
@@ -10,24 +10,24 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .client import Client, Job, JobResult, embedded
-    from .config import Config
-    from .errors import InputError, MeshError, ModelError, NoMesh, TaskFailed
-    from .node import Node
+    from mesh.cluster.node import Node, embedded
+    from mesh.config import Config
+    from mesh.errors import InputError, MeshError, ModelError, NoMesh, TaskFailed
+    from mesh.surface.client import Client, Job, JobResult
 
 __version__ = "0.1.0"
 _WHERE = {
-    "Client": "client",
-    "Job": "client",
-    "JobResult": "client",
-    "embedded": "client",
+    "Client": "surface.client",
+    "Job": "surface.client",
+    "JobResult": "surface.client",
+    "embedded": "cluster.node",
     "Config": "config",
     "InputError": "errors",
     "MeshError": "errors",
     "ModelError": "errors",
     "NoMesh": "errors",
     "TaskFailed": "errors",
-    "Node": "node",
+    "Node": "cluster.node",
 }
 __all__ = [
     "Client",

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import const
-from .errors import ConfigError
+from mesh import const
+from mesh.errors import ConfigError
 
 ENV_PREFIX = "LAMAMESH_"
 

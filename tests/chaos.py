@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import psutil
 
-from mesh.client import Client, Job, JobResult
-from mesh.transport import Context
+from mesh.surface.client import Client, Job, JobResult
+from mesh.wire.transport import Context
 
 from .cluster import Cluster, NodeProc, cluster, png, wait_mesh
 

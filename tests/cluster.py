@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mesh.demo import free_port_block
+from mesh.surface.demo import free_port_block
 
 
 def png(arr: np.ndarray) -> bytes:
@@ -67,7 +67,7 @@ class Cluster:
     def _spawn(self, port: int, seed: int, args: Sequence[str], mode: str = "wb") -> subprocess.Popen[bytes]:
         log = self.root / f"node-{port}.log"
         cmd = [
-            sys.executable, "-m", "mesh.cli", "join", "--bind", "127.0.0.1", "--port", str(port),
+            sys.executable, "-m", "mesh", "join", "--bind", "127.0.0.1", "--port", str(port),
             "--peer", f"127.0.0.1:{seed}", "--no-mdns", "--log-level", "info", *self.extra, *args,
         ]  # fmt: skip
         env = {**os.environ, "LAMAMESH_HOME": str(self.root / "home"), **self.env}
@@ -117,7 +117,7 @@ def cluster(root: Path, extra: Sequence[str] = (), env: dict[str, str] | None = 
 def status(port: int) -> dict[str, Any]:
     """`lamamesh status --json` through the node at ``port`` ({} when it does not answer)."""
     p = subprocess.run(
-        [sys.executable, "-m", "mesh.cli", "status", "--json", "--peer", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "mesh", "status", "--json", "--peer", f"127.0.0.1:{port}"],
         capture_output=True,
         text=True,
         timeout=30,

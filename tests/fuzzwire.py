@@ -25,10 +25,11 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mesh import const, protocol
-from mesh.client import Client, Job
-from mesh.protocol import MESSAGES, Ping
-from mesh.transport import Context
+from mesh import const
+from mesh.surface.client import Client, Job
+from mesh.wire import protocol
+from mesh.wire.protocol import MESSAGES, Ping
+from mesh.wire.transport import Context
 
 from .cluster import cluster, png, status, wait_mesh, wait_until
 

@@ -16,8 +16,8 @@ import aiohttp
 import numpy as np
 from PIL import Image
 
-from mesh.client import Client, Job, JobResult
-from mesh.transport import Context
+from mesh.surface.client import Client, Job, JobResult
+from mesh.wire.transport import Context
 
 from .cluster import cluster, free_port_block, wait_mesh
 
@@ -45,7 +45,7 @@ def box(size: tuple[int, int] = (64, 48), fill: int | None = None) -> bytes:
     return enc(Image.fromarray(m))
 
 
-CLI = [sys.executable, "-m", "mesh.cli"]
+CLI = [sys.executable, "-m", "mesh"]
 rgb = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
 GOOD = enc(Image.fromarray(rgb))
 # name -> (image, mask, None for a result or the words of the input error)

@@ -17,7 +17,7 @@ from PIL import Image
 
 from .conftest import box_mask, photo
 
-EXE = [sys.executable, "-m", "mesh.cli"]
+EXE = [sys.executable, "-m", "mesh"]
 
 
 def run(*args: str, timeout: float = 90, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mesh import doctor
-from mesh.models import Registry
+from mesh.execute.models import Registry
+from mesh.surface import doctor
 
 from .cluster import cluster, free_port_block, wait_mesh
 
@@ -44,7 +44,7 @@ def test_doctor_round_trips_a_task_through_a_real_mesh(tmp_path: Path) -> None:
         c.start(2)
         wait_mesh(c, 2)
         p = subprocess.run(
-            [sys.executable, "-m", "mesh.cli", "doctor", "--peer", f"127.0.0.1:{c.nodes[1].port}", "--port", "0"],
+            [sys.executable, "-m", "mesh", "doctor", "--peer", f"127.0.0.1:{c.nodes[1].port}", "--port", "0"],
             capture_output=True,
             text=True,
             timeout=120,
@@ -60,7 +60,7 @@ def test_doctor_round_trips_a_task_through_a_real_mesh(tmp_path: Path) -> None:
 
 def test_doctor_without_a_mesh_warns_and_passes(tmp_path: Path) -> None:
     p = subprocess.run(
-        [sys.executable, "-m", "mesh.cli", "doctor", "--peer", "127.0.0.1:9"],
+        [sys.executable, "-m", "mesh", "doctor", "--peer", "127.0.0.1:9"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mesh.errors import ModelError
-from mesh.models import Registry, data_dir, download
+from mesh.execute.models import Registry, data_dir, download
 
 
 @contextlib.contextmanager
@@ -41,7 +41,7 @@ def serve(root: Path) -> Iterator[str]:
 
 def lamamesh(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mesh.cli", "models", *args],
+        [sys.executable, "-m", "mesh", "models", *args],
         capture_output=True,
         text=True,
         timeout=60,

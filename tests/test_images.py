@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mesh import images
 from mesh.errors import InputError
+from mesh.execute import images
 
 from .conftest import photo
 

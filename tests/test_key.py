@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from mesh.errors import ConfigError
-from mesh.transport import load_key, new_key_text
+from mesh.wire.transport import load_key, new_key_text
 
 from .cluster import cluster, png, status, wait_until
 
-EXE = [sys.executable, "-m", "mesh.cli"]
+EXE = [sys.executable, "-m", "mesh"]
 
 
 def keyfile(path: Path) -> Path:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mesh.client import Client, Job, JobResult
-from mesh.protocol import Submit, encode
-from mesh.transport import Context
+from mesh.surface.client import Client, Job, JobResult
+from mesh.wire.protocol import Submit, encode
+from mesh.wire.transport import Context
 
 from .cluster import cluster, png, wait_mesh
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field, replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mesh import election, membership
-from mesh.election import Decision
-from mesh.membership import Goodbye, Heard, Tick, View
-from mesh.protocol import Heartbeat
+from mesh.control import election, membership
+from mesh.control.election import Decision
+from mesh.control.membership import Goodbye, Heard, Tick, View
+from mesh.wire.protocol import Heartbeat
 
 DEAD = 2.0
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mesh.client import Client, Job, JobResult
-from mesh.transport import Context
+from mesh.surface.client import Client, Job, JobResult
+from mesh.wire.transport import Context
 
 from .cluster import Cluster, cluster, png, wait_mesh, wait_until
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mesh.client import Client, Job, JobResult
+from mesh.cluster.modelcopy import ModelServer, copy_model
 from mesh.errors import ModelError
-from mesh.modelcopy import ModelServer, copy_model
-from mesh.models import Registry, data_dir, sha256_file
-from mesh.protocol import ModelWant
-from mesh.transport import Context, Router
+from mesh.execute.models import Registry, data_dir, sha256_file
+from mesh.surface.client import Client, Job, JobResult
+from mesh.wire.protocol import ModelWant
+from mesh.wire.transport import Context, Router
 
 from .cluster import cluster, png, status, wait_mesh, wait_until
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mesh import engine, models, pipeline
 from mesh.errors import ModelError
-from mesh.pipeline import HDConfig, ModelShape
+from mesh.execute import engine, models, pipeline
+from mesh.execute.pipeline import HDConfig, ModelShape
 
 from .conftest import box_mask, photo
 from .standin import build

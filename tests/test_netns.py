@@ -106,7 +106,7 @@ def kill_all(nodes: list[subprocess.Popen[bytes]]) -> None:
 
 
 def lm(ns: str, *args: str) -> list[str]:
-    return ["ip", "netns", "exec", ns, sys.executable, "-m", "mesh.cli", *args]
+    return ["ip", "netns", "exec", ns, sys.executable, "-m", "mesh", *args]
 
 
 def test_three_namespaces_find_each_other_over_mdns_and_survive_a_kill(lan: list[str], tmp_path: Path) -> None:

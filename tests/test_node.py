@@ -15,8 +15,8 @@ import zmq.asyncio
 from PIL import Image
 
 from mesh import Config, Job, Node
-from mesh.client import Client, JobResult
-from mesh.transport import Context
+from mesh.surface.client import Client, JobResult
+from mesh.wire.transport import Context
 
 from .conftest import box_mask, photo
 
@@ -114,8 +114,8 @@ def test_garbage_on_the_socket_is_dropped_and_counted(tmp_path: Path) -> None:
         finally:
             raw.close(0)
             zctx.destroy(0)
-        assert node.leader is not None
-        assert node.leader.front.ctx.bad.total >= 4
+        assert node.scheduler is not None
+        assert node.scheduler.front.ctx.bad.total >= 4
 
     run_with_node(body, tmp_path)
 
@@ -146,7 +146,7 @@ def test_graceful_leave_finishes_held_tasks(tmp_path: Path) -> None:
         jobs = [Job(png(IMG), png(MASK)) for _ in range(3)]
         run = asyncio.create_task(client.run(jobs, timeout=60))
         async with asyncio.timeout(30):
-            while node.leader is None or not node.leader.tasks:
+            while node.scheduler is None or not node.scheduler.tasks:
                 await asyncio.sleep(0.01)
         node.request_stop()
         results = await run

@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mesh import pipeline
-from mesh.pipeline import Box, HDConfig, HDStrategy, ModelShape
+from mesh.execute import pipeline
+from mesh.execute.pipeline import Box, HDConfig, HDStrategy, ModelShape
 
 
 @given(

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mesh import const, protocol
+from mesh import const
 from mesh.errors import ProtocolError, VersionMismatch
-from mesh.protocol import MESSAGES, Ping, Submit
+from mesh.wire import protocol
+from mesh.wire.protocol import MESSAGES, Ping, Submit
 
 texts = st.text(max_size=40)
 ints = st.integers(-(2**40), 2**40)
@@ -54,7 +55,7 @@ def test_round_trip(msg: protocol.Message) -> None:
 
 
 def test_insane_values_are_refused() -> None:
-    from mesh.protocol import Heartbeat, Ready
+    from mesh.wire.protocol import Heartbeat, Ready
 
     ok = Heartbeat(node_id="a", host="h", task_port=5555, term=3)
     assert protocol.decode(protocol.encode(ok)) == ok

@@ -8,9 +8,9 @@ import asyncio
 import pytest
 
 from mesh import const
-from mesh.client import Client, Job
-from mesh.protocol import Ping, Pong, Result, Submit
-from mesh.transport import Context
+from mesh.surface.client import Client, Job
+from mesh.wire.protocol import Ping, Pong, Result, Submit
+from mesh.wire.transport import Context
 
 
 def test_an_unanswered_task_is_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:

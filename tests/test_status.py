@@ -9,11 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from mesh.client import Client
-from mesh.protocol import Status
-from mesh.snapshot import from_status
-from mesh.transport import Context
-from mesh.tui import StatusApp
+from mesh.surface.client import Client
+from mesh.surface.snapshot import from_status
+from mesh.surface.tui import StatusApp
+from mesh.wire.protocol import Status
+from mesh.wire.transport import Context
 
 from .cluster import cluster, status, wait_mesh
 from .test_mesh import jobs
@@ -111,7 +111,7 @@ def test_status_json_and_once_through_any_node(tmp_path: Path) -> None:
         assert snap["answered_by"] == snap["leader"]
         assert snap["totals"]["nodes"] == 2 and snap["totals"]["slots"] == sum(n["slots"] for n in snap["nodes"])
         once = subprocess.run(
-            [sys.executable, "-m", "mesh.cli", "status", "--once", "--peer", f"127.0.0.1:{c.nodes[0].port}"],
+            [sys.executable, "-m", "mesh", "status", "--once", "--peer", f"127.0.0.1:{c.nodes[0].port}"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -119,7 +119,7 @@ def test_status_json_and_once_through_any_node(tmp_path: Path) -> None:
         assert once.returncode == 0, once.stderr
         assert f"leader {snap['leader']}" in once.stdout and "2 nodes" in once.stdout
         gone = subprocess.run(
-            [sys.executable, "-m", "mesh.cli", "status", "--json", "--peer", "127.0.0.1:9"],
+            [sys.executable, "-m", "mesh", "status", "--json", "--peer", "127.0.0.1:9"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -130,7 +130,7 @@ def test_status_json_and_once_through_any_node(tmp_path: Path) -> None:
 def test_demo_runs_a_local_mesh_and_cleans_up(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     p = subprocess.run(
-        [sys.executable, "-m", "mesh.cli", "demo", "--nodes", "2", "-o", str(out)],
+        [sys.executable, "-m", "mesh", "demo", "--nodes", "2", "-o", str(out)],
         capture_output=True,
         text=True,
         timeout=180,
@@ -147,7 +147,7 @@ def test_demo_runs_a_local_mesh_and_cleans_up(tmp_path: Path) -> None:
     for log in (out / "logs").iterdir():
         assert "stopped" in log.read_text()  # each node left gracefully
     bad = subprocess.run(
-        [sys.executable, "-m", "mesh.cli", "demo", "--nodes", "0"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "mesh", "demo", "--nodes", "0"], capture_output=True, text=True, timeout=60
     )
     assert bad.returncode == 2 and bad.stderr.strip() == "lamamesh: --nodes must be between 1 and 16"
 

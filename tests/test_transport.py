@@ -11,8 +11,8 @@ import asyncio
 
 import zmq
 
-from mesh.protocol import Ping, Result
-from mesh.transport import Context, Dealer, Router
+from mesh.wire.protocol import Ping, Result
+from mesh.wire.transport import Context, Dealer, Router
 
 from .cluster import free_port_block
 

@@ -14,10 +14,10 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import const
-from .protocol import Bye, Done, Message, Ready, Task
-from .slots import Executor, SlotResult
-from .transport import Context, Dealer
+from mesh import const
+from mesh.execute.slots import Executor, SlotResult
+from mesh.wire.protocol import Bye, Done, Message, Ready, Task
+from mesh.wire.transport import Context, Dealer
 
 log = logging.getLogger("lamamesh.worker")
 LOCAL = "local"  # Worker.follow's endpoint for its own node's router
@@ -47,7 +47,7 @@ class Worker:
         self.failed = 0
         self.outcomes: Counter[str] = Counter()  # finished tasks by outcome ("ok" or the error code)
         self.on_finished: Callable[[str, bool, float], None] | None = None  # (model, ok, ms in the slot)
-        self.leader = ""  # the endpoint of the leader's backend it follows ("local": its own node's)
+        self.following = ""  # the endpoint of the leader's backend it follows ("local": its own node's)
         # its own node's router, reached by a call instead of a socket while this node leads
         # (no copy, encode, decode or loop wake-up per message); set by the node
         self.local: Callable[[bytes, Message, list[Any]], Awaitable[None]] | None = None
@@ -68,16 +68,16 @@ class Worker:
     async def follow(self, endpoint: str) -> None:
         """Follow a leader (leaving any previous one) and grant it our free capacity.
         ``endpoint``: its backend's ``tcp://host:port``, or ``local`` for this node's own router."""
-        if endpoint == self.leader or self.leaving:
+        if endpoint == self.following or self.leaving:
             return
         self.dealer.disconnect()
         if endpoint != LOCAL:
             self.dealer.connect_endpoint(endpoint)
-        self.leader = endpoint
+        self.following = endpoint
         await self.send_ready()
 
     async def _send(self, msg: Message, blobs: list[Any] | tuple[()] = ()) -> None:
-        if self.leader == LOCAL and self.local is not None:
+        if self.following == LOCAL and self.local is not None:
             await self.local(self.identity, msg, list(blobs))
         else:
             await self.dealer.send(msg, blobs)
@@ -92,7 +92,7 @@ class Worker:
     async def send_ready(self) -> None:
         """(Re)grant the leader our whole free capacity; also sent again when the leader's heartbeat
         does not list us (a Ready that arrived before it knew it leads is lost)."""
-        if not self.leader or self.leaving:
+        if not self.following or self.leaving:
             return
         self.last_ready = time.monotonic()
         credits = max(0, self.pool.size + self.prefetch - len(self.running))
@@ -101,7 +101,7 @@ class Worker:
 
     def unfollow(self) -> None:
         self.dealer.disconnect()
-        self.leader = ""
+        self.following = ""
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -136,7 +136,7 @@ class Worker:
     async def leave(self) -> None:
         """Tell the leader to give our queued tasks to others; the running ones still answer."""
         self.leaving = True
-        if self.leader:
+        if self.following:
             await self._send(Bye(self.node_id))
 
     def close(self) -> None:

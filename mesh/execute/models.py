@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelError
+from mesh.errors import ModelError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 

@@ -19,15 +19,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import config as config_mod
-from . import const
-from .config import Config
-from .errors import InputError, MeshError, NoMesh, TaskFailed
-from .models import Registry
-from .snapshot import NODE_COLUMNS, Snapshot, node_cells, summary
+from mesh import config as config_mod
+from mesh import const
+from mesh.config import Config
+from mesh.errors import InputError, MeshError, NoMesh, TaskFailed
+from mesh.execute.models import Registry
+from mesh.surface.snapshot import NODE_COLUMNS, Snapshot, node_cells, summary
 
 if TYPE_CHECKING:
-    from .client import Client, Job, JobResult
+    from mesh.surface.client import Client, Job, JobResult
 
 # the client, the node and ZeroMQ are imported inside the commands that use them: a slot process
 # (spawned) re-imports this module as its parent's __main__, and `join` starts sooner without them
@@ -86,7 +86,7 @@ def _setup_logging(level: str, as_json: bool = False) -> None:
 
 def pixels(data: bytes) -> int:
     """Width x height from the image header (Pillow and numpy load only for commands that send images)."""
-    from .images import pixels as header_pixels
+    from mesh.execute.images import pixels as header_pixels
 
     return header_pixels(data)
 
@@ -191,14 +191,14 @@ def join(
         _setup_logging(cfg.log_level, cfg.log_json)
         # the slot processes start first: they load ONNX Runtime and the model while this process
         # imports the node and binds its sockets (join -> first task is mostly these two)
-        from . import capabilities
-        from .slots import SlotPool, make_executor
+        from mesh.execute import capabilities
+        from mesh.execute.slots import SlotPool, make_executor
 
         caps = capabilities.detect()
         pool = make_executor(cfg, caps)
         if isinstance(pool, SlotPool):
             pool.spawn()
-        from .node import Node
+        from mesh.cluster.node import Node
 
         if not cfg.secret_file:
             log.warning(
@@ -208,6 +208,10 @@ def join(
 
         async def main() -> None:
             node = Node(cfg, pool=pool)
+            if cfg.http:
+                from mesh.surface.http import HttpApi  # aiohttp is imported only by nodes that serve HTTP
+
+                node.services.append(HttpApi(node, cfg.http_bind, cfg.http))
             loop = asyncio.get_running_loop()
             hits = 0
 
@@ -285,8 +289,9 @@ async def _with_mesh(
 ) -> T:
     """Run ``work`` with a client of the mesh; with no mesh, on an embedded node unless ``no_local``
     (True: the user said --no-local; None: the command never runs locally)."""
-    from .client import Client, embedded
-    from .transport import Context, load_key
+    from mesh.cluster.node import embedded
+    from mesh.surface.client import Client
+    from mesh.wire.transport import Context, load_key
 
     ctx = Context(load_key(cfg.secret_file) if cfg.secret_file else None, cfg.max_frame_bytes)
     peers = [config_mod.parse_peer(p) for p in cfg.peers] or [(cfg.local_host, cfg.port or const.DEFAULT_TASK_PORT)]
@@ -318,7 +323,7 @@ async def _with_mesh(
 
 async def _connect_over_mdns(cfg: Config, client: Client, quiet: bool) -> None:
     """No --peer and no local node: look for the mesh over mDNS and connect through what answers."""
-    from .discovery import browse
+    from mesh.cluster.discovery import browse
 
     iface = "" if cfg.bind in ("0.0.0.0", "", "*") else cfg.bind
     found = await browse(cfg.mesh, const.CLIENT_MDNS_BROWSE, iface)
@@ -371,7 +376,7 @@ def submit(
         if timeout is not None and timeout <= 0:
             raise InputError("--timeout must be a positive number of seconds")
         common: dict[str, Any] = {"model": model, "session": session, "hd_strategy": hd_strategy}
-        from .client import Job
+        from mesh.surface.client import Job
 
         if image.is_dir():
             return _batch(cfg, image, mask, output, no_local, timeout, common, priority or "batch")
@@ -379,7 +384,7 @@ def submit(
             raise InputError(f"-o {output} is a folder; give a file name for a single image")
         out_fmt = ""
         if output is not None and output.suffix:
-            from .images import OUTPUT_FORMATS
+            from mesh.execute.images import OUTPUT_FORMATS
 
             if output.suffix.lower().lstrip(".") not in OUTPUT_FORMATS:
                 raise InputError(f"cannot write {output.suffix} files; use .png, .jpg, .webp, .tif or .bmp")
@@ -425,7 +430,7 @@ def _task_bar() -> Progress:
 
 
 def _error_of(res: JobResult) -> MeshError:
-    from .errors import from_code
+    from mesh.errors import from_code
 
     return from_code(res.error_code, f"{res.job.label}: {res.error}" if res.job.label else res.error)
 
@@ -451,7 +456,7 @@ def _batch(
         raise InputError(f"no image in {image_dir} has a matching mask in {masks}")
     output.mkdir(parents=True, exist_ok=True)
     mask_cache: dict[Path, bytes] = {}
-    from .client import Job
+    from mesh.surface.client import Job
 
     counts: Counter[str] = Counter()
     failures: list[str] = []
@@ -521,7 +526,7 @@ def status(
 
         async def work(client: Client) -> Snapshot | None:
             if live:
-                from .tui import StatusApp
+                from mesh.surface.tui import StatusApp
 
                 await StatusApp(client.snapshot).run_async()
                 return None
@@ -561,9 +566,9 @@ def demo(
     copies: Annotated[int, typer.Option("--copies", help="Times each sample is inpainted (more work to spread).")] = 1,
 ) -> None:
     """Start a small mesh of local nodes, inpaint the bundled samples through it, shut it down."""
-    from .client import Job
-    from .demo import local_mesh, wait_ready
-    from .models import data_dir
+    from mesh.execute.models import data_dir
+    from mesh.surface.client import Job
+    from mesh.surface.demo import local_mesh, wait_ready
 
     def body() -> None:
         if not 1 <= nodes <= 16:
@@ -655,8 +660,8 @@ def doctor(
 ) -> None:
     """Check this machine (ONNX Runtime, CUDA, GPU, ports, multicast, models) and, if a mesh is
     reachable, round-trip one task through it. One line per check; exit 1 if any fails."""
-    from .client import Job
-    from .doctor import Check, machine_checks, probe_images
+    from mesh.surface.client import Job
+    from mesh.surface.doctor import Check, machine_checks, probe_images
 
     def body() -> int:
         cfg = _config(
@@ -707,7 +712,7 @@ def keygen(
     """Print a new mesh key: give the file to every node and client (--secret-file)."""
 
     def body() -> None:
-        from .transport import new_key_text
+        from mesh.wire.transport import new_key_text
 
         text = new_key_text()
         if output is None:
@@ -734,7 +739,7 @@ def samples(
     """Copy the bundled sample photos (public domain / CC0) and their masks into DEST."""
     import shutil
 
-    from .models import data_dir
+    from mesh.execute.models import data_dir
 
     def body() -> None:
         src = data_dir() / "samples"
@@ -798,7 +803,7 @@ def models_add(
     config: ConfigOpt = None,
 ) -> None:
     """Register a model file (a LaMa ONNX export is recognised by its checksum)."""
-    from . import engine
+    from mesh.execute import engine
 
     def body() -> None:
         cfg = _config(home=home, config=config)
@@ -824,7 +829,7 @@ def models_fetch(
     """Download a model with a progress bar and check its sha256; a wrong checksum keeps nothing."""
     from rich.progress import DownloadColumn, TransferSpeedColumn
 
-    from .models import download
+    from mesh.execute.models import download
 
     def body() -> None:
         cfg = _config(home=home, config=config)
@@ -856,7 +861,7 @@ def models_fetch(
             if spec is not None:
                 got = reg.place(name, fetch)
             else:
-                from . import engine
+                from mesh.execute import engine
 
                 tmp = reg.models_dir / f".{name}.fetched"
                 try:

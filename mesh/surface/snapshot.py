@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .protocol import Status
+from mesh.wire.protocol import Status
 
 
 def _int(d: dict[str, Any], key: str) -> int:

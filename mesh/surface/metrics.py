@@ -17,65 +17,51 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from .node import Node
+    from mesh.cluster.face import NodeFace
 
 # seconds: 10 ms (null tasks, small images on a GPU) .. 2 min (a 2048^2 photo on a slow CPU)
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
 class NodeCollector(Collector):
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodeFace) -> None:
         self.node = node
 
     def collect(self) -> Iterator[Metric]:
-        node = self.node
-        worker, leader, view = node.worker, node.leader, node.view
-        if worker is None or leader is None or view is None:
+        c = self.node.counters()
+        if c is None:
             return
         ran = CounterMetricFamily("lamamesh_tasks", "Tasks this node's slots finished, by outcome", labels=["outcome"])
-        for outcome, n in sorted(worker.outcomes.items()):
+        for outcome, n in sorted(c.tasks.items()):
             ran.add_metric([outcome], n)
         yield ran
         answered = CounterMetricFamily(
             "lamamesh_leader_tasks", "Tasks this node answered while it led, by outcome", labels=["outcome"]
         )
-        for outcome, n in sorted(leader.outcomes.items()):
+        for outcome, n in sorted(c.answered.items()):
             answered.add_metric([outcome], n)
         yield answered
         nodes = GaugeMetricFamily("lamamesh_nodes", "Members of the mesh this node knows, by state", labels=["state"])
-        alive = view.alive()
-        nodes.add_metric(["alive"], len(alive))
-        nodes.add_metric(["dead"], len(view.members) - len(alive))
+        nodes.add_metric(["alive"], c.alive)
+        nodes.add_metric(["dead"], c.dead)
         yield nodes
-        yield GaugeMetricFamily(
-            "lamamesh_leader_term", "Term of the leader this node follows", value=node.decision.term
-        )
-        yield GaugeMetricFamily("lamamesh_is_leader", "1 while this node leads", value=1 if leader.leading else 0)
-        lm = view.get(node.decision.leader) if node.decision.leader else None
-        depth = len(leader.queue) if leader.leading else (lm.hb.queued if lm is not None else 0)
-        yield GaugeMetricFamily("lamamesh_queue_depth", "Tasks waiting in the leader's queue", value=depth)
-        pool = node.pool
-        yield GaugeMetricFamily("lamamesh_slots", "Slot processes on this node", value=pool.size if pool else 0)
-        yield GaugeMetricFamily("lamamesh_slots_busy", "Tasks this node's slots hold", value=len(worker.running))
-        yield GaugeMetricFamily(
-            "lamamesh_mesh_slots", "Slots of every live member", value=sum(m.hb.slots for m in alive)
-        )
+        yield GaugeMetricFamily("lamamesh_leader_term", "Term of the leader this node follows", value=c.term)
+        yield GaugeMetricFamily("lamamesh_is_leader", "1 while this node leads", value=1 if c.leading else 0)
+        yield GaugeMetricFamily("lamamesh_queue_depth", "Tasks waiting in the leader's queue", value=c.queue_depth)
+        yield GaugeMetricFamily("lamamesh_slots", "Slot processes on this node", value=c.slots)
+        yield GaugeMetricFamily("lamamesh_slots_busy", "Tasks this node's slots hold", value=c.slots_busy)
+        yield GaugeMetricFamily("lamamesh_mesh_slots", "Slots of every live member", value=c.mesh_slots)
         dropped = CounterMetricFamily(
             "lamamesh_dropped_messages", "Messages this node dropped undecoded, by reason", labels=["reason"]
         )
-        ctx = node._ctx
-        if ctx is not None:
-            for kind, n in sorted(ctx.bad.counts.items()):
-                dropped.add_metric([kind], n)
-            dropped.add_metric(["no mesh key"], sum(ctx.refused.values()))
+        for kind, n in c.dropped.items():
+            dropped.add_metric([kind], n)
         yield dropped
-        yield GaugeMetricFamily(
-            "lamamesh_task_rate", "Tasks/s this node finished over the last minute", value=worker.rate()
-        )
+        yield GaugeMetricFamily("lamamesh_task_rate", "Tasks/s this node finished over the last minute", value=c.rate)
 
 
 class Metrics:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodeFace) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(NodeCollector(node))
         self.slot_seconds = Histogram(

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import images, pipeline
-from .errors import InputError
-from .pipeline import HDConfig, HDStrategy, ModelShape
-from .protocol import TaskSpec
+from mesh.errors import InputError
+from mesh.execute import images, pipeline
+from mesh.execute.pipeline import HDConfig, HDStrategy, ModelShape
+from mesh.wire.protocol import TaskSpec
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from mesh.leader import Leader
-from mesh.protocol import Bye, Done, Message, Ready, Result, Submit, Task
+from mesh.cluster.scheduler import Scheduler
+from mesh.wire.protocol import Bye, Done, Message, Ready, Result, Submit, Task
 
 
 class FakeRouter:
@@ -21,9 +21,9 @@ class FakeRouter:
         self.sent.append((peer, msg, list(blobs)))
 
 
-def _leader() -> tuple[Leader, FakeRouter, FakeRouter]:
+def _leader() -> tuple[Scheduler, FakeRouter, FakeRouter]:
     front, back = FakeRouter(), FakeRouter()
-    leader = Leader("n1", "m", front, back, "h:1")  # type: ignore[arg-type]
+    leader = Scheduler("n1", "m", front, back, "h:1")  # type: ignore[arg-type]
     leader.leading, leader.leader_id, leader.leader_addr, leader.term = True, "n1", "h:1", 1
     return leader, front, back
 

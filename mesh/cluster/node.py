@@ -6,7 +6,7 @@ before anything starts), then the slot processes start, then the node advertises
 
 Data flows one way through the modules, and only this file wires them together:
 discovery (mDNS ``Found``/goodbye) and static ``--peer`` pings -> gossip SUB connections ->
-``membership.apply`` -> ``election.decide`` -> the router (``Leader``: leads or redirects)
+``membership.apply`` -> ``election.decide`` -> the scheduler (``Scheduler``: places while it leads, else redirects)
 and the worker (follows the leader's backend) -> slots.
 
 Leaving (SIGINT/SIGTERM): the node publishes ``leaving`` and says goodbye on mDNS, so it
@@ -25,26 +25,28 @@ import logging
 import secrets
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
 
 import psutil
 
-from . import capabilities, const, election, membership
-from .config import Config
-from .discovery import Discovery, Found
-from .election import Decision
-from .errors import ConfigError, MeshError
-from .leader import Leader
-from .membership import Goodbye, Heard, Tick, View
-from .modelcopy import ModelServer, copy_model
-from .models import Registry
-from .protocol import Heartbeat, Ping, Pong
-from .slots import Executor, SleepPool, make_executor
-from .transport import Context, Dealer, Sub, load_key
-from .worker import LOCAL, Worker
-
-if TYPE_CHECKING:
-    from .http import HttpApi
+from mesh import const
+from mesh.cluster.discovery import Discovery, Found
+from mesh.cluster.face import Counters, Health, Service, TaskObserver
+from mesh.cluster.modelcopy import ModelServer, copy_model
+from mesh.cluster.scheduler import Scheduler
+from mesh.cluster.worker import LOCAL, Worker
+from mesh.config import Config
+from mesh.control import election, membership
+from mesh.control.election import Decision
+from mesh.control.membership import Goodbye, Heard, Tick, View
+from mesh.errors import MeshError
+from mesh.execute import capabilities
+from mesh.execute.models import Registry
+from mesh.execute.slots import Executor, SleepPool, make_executor
+from mesh.wire.protocol import Heartbeat, Ping, Pong
+from mesh.wire.transport import Context, Dealer, Sub, load_key
 
 log = logging.getLogger("lamamesh.node")
 TICK = 0.05  # s between two membership/election evaluations
@@ -56,8 +58,15 @@ def new_node_id(port: int) -> str:
 
 
 class Node:
-    def __init__(self, config: Config, node_id: str | None = None, pool: Executor | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        node_id: str | None = None,
+        pool: Executor | None = None,
+        services: tuple[Service, ...] = (),
+    ) -> None:
         self.config = config
+        self.services = list(services)  # started after the sockets are bound, closed on the way out
         self._given_pool = pool  # slots the caller already spawned (join does, to overlap their start-up)
         self.node_id = node_id or ""
         self.caps = capabilities.detect()
@@ -67,7 +76,7 @@ class Node:
         self.backend_port = 0
         self.gossip_port = 0
         self.ready = asyncio.Event()
-        self.leader: Leader | None = None
+        self.scheduler: Scheduler | None = None
         self.worker: Worker | None = None
         self.pool: Executor | None = None
         self.view: View | None = None
@@ -88,7 +97,7 @@ class Node:
         self._pub: Any = None
         self._ctx: Context | None = None
         self._cpu = psutil.Process()
-        self.http: HttpApi | None = None
+        self._observers: list[TaskObserver] = []
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -99,10 +108,10 @@ class Node:
 
     # ---- the heartbeat this node publishes ------------------------------------------------
     def heartbeat(self) -> Heartbeat:
-        assert self.leader is not None and self.pool is not None and self.worker is not None
+        assert self.scheduler is not None and self.pool is not None and self.worker is not None
         self._seq += 1
         ewma: dict[str, float] = {}
-        w = self.leader.workers.get(self.node_id.encode()) if self.leader.leading else None
+        w = self.scheduler.workers.get(self.node_id.encode()) if self.scheduler.leading else None
         if w is not None:
             ewma = dict(w.service_ms)
         peers = [f"{m.node_id}@{m.hb.host}:{m.hb.gossip_port}" for m in self.view.alive()] if self.view else []
@@ -125,7 +134,7 @@ class Node:
             ram_mb=self.caps.ram_mb,
             slots=self.pool.size,
             models=self.models,
-            queued=len(self.leader.queue) if self.leader.leading else 0,
+            queued=len(self.scheduler.queue) if self.scheduler.leading else 0,
             running=self.pool.busy,
             done=self.worker.done,
             failed=self.worker.failed,
@@ -134,7 +143,7 @@ class Node:
             ewma_ms=ewma,
             rate=round(self.worker.rate(), 3),
             dropped=self._ctx.bad.total + sum(self._ctx.refused.values()) if self._ctx is not None else 0,
-            workers=[w.node_id for w in self.leader.workers.values()] if self.leader.leading else [],
+            workers=[w.node_id for w in self.scheduler.workers.values()] if self.scheduler.leading else [],
             peers=peers[:64],
         )
 
@@ -153,20 +162,20 @@ class Node:
             self.gossip_port = pub.bind(cfg.bind, self.task_port + 2 if cfg.port else 0)
             self.node_id = self.node_id or new_node_id(self.task_port)
             self.host, why = capabilities.advertised_address(cfg.bind, cfg.advertise)
-            self.leader = Leader(self.node_id, cfg.mesh, front, back, self.address, cfg.placement)
-            self.leader.gossip_port = self.gossip_port
-            self.leader.status_extra = self.status_nodes
-            self.leader.on_ping = self._on_ping
-            self.leader.max_queued_per_client = cfg.max_queued_per_client
-            self.leader.on_model_want = ModelServer(cfg.home, self.node_id).answer
+            self.scheduler = Scheduler(self.node_id, cfg.mesh, front, back, self.address, cfg.placement)
+            self.scheduler.gossip_port = self.gossip_port
+            self.scheduler.status_extra = self.status_nodes
+            self.scheduler.on_ping = self._on_ping
+            self.scheduler.max_queued_per_client = cfg.max_queued_per_client
+            self.scheduler.on_model_want = ModelServer(cfg.home, self.node_id).answer
             self.pool = self._given_pool or make_executor(cfg, self.caps)
             entries = Registry(cfg.home).entries()
-            self.leader.model_names = frozenset(e.spec.name for e in entries)
+            self.scheduler.model_names = frozenset(e.spec.name for e in entries)
             self.models = [e.spec.name for e in entries if e.path] if cfg.bench_delay_ms < 0 else []
             self.worker = Worker(ctx, self.node_id, self.host, self.pool, vram_mb=self.caps.vram_mb)
             self.worker.models = self.models  # one list: a model copied later is announced by both
-            self.worker.local = self.leader.from_local_worker  # while we lead, our worker is a call away
-            self.leader.local_worker = self.worker.take
+            self.worker.local = self.scheduler.from_local_worker  # while we lead, our worker is a call away
+            self.scheduler.local_worker = self.worker.take
             self.view = View(self.node_id, cfg.mesh, dead_timeout=cfg.dead_timeout, forget_after=const.FORGET_AFTER)
             log.info(
                 "joined mesh %r as node %s: tasks on %s:%d, advertised as %s (%s); backend %d, gossip %d",
@@ -179,8 +188,9 @@ class Node:
                 self.backend_port,
                 self.gossip_port,
             )
-            if cfg.http:
-                await self._start_http()
+            self.worker.on_finished = self._task_finished
+            for svc in self.services:
+                await svc.start()
             if cfg.mdns:
                 discovery = Discovery(
                     cfg.mesh, self._on_found, self._on_gone, "" if cfg.bind == "0.0.0.0" else cfg.bind
@@ -192,8 +202,8 @@ class Node:
             async with asyncio.TaskGroup() as tg:
                 services: list[asyncio.Task[Any]] = [
                     tg.create_task(self._start_pool(), name="slots"),
-                    tg.create_task(self.leader.serve_front(), name="front"),
-                    tg.create_task(self.leader.serve_back(), name="back"),
+                    tg.create_task(self.scheduler.serve_front(), name="front"),
+                    tg.create_task(self.scheduler.serve_back(), name="back"),
                     tg.create_task(self.worker.run(), name="worker"),
                     tg.create_task(self._gossip_out(), name="gossip-out"),
                     tg.create_task(self._gossip_in(), name="gossip-in"),
@@ -217,8 +227,8 @@ class Node:
                     t.cancel()
         finally:
             self.ready.clear()
-            if self.http is not None:
-                await self.http.close()
+            for svc in self.services:
+                await svc.close()
             if discovery is not None:
                 await discovery.close()
             if self.pool is not None:
@@ -233,24 +243,67 @@ class Node:
         if self._failed is not None:
             raise self._failed
 
-    async def _start_http(self) -> None:
-        from .http import HttpApi  # aiohttp is imported only by nodes that serve HTTP
+    # ---- what surfaces see (cluster.face.NodeFace) -------------------------------------------
+    @property
+    def context(self) -> Context:
+        assert self._ctx is not None, "the node is not running"
+        return self._ctx
 
-        assert self.worker is not None
-        cfg = self.config
-        self.http = HttpApi(self, cfg.http_bind, cfg.http)
-        try:
-            await self.http.start()
-        except OSError as exc:
-            self.http = None
-            raise ConfigError(f"cannot serve HTTP on {cfg.http_bind}:{cfg.http}: {exc.strerror}") from None
-        if not cfg.http_bind.startswith("127.") and cfg.http_bind not in ("localhost", "::1"):
-            log.warning(
-                "HTTP on %s:%d is open to the network: anyone who reaches it can submit tasks (no mesh key)",
-                cfg.http_bind,
-                cfg.http,
-            )
-        self.worker.on_finished = self.http.metrics.observe_task
+    @property
+    def task_address(self) -> tuple[str, int]:
+        return (self.config.local_host, self.task_port)
+
+    @property
+    def dead_timeout(self) -> float:
+        return self.config.dead_timeout
+
+    def observe_tasks(self, observer: TaskObserver) -> None:
+        self._observers.append(observer)
+
+    def _task_finished(self, model: str, ok: bool, ms: float) -> None:
+        for observe in self._observers:
+            observe(model, ok, ms)
+
+    def health(self) -> Health:
+        alive = self.view.alive() if self.view is not None else []
+        state = "leaving" if self.leaving else "ok" if self.ready.is_set() else "starting"
+        return Health(
+            status=state,
+            node=self.node_id,
+            mesh=self.config.mesh,
+            role="leader" if self.scheduler is not None and self.scheduler.leading else "worker",
+            leader=self.decision.leader,
+            term=self.decision.term,
+            nodes=len(alive),
+            slots=sum(m.hb.slots for m in alive),
+            busy=sum(m.hb.running for m in alive),
+            provider=self.pool.provider if self.pool is not None else "",
+        )
+
+    def counters(self) -> Counters | None:
+        worker, sched, view = self.worker, self.scheduler, self.view
+        if worker is None or sched is None or view is None:
+            return None
+        alive = view.alive()
+        lm = view.get(self.decision.leader) if self.decision.leader else None
+        dropped: dict[str, int] = {}
+        if self._ctx is not None:
+            dropped.update(sorted(self._ctx.bad.counts.items()))
+            dropped["no mesh key"] = sum(self._ctx.refused.values())
+        return Counters(
+            tasks=dict(worker.outcomes),
+            answered=dict(sched.outcomes),
+            alive=len(alive),
+            dead=len(view.members) - len(alive),
+            term=self.decision.term,
+            leading=sched.leading,
+            queue_depth=len(sched.queue) if sched.leading else (lm.hb.queued if lm is not None else 0),
+            slots=self.pool.size if self.pool is not None else 0,
+            slots_busy=len(worker.running),
+            mesh_slots=sum(m.hb.slots for m in alive),
+            dropped=dropped,
+            rate=worker.rate(),
+        )
 
     async def _until_ready(self) -> None:
         await self._decided.wait()
@@ -279,15 +332,15 @@ class Node:
 
     async def _leave(self, discovery: Discovery | None) -> None:
         """The graceful leave described in the module docstring; every wait is bounded."""
-        assert self.leader is not None and self.worker is not None
+        assert self.scheduler is not None and self.worker is not None
         cfg = self.config
         self.leaving = True
         await self._publish()
         if discovery is not None:
             await discovery.close()
-        log.info("leaving: %d tasks held, %d running", len(self.leader.tasks), len(self.worker.running))
+        log.info("leaving: %d tasks held, %d running", len(self.scheduler.tasks), len(self.worker.running))
         others = [m for m in (self.view.usable() if self.view else []) if m.node_id != self.node_id]
-        if self.leader.leading and others:
+        if self.scheduler.leading and others:
             # let the others elect a new leader, then hand our queue to it through the clients
             deadline = time.monotonic() + max(2.0, 3 * cfg.heartbeat_interval + cfg.election_wait)
             while self.decision.leader in ("", self.node_id) and time.monotonic() < deadline:
@@ -296,13 +349,13 @@ class Node:
                     async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
                         await self._decided.wait()
             if self.decision.leader in ("", self.node_id):
-                await self.leader.drain(cfg.shutdown_grace)
+                await self.scheduler.drain(cfg.shutdown_grace)
             else:
-                self.leader.accepting = False
-        elif self.leader.leading:
-            await self.leader.drain(cfg.shutdown_grace)
+                self.scheduler.accepting = False
+        elif self.scheduler.leading:
+            await self.scheduler.drain(cfg.shutdown_grace)
         else:
-            self.leader.accepting = False
+            self.scheduler.accepting = False
         await self.worker.leave()
         deadline = time.monotonic() + cfg.shutdown_grace
         while self.worker.running and time.monotonic() < deadline:
@@ -313,7 +366,7 @@ class Node:
     # ---- gossip --------------------------------------------------------------------------
     async def _publish(self) -> None:
         """Publish our heartbeat and put it in our own view (once per heartbeat, not per tick)."""
-        if self._pub is not None and self.leader is not None:
+        if self._pub is not None and self.scheduler is not None:
             hb = self.heartbeat()
             if self.view is not None:
                 self.view = membership.apply(self.view, Heard(hb), time.monotonic())
@@ -369,7 +422,7 @@ class Node:
 
     async def _probe_peers(self) -> None:
         """Ping each static --peer so it and we subscribe to each other's gossip (again after a restart)."""
-        from .config import parse_peer
+        from mesh.config import parse_peer
 
         targets = {parse_peer(p) for p in self.config.peers} - {(self.host, self.task_port)}
         async with asyncio.TaskGroup() as tg:
@@ -452,7 +505,7 @@ class Node:
             await asyncio.sleep(TICK)
 
     async def _tick(self) -> None:
-        assert self.view is not None and self.leader is not None and self.worker is not None
+        assert self.view is not None and self.scheduler is not None and self.worker is not None
         now = time.monotonic()
         view = membership.apply(self.view, Tick(), now)  # we are in it from _publish, always alive
         self.view = view
@@ -469,12 +522,12 @@ class Node:
             else:
                 log.info("node %s left", node_id)
         self._alive_ids = alive_now
-        if self.leader.leading:
-            out = {w.node_id for w in self.leader.workers.values()} - {self.node_id}
+        if self.scheduler.leading:
+            out = {w.node_id for w in self.scheduler.workers.values()} - {self.node_id}
             for node_id in sorted(out):
                 m = view.get(node_id)
                 if m is None or not m.usable:
-                    await self.leader.drop_worker(node_id, "left" if m is not None and m.hb.leaving else "died")
+                    await self.scheduler.drop_worker(node_id, "left" if m is not None and m.hb.leaving else "died")
         eligible = now - self._started >= self.config.election_wait
         new = election.decide(view, self.decision, eligible, self.leaving)
         if new != self.decision:
@@ -489,7 +542,7 @@ class Node:
                     log.info("no leader (term %d): electing", new.term)
             await self._follow(view)
             await self._publish()
-        self.leader.members = [f"{m.hb.host}:{m.hb.task_port}" for m in view.usable()]
+        self.scheduler.members = [f"{m.hb.host}:{m.hb.task_port}" for m in view.usable()]
         await self._follow(view)
         lm = view.get(self.decision.leader) if self.decision.leader else None
         if (
@@ -502,14 +555,14 @@ class Node:
 
     async def _follow(self, view: View) -> None:
         """Point the router and the worker at the leader of ``self.decision``."""
-        assert self.leader is not None and self.worker is not None
+        assert self.scheduler is not None and self.worker is not None
         leader_id, term = self.decision.leader, self.decision.term
         m = view.get(leader_id) if leader_id else None
         if leader_id and m is None:
             return  # a leader named by others that we have not heard ourselves yet
         addr = f"{m.hb.host}:{m.hb.task_port}" if m else ""
-        if (leader_id, addr, term) != (self.leader.leader_id, self.leader.leader_addr, self.leader.term):
-            await self.leader.set_role(leader_id, addr, term)
+        if (leader_id, addr, term) != (self.scheduler.leader_id, self.scheduler.leader_addr, self.scheduler.term):
+            await self.scheduler.set_role(leader_id, addr, term)
         if m is not None and self._pool_ready.is_set():
             if leader_id == self.node_id:  # our own router: calls, no socket
                 await self.worker.follow(LOCAL)
@@ -523,9 +576,9 @@ class Node:
     # ---- status ------------------------------------------------------------------------------
     def status_nodes(self) -> dict[str, Any]:
         """Every member as this node sees it, for ``status``."""
-        assert self.view is not None and self.leader is not None
+        assert self.view is not None and self.scheduler is not None
         now = time.monotonic()
-        rows = self.leader.worker_rows() if self.leader.leading else {}
+        rows = self.scheduler.worker_rows() if self.scheduler.leading else {}
         nodes = []
         for m in sorted(self.view.members.values(), key=lambda m: m.node_id):
             hb = m.hb
@@ -553,8 +606,26 @@ class Node:
                     "dropped": hb.dropped,
                     "models": list(hb.models),
                     "last_heard_s": round(now - m.last_heard, 2),
-                    "ready": hb.node_id in rows if self.leader.leading else None,
+                    "ready": hb.node_id in rows if self.scheduler.leading else None,
                     "term": hb.term,
                 }
             )
         return {"nodes": nodes}
+
+
+@contextlib.asynccontextmanager
+async def embedded(config: Config) -> AsyncIterator[Node]:
+    """A node inside this process on 127.0.0.1 with ephemeral ports, for as long as the block runs."""
+    node = Node(replace(config, bind="127.0.0.1", port=0, http=0, peers=(), mdns=False, election_wait=0.0))
+    runner = asyncio.create_task(node.run(), name="embedded-node")
+    ready = asyncio.create_task(node.ready.wait())
+    try:
+        await asyncio.wait({runner, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if runner.done():
+            runner.result()  # raises what made the node fail
+        yield node
+    finally:
+        ready.cancel()
+        node.request_stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from . import const
+from mesh import const
 
 
 class HDStrategy(enum.StrEnum):

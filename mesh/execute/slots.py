@@ -20,11 +20,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import const
-from .capabilities import Capabilities, default_slots
-from .config import Config
-from .errors import MeshError, ModelError, Overloaded, TaskFailed
-from .protocol import TaskSpec
+from mesh import const
+from mesh.config import Config
+from mesh.errors import MeshError, ModelError, Overloaded, TaskFailed
+from mesh.execute.capabilities import Capabilities, default_slots
+from mesh.wire.protocol import TaskSpec
 
 log = logging.getLogger("lamamesh.slots")
 _MP = mp.get_context("spawn")
@@ -56,9 +56,9 @@ def _slot_main(conn: Connection, settings: SlotSettings) -> None:
     """Entry point of a slot process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when slots stop
     logging.basicConfig(level=logging.WARNING)
-    from . import engine, inpaint
-    from .models import Registry
-    from .pipeline import ModelShape
+    from mesh.execute import engine, inpaint
+    from mesh.execute.models import Registry
+    from mesh.execute.pipeline import ModelShape
 
     registry = Registry(settings.home)
     engines: dict[str, engine.Engine] = {}

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from .protocol import Heartbeat
+from mesh.wire.protocol import Heartbeat
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .capabilities import gpu_info
-from .errors import ModelError
-from .models import ModelSpec
+from mesh.errors import ModelError
+from mesh.execute.capabilities import gpu_info
+from mesh.execute.models import ModelSpec
 
 _QUIET = 4  # ORT severity: fatal only; we say what happened ourselves
 CUDA = "CUDAExecutionProvider"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .membership import Member, View
+from mesh.control.membership import Member, View
 
 
 @dataclass(frozen=True)

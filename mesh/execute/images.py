@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import const
-from .errors import InputError
+from mesh import const
+from mesh.errors import InputError
 
 OUTPUT_FORMATS = {
     "png": "PNG",

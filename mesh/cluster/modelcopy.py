@@ -19,11 +19,11 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from . import const
-from .errors import ModelError
-from .models import Registry, sha256_file
-from .protocol import ModelPart, ModelWant
-from .transport import Context
+from mesh import const
+from mesh.errors import ModelError
+from mesh.execute.models import Registry, sha256_file
+from mesh.wire.protocol import ModelPart, ModelWant
+from mesh.wire.transport import Context
 
 log = logging.getLogger("lamamesh.modelcopy")
 

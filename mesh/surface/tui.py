@@ -15,9 +15,9 @@ from typing import ClassVar
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable, Footer, Header, Static
 
-from . import const
-from .errors import MeshError
-from .snapshot import NODE_COLUMNS, Snapshot, node_cells, summary
+from mesh import const
+from mesh.errors import MeshError
+from mesh.surface.snapshot import NODE_COLUMNS, Snapshot, node_cells, summary
 
 RECENT_COLUMNS = ("time", "task", "node", "outcome", "ms", "error")
 

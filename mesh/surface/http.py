@@ -24,18 +24,17 @@ import contextlib
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict
+from typing import Any
 
 from aiohttp import web
 
-from . import const
-from .client import Client, Job
-from .errors import NoMesh
-from .images import pixels
-from .metrics import Metrics
-
-if TYPE_CHECKING:
-    from .node import Node
+from mesh import const
+from mesh.cluster.face import NodeFace
+from mesh.errors import ConfigError, NoMesh
+from mesh.execute.images import pixels
+from mesh.surface.client import Client, Job
+from mesh.surface.metrics import Metrics
 
 log = logging.getLogger("lamamesh.http")
 
@@ -116,7 +115,7 @@ def job_from_body(body: Any) -> Job:
 
 
 class HttpApi:
-    def __init__(self, node: Node, bind: str, port: int) -> None:
+    def __init__(self, node: NodeFace, bind: str, port: int) -> None:
         self.node = node
         self.bind = bind
         self.port = port
@@ -135,7 +134,18 @@ class HttpApi:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.bind, self.port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.close()
+            raise ConfigError(f"cannot serve HTTP on {self.bind}:{self.port}: {exc.strerror}") from None
+        if not self.bind.startswith("127.") and self.bind not in ("localhost", "::1"):
+            log.warning(
+                "HTTP on %s:%d is open to the network: anyone who reaches it can submit tasks (no mesh key)",
+                self.bind,
+                self.port,
+            )
+        self.node.observe_tasks(self.metrics.observe_task)
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         if sockets:
@@ -173,13 +183,10 @@ class HttpApi:
     @contextlib.asynccontextmanager
     async def _client(self) -> Any:
         node = self.node
-        assert node._ctx is not None
         if self._idle:
             client = self._idle.pop()
         else:
-            client = Client(
-                node._ctx, [(node.config.local_host, node.task_port)], dead_timeout=node.config.dead_timeout
-            )
+            client = Client(node.context, [node.task_address], dead_timeout=node.dead_timeout)
             await client.connect()
         ok = False
         try:
@@ -193,22 +200,9 @@ class HttpApi:
 
     # ---- handlers ----------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
-        node = self.node
-        view = node.view
-        alive = view.alive() if view is not None else []
-        state = "leaving" if node.leaving else "ok" if node.ready.is_set() else "starting"
-        body = {
-            "status": state,
-            "node": node.node_id,
-            "mesh": node.config.mesh,
-            "role": "leader" if node.leader is not None and node.leader.leading else "worker",
-            "leader": node.decision.leader,
-            "term": node.decision.term,
-            "nodes": len(alive),
-            "slots": sum(m.hb.slots for m in alive),
-            "busy": sum(m.hb.running for m in alive),
-            "provider": node.pool.provider if node.pool is not None else "",
-        }
+        health = self.node.health()
+        body = asdict(health)
+        state = health.status
         return web.json_response(body, status=200 if state == "ok" else 503)
 
     async def status(self, request: web.Request) -> web.Response:

@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .client import Client
-from .errors import MeshError, NoMesh
-from .snapshot import Snapshot
-from .transport import Context
+from mesh.errors import MeshError, NoMesh
+from mesh.surface.client import Client
+from mesh.surface.snapshot import Snapshot
+from mesh.wire.transport import Context
 
 START_TIMEOUT = 90.0  # s for every node to be up (slot processes load ONNX Runtime on a slow CPU)
 STOP_TIMEOUT = 20.0  # s a node has to leave after SIGTERM before it is killed
@@ -74,7 +74,7 @@ def local_mesh(n: int, logs: Path, slots: int = 1, extra: tuple[str, ...] = ()) 
             port = free_port_block()
             seed = nodes[0].port if nodes else port
             cmd = [
-                sys.executable, "-m", "mesh.cli", "join", "--mesh", mesh, "--bind", "127.0.0.1",
+                sys.executable, "-m", "mesh", "join", "--mesh", mesh, "--bind", "127.0.0.1",
                 "--port", str(port), "--peer", f"127.0.0.1:{seed}", "--no-mdns", "--slots", str(slots),
                 "--log-level", "info", *extra,
             ]  # fmt: skip

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import psutil
 
-from . import capabilities, const
-from .models import Registry, sha256_file
+from mesh import const
+from mesh.execute import capabilities
+from mesh.execute.models import Registry, sha256_file
 
 MDNS_GROUP = "224.0.0.251"
 
@@ -45,8 +46,8 @@ def onnxruntime_check() -> Check:
 
 def cuda_check() -> Check:
     """Really open a session on CUDA (onnxruntime-gpu lists CUDA where it cannot load)."""
-    from . import engine
-    from .models import data_dir, manifest
+    from mesh.execute import engine
+    from mesh.execute.models import data_dir, manifest
 
     builtin = next(s for s in manifest() if s.builtin)
 

@@ -2,8 +2,8 @@
 
 Delivery is at-least-once: the client keeps every task until its result arrives and
 may send it again; results are deduplicated by task id, so each task is answered to
-the caller exactly once. With no node answering, ``embedded()`` runs a node inside
-this process (its slots are still separate processes).
+the caller exactly once. With no node answering, ``mesh.cluster.node.embedded()`` runs a
+node inside this process (its slots are still separate processes).
 """
 
 from __future__ import annotations
@@ -15,18 +15,15 @@ import secrets
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
-from . import const
-from .config import Config
-from .errors import NoMesh
-from .leader import MOVED
-from .node import Node
-from .protocol import Message, Ping, Pong, Result, Status, StatusRequest, Submit
-from .snapshot import Snapshot, from_status
-from .transport import Context, Dealer
+from mesh import const
+from mesh.errors import NoMesh
+from mesh.surface.snapshot import Snapshot, from_status
+from mesh.wire.protocol import MOVED, Message, Ping, Pong, Result, Status, StatusRequest, Submit
+from mesh.wire.transport import Context, Dealer
 
 log = logging.getLogger("lamamesh.client")
 
@@ -400,21 +397,3 @@ class Client:
                 pending.clear()
                 last_heard = last_ping = time.monotonic()
         return [results[t] for t in order if t in results]
-
-
-@contextlib.asynccontextmanager
-async def embedded(config: Config) -> AsyncIterator[Node]:
-    """A node inside this process on 127.0.0.1 with ephemeral ports, for as long as the block runs."""
-    node = Node(replace(config, bind="127.0.0.1", port=0, http=0, peers=(), mdns=False, election_wait=0.0))
-    runner = asyncio.create_task(node.run(), name="embedded-node")
-    ready = asyncio.create_task(node.ready.wait())
-    try:
-        await asyncio.wait({runner, ready}, return_when=asyncio.FIRST_COMPLETED)
-        if runner.done():
-            runner.result()  # raises what made the node fail
-        yield node
-    finally:
-        ready.cancel()
-        node.request_stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runner

@@ -2,7 +2,7 @@
 
 Front: a ROUTER for clients (``Submit``, ``Ping``, ``StatusRequest``). Back: a ROUTER the
 workers of every node connect their DEALER to while this node leads. The leader queues
-tasks (interactive ahead of batch, FIFO within each) and ``routing.plan`` places them on
+tasks (interactive ahead of batch, FIFO within each) and ``placement.plan`` places them on
 the worker expected to finish them soonest, never beyond the credits it granted. Image
 frames pass through untouched (the leader never decodes an image). A worker's ``Done``
 goes back to the client that submitted the task, by task id; a second answer for the
@@ -26,9 +26,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import const, routing
-from .errors import Overloaded
-from .protocol import (
+from mesh import const
+from mesh.control import placement
+from mesh.errors import Overloaded
+from mesh.wire.protocol import (
+    MOVED,
     Bye,
     Done,
     Message,
@@ -43,11 +45,10 @@ from .protocol import (
     Submit,
     Task,
 )
-from .transport import Router
+from mesh.wire.transport import Router
 
-log = logging.getLogger("lamamesh.leader")
+log = logging.getLogger("lamamesh.scheduler")
 PRIORITY = {"interactive": 0, "batch": 1}
-MOVED = "moved"  # error code of a Result that is not an answer: resubmit to the leader named in `error`
 PLAN_DEPTH = 512  # queued tasks looked at in one placement pass
 
 
@@ -79,16 +80,16 @@ class Pending:
     seq: int
     submitted: float
     worker: bytes | None = None
-    _needs: routing.TaskNeeds | None = None
+    _needs: placement.TaskNeeds | None = None
 
     @property
     def key(self) -> tuple[int, int]:
         return (PRIORITY.get(self.task.priority, 1), self.seq)
 
-    def needs(self) -> routing.TaskNeeds:
+    def needs(self) -> placement.TaskNeeds:
         if self._needs is None:  # built once: a placement pass asks for it per worker
             t = self.task
-            self._needs = routing.TaskNeeds(t.model, t.pixels, t.session, t.requires)
+            self._needs = placement.TaskNeeds(t.model, t.pixels, t.session, t.requires)
         return self._needs
 
 
@@ -107,8 +108,8 @@ class WorkerState:
     done: int = 0
     local: bool = False  # this node's own worker, reached by a call (Leader.local_worker)
 
-    def load(self) -> routing.WorkerLoad:
-        return routing.WorkerLoad(
+    def load(self) -> placement.WorkerLoad:
+        return placement.WorkerLoad(
             self.node_id,
             self.credits,
             self.slots,
@@ -121,7 +122,7 @@ class WorkerState:
         )
 
 
-class Leader:
+class Scheduler:
     def __init__(
         self,
         node_id: str,
@@ -252,8 +253,8 @@ class Leader:
             return await self._reject(client, msg.task_id, "input", "a task needs two frames: image and mask")
         if msg.priority not in PRIORITY:
             return await self._reject(client, msg.task_id, "input", "priority must be interactive or batch")
-        if msg.requires not in routing.REQUIREMENTS:
-            classes = ", ".join(k for k in routing.REQUIREMENTS if k)
+        if msg.requires not in placement.REQUIREMENTS:
+            classes = ", ".join(k for k in placement.REQUIREMENTS if k)
             return await self._reject(
                 client, msg.task_id, "input", f"unknown requirement class {msg.requires!r} ({classes})"
             )
@@ -325,8 +326,8 @@ class Leader:
             if msg.ok:
                 w.done += 1
                 if p is not None:
-                    key = routing.service_key(p.task.model, p.task.pixels)
-                    w.service_ms[key] = routing.ewma(w.service_ms.get(key), msg.model_ms)
+                    key = placement.service_key(p.task.model, p.task.pixels)
+                    w.service_ms[key] = placement.ewma(w.service_ms.get(key), msg.model_ms)
         if p is None:
             return await self.dispatch()  # a second answer (the task was re-queued and ran twice): drop it
         if p.worker is not None and p.worker != ident:
@@ -382,7 +383,7 @@ class Leader:
         head: list[tuple[tuple[int, int], str]] = []
         pend: list[Pending] = []
 
-        def queued() -> Iterator[routing.TaskNeeds]:  # popped only as far as the pass looks
+        def queued() -> Iterator[placement.TaskNeeds]:  # popped only as far as the pass looks
             while self.queue and len(head) < depth:
                 item = heapq.heappop(self.queue)
                 p = self.tasks.get(item[1])
@@ -392,8 +393,8 @@ class Leader:
                     yield p.needs()
 
         # our own worker (its id is ours), on a tie: its tasks skip two network transfers of the image
-        choices = routing.plan(loads, queued(), self.affinity, self.policy, self.node_id)
-        fleet = routing.fleet_means(loads.values())
+        choices = placement.plan(loads, queued(), self.affinity, self.policy, self.node_id)
+        fleet = placement.fleet_means(loads.values())
         runnable: dict[tuple[str, str], bool] = {}  # (model, requirement) -> some live worker can run it
         for item, p, node in zip(head, pend, choices, strict=True):
             if node is None:
@@ -401,13 +402,13 @@ class Leader:
                 needs = p.needs()
                 kind = (needs.model, needs.requires)
                 if kind not in runnable:
-                    runnable[kind] = any(routing.capable(w, needs) for w in loads.values())
+                    runnable[kind] = any(placement.capable(w, needs) for w in loads.values())
                 if not runnable[kind]:
                     await self._no_capable(p)
                 continue
             w = by_node[node]
             w.credits -= 1
-            w.assigned[p.task.task_id] = routing.estimate_ms(loads[node], p.needs(), fleet)
+            w.assigned[p.task.task_id] = placement.estimate_ms(loads[node], p.needs(), fleet)
             p.worker = w.identity
             if p.task.session:
                 self.affinity[p.task.session] = node

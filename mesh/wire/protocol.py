@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 import msgpack
 
-from . import const
-from .errors import ProtocolError, VersionMismatch
+from mesh import const
+from mesh.errors import ProtocolError, VersionMismatch
 
 log = logging.getLogger("lamamesh.protocol")
 
@@ -228,6 +228,8 @@ class ModelPart(Message):
     error: str = ""
     node_id: str = ""
 
+
+MOVED = "moved"  # error code of a Result that is not an answer: resubmit to the leader named in `error`
 
 MESSAGES: dict[str, type[Message]] = {
     cls.t: cls

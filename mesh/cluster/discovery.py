@@ -21,7 +21,7 @@ from typing import Any
 from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from . import const
+from mesh import const
 
 log = logging.getLogger("lamamesh.discovery")
 REQUEST_TIMEOUT_MS = 2000  # ms to wait for a found service's records

@@ -31,9 +31,10 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import recv_monitor_message
 
-from . import const, protocol
-from .errors import ConfigError, ProtocolError
-from .protocol import BadMessages, Message
+from mesh import const
+from mesh.errors import ConfigError, ProtocolError
+from mesh.wire import protocol
+from mesh.wire.protocol import BadMessages, Message
 
 Blob = Any  # bytes, memoryview or zmq.Frame: anything send_multipart takes
 log = logging.getLogger("lamamesh.transport")
