@@ -6,7 +6,7 @@ Read these as ``const.NAME`` at call time (or pass them in through ``Config``): 
 
 from __future__ import annotations
 
-PROTOCOL_VERSION = 1  # wire protocol version: the `v` of every message and the mDNS TXT record
+PROTOCOL_VERSION = 2  # wire protocol version: the `v` of every message and the mDNS TXT record
 
 # ports
 DEFAULT_TASK_PORT = 5555  # the node's client-facing ROUTER; backend ROUTER port + 1, gossip PUB port + 2
@@ -32,7 +32,12 @@ CLIENT_PROBE_TIMEOUT = 1.0  # s a client waits for a node to answer a ping befor
 SHUTDOWN_GRACE = 15.0  # s a leaving node waits for in-flight tasks before answering them with an error
 SLOT_START_TIMEOUT = 60.0  # s a slot process has to load its model and report ready
 SLOT_MAX_RETRIES = 2  # times a task is retried after its slot process crashed
-WORKER_PREFETCH = 1  # tasks a worker may hold beyond its free slots (credit-based flow)
+WORKER_PREFETCH = 3  # tasks a worker may hold beyond its free slots (credit-based flow): enough that bytes
+# on their way over a LAN keep its slots fed (1 left a 100 Mbit/s client link half idle: bench/lan.py)
+DATA_WAIT = 10.0  # s a worker holds a slot for a task whose bytes have not come (then frees it, tells the leader)
+DATA_STAGED_MAX = 64  # tasks' bytes a worker keeps that came before the leader's Task (each kept DATA_WAIT at most)
+DATA_TRIES = 3  # times the leader places a task whose bytes never reached the worker before failing it
+WORKER_SWEEP = 0.25  # s between a worker's checks for slots held too long without bytes
 GOSSIP_HWM = 100  # heartbeats buffered per gossip peer before the oldest are dropped
 SOCKET_LINGER = 0  # ms pending messages are kept when a socket closes
 

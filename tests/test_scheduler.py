@@ -1,12 +1,13 @@
-"""The leader's routing wired to fake sockets: priorities, credits, re-queue, drain."""
+"""The scheduler wired to fake sockets: priorities, credits, placement messages, re-queue, no-data, drain."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+from mesh import const
 from mesh.cluster.scheduler import Scheduler
-from mesh.wire.protocol import Bye, Done, Message, Ready, Result, Submit, Task
+from mesh.wire.protocol import NO_DATA, Bye, Done, Message, Place, Ready, Result, Submit, Task
 
 
 class FakeRouter:
@@ -32,15 +33,18 @@ def test_interactive_goes_ahead_of_batch_and_credits_are_respected() -> None:
     async def go() -> None:
         leader, front, back = _leader()
         for tid, prio in (("b1", "batch"), ("b2", "batch"), ("i1", "interactive")):
-            await leader._submit(b"c", Submit(tid, priority=prio), [b"img", b"mask"])
+            await leader._submit(b"c", Submit(tid, priority=prio))
         assert back.sent == []  # no worker yet: all queued
-        await leader._on_back(b"w1", Ready("w1", credits=1, slots=1), [])
+        await leader._on_back(b"w1", Ready("w1", credits=1, slots=1, host="10.0.0.2", task_port=7000), [])
         assert [m.task_id for _, m, _ in back.sent if isinstance(m, Task)] == ["i1"]
-        assert back.sent[0][2] == [b"img", b"mask"]  # frames passed through untouched
-        await leader._on_back(b"w1", Done("i1", True, node_id="w1", model_ms=5.0), [b"out"])
+        assert back.sent[0][2] == []  # the worker is told to hold a slot: no bytes pass the leader
+        (place,) = [m for _, m, _ in front.sent if isinstance(m, Place)]
+        assert (place.task_id, place.node_id, place.addr) == ("i1", "w1", "10.0.0.2:7000")  # bytes go there
+        await leader._on_back(b"w1", Done("i1", True, node_id="w1", model_ms=5.0, fetch_ms=50.0, size=1 << 20), [])
         assert [m.task_id for _, m, _ in back.sent] == ["i1", "b1"]
-        res = [m for _, m, _ in front.sent if isinstance(m, Result)]
-        assert res[0].task_id == "i1" and res[0].ok and front.sent[0][2] == [b"out"]
+        assert not [m for _, m, _ in front.sent if isinstance(m, Result)]  # the worker answered the client
+        w = leader.workers[b"w1"]
+        assert w.ms_per_mib == 50.0 and w.service_ms  # it learnt how fast bytes reach w1 and how fast it runs
 
     asyncio.run(go())
 
@@ -49,17 +53,19 @@ def test_worker_leaving_requeues_its_tasks_and_duplicates_are_dropped() -> None:
     async def go() -> None:
         leader, front, back = _leader()
         await leader._on_back(b"w1", Ready("w1", credits=2, slots=2), [])
-        await leader._submit(b"c", Submit("t1"), [b"i", b"m"])
-        await leader._submit(b"c", Submit("t1"), [b"i", b"m"])  # resubmitted: still one task
+        await leader._submit(b"c", Submit("t1"))
+        await leader._submit(b"c", Submit("t1"))  # resubmitted: still one task
         assert len(leader.tasks) == 1
         await leader._on_back(b"w1", Bye("w1"), [])
         assert leader.queue and not leader.workers
         await leader._on_back(b"w2", Ready("w2", credits=1, slots=1), [])
         sent = [(p, m) for p, m, _ in back.sent if isinstance(m, Task)]
         assert sent[-1][0] == b"w2" and sent[-1][1].attempt == 1
-        await leader._on_back(b"w2", Done("t1", True, node_id="w2"), [b"o"])
-        await leader._on_back(b"w1", Done("t1", True, node_id="w1"), [b"o"])  # late duplicate
-        assert len([m for _, m, _ in front.sent if isinstance(m, Result)]) == 1
+        places = [m for _, m, _ in front.sent if isinstance(m, Place)]
+        assert [(m.node_id, m.attempt) for m in places] == [("w1", 0), ("w2", 1)]  # the client is told again
+        await leader._on_back(b"w2", Done("t1", True, node_id="w2"), [])
+        await leader._on_back(b"w1", Done("t1", True, node_id="w1"), [])  # late duplicate
+        assert not leader.tasks and leader.outcomes["ok"] == 1
 
     asyncio.run(go())
 
@@ -67,11 +73,11 @@ def test_worker_leaving_requeues_its_tasks_and_duplicates_are_dropped() -> None:
 def test_drain_answers_what_is_left() -> None:
     async def go() -> None:
         leader, front, _ = _leader()
-        await leader._submit(b"c", Submit("t1"), [b"i", b"m"])
+        await leader._submit(b"c", Submit("t1"))
         await leader.drain(0.05)
         (res,) = [m for _, m, _ in front.sent if isinstance(m, Result)]
         assert not res.ok and res.error_code == "no_mesh" and "shut down" in res.error
-        await leader._submit(b"c", Submit("t2"), [b"i", b"m"])
+        await leader._submit(b"c", Submit("t2"))
         assert "shutting down" in front.sent[-1][1].error  # type: ignore[attr-defined]
 
     asyncio.run(go())
@@ -85,8 +91,40 @@ def test_per_client_limit(monkeypatch: Any) -> None:
     async def go() -> None:
         leader, front, _ = _leader()
         for i in range(3):
-            await leader._submit(b"c", Submit(f"t{i}"), [b"i", b"m"])
+            await leader._submit(b"c", Submit(f"t{i}"))
         (res,) = [m for _, m, _ in front.sent if isinstance(m, Result)]
         assert res.task_id == "t2" and res.error_code == "overloaded"
+
+    asyncio.run(go())
+
+
+def test_a_task_whose_bytes_never_came_is_placed_again_then_failed() -> None:
+    async def go() -> None:
+        leader, front, back = _leader()
+        await leader._on_back(b"w1", Ready("w1", credits=1, slots=1), [])
+        await leader._submit(b"c", Submit("t1"))
+        for attempt in range(const.DATA_TRIES):
+            tasks = [m for _, m, _ in back.sent if isinstance(m, Task)]
+            assert tasks[-1].attempt == attempt
+            await leader._on_back(b"w1", Done("t1", False, NO_DATA, "no bytes", "w1"), [])
+        (res,) = [m for _, m, _ in front.sent if isinstance(m, Result)]
+        assert res.error_code == "no_mesh" and "never reached" in res.error
+        assert not leader.tasks and leader.workers[b"w1"].credits == 1  # the slot came back each time
+
+    asyncio.run(go())
+
+
+def test_a_placed_task_is_not_handed_back_when_the_leader_steps_down() -> None:
+    """Stepping down answers ``moved`` only for tasks not placed yet: the placed ones are with their
+    workers, which answer the clients directly."""
+
+    async def go() -> None:
+        leader, front, _ = _leader()
+        await leader._on_back(b"w1", Ready("w1", credits=1, slots=1), [])
+        await leader._submit(b"c", Submit("placed"))
+        await leader._submit(b"c", Submit("queued"))
+        await leader.set_role("n2", "h:2", 2)
+        moved = [m.task_id for _, m, _ in front.sent if isinstance(m, Result)]
+        assert moved == ["queued"]
 
     asyncio.run(go())

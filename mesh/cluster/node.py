@@ -172,10 +172,14 @@ class Node:
             entries = Registry(cfg.home).entries()
             self.scheduler.model_names = frozenset(e.spec.name for e in entries)
             self.models = [e.spec.name for e in entries if e.path] if cfg.bench_delay_ms < 0 else []
-            self.worker = Worker(ctx, self.node_id, self.host, self.pool, vram_mb=self.caps.vram_mb)
+            self.worker = Worker(
+                ctx, self.node_id, self.host, self.pool, task_port=self.task_port, vram_mb=self.caps.vram_mb
+            )
             self.worker.models = self.models  # one list: a model copied later is announced by both
             self.worker.local = self.scheduler.from_local_worker  # while we lead, our worker is a call away
-            self.scheduler.local_worker = self.worker.take
+            self.worker.reply = front.send  # results go to the clients on the task port their bytes came by
+            self.scheduler.local_worker = self.worker.reserve
+            self.scheduler.on_data = self.worker.data
             self.view = View(self.node_id, cfg.mesh, dead_timeout=cfg.dead_timeout, forget_after=const.FORGET_AFTER)
             log.info(
                 "joined mesh %r as node %s: tasks on %s:%d, advertised as %s (%s); backend %d, gossip %d",

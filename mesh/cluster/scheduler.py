@@ -1,12 +1,13 @@
-"""Routing: the task router every node runs; it routes only while its node leads.
+"""The scheduler every node runs: it decides only while its node leads, and never carries bytes.
 
-Front: a ROUTER for clients (``Submit``, ``Ping``, ``StatusRequest``). Back: a ROUTER the
-workers of every node connect their DEALER to while this node leads. The leader queues
-tasks (interactive ahead of batch, FIFO within each) and ``placement.plan`` places them on
-the worker expected to finish them soonest, never beyond the credits it granted. Image
-frames pass through untouched (the leader never decodes an image). A worker's ``Done``
-goes back to the client that submitted the task, by task id; a second answer for the
-same task (it was re-queued and ran twice) is dropped.
+Front: the node's task ROUTER (clients' ``Submit``, ``Ping``, ``StatusRequest``; and the
+``Data`` a client sends to this node as a worker, handed to ``on_data``). Back: a ROUTER the
+workers of every node connect their DEALER to while this node leads. The leader queues task
+headers (interactive ahead of batch, FIFO within each) and ``placement.plan`` places each on
+the worker expected to finish it soonest, never beyond the credits that worker granted: it
+sends the worker a ``Task`` (hold a slot) and the client a ``Place`` (send the bytes there).
+The worker answers the client directly and reports ``Done`` here without the bytes; a task
+whose bytes never reached its worker (``no_data``) is placed again, ``DATA_TRIES`` times at most.
 
 While the node does not lead, a ``Submit`` is answered ``moved`` with the leader's
 address, and the client resubmits there. A leader that steps down (a partition healed
@@ -31,12 +32,15 @@ from mesh.control import placement
 from mesh.errors import Overloaded
 from mesh.wire.protocol import (
     MOVED,
+    NO_DATA,
     Bye,
+    Data,
     Done,
     Message,
     ModelPart,
     ModelWant,
     Ping,
+    Place,
     Pong,
     Ready,
     Result,
@@ -76,7 +80,6 @@ async def _serve(sock: Router, handle: Callable[[bytes, Message, list[Any]], Awa
 class Pending:
     task: Task
     client: bytes
-    blobs: list[Any]
     seq: int
     submitted: float
     worker: bytes | None = None
@@ -89,7 +92,7 @@ class Pending:
     def needs(self) -> placement.TaskNeeds:
         if self._needs is None:  # built once: a placement pass asks for it per worker
             t = self.task
-            self._needs = placement.TaskNeeds(t.model, t.pixels, t.session, t.requires)
+            self._needs = placement.TaskNeeds(t.model, t.pixels, t.session, t.requires, t.size)
         return self._needs
 
 
@@ -106,19 +109,22 @@ class WorkerState:
     assigned: dict[str, float] = field(default_factory=dict)  # task id -> expected ms
     service_ms: dict[str, float] = field(default_factory=dict)
     done: int = 0
-    local: bool = False  # this node's own worker, reached by a call (Leader.local_worker)
+    local: bool = False  # this node's own worker, reached by a call (Scheduler.local_worker)
+    addr: str = ""  # host:task_port where clients send it the bytes
+    ms_per_mib: float | None = None  # EWMA: ms from its slot being held to the bytes being there, per MiB
 
     def load(self) -> placement.WorkerLoad:
         return placement.WorkerLoad(
-            self.node_id,
-            self.credits,
-            self.slots,
-            sum(self.assigned.values()),
-            dict(self.service_ms),
-            self.models,
-            self.provider,
-            self.vram_mb,
-            len(self.assigned),
+            node_id=self.node_id,
+            credits=self.credits,
+            slots=self.slots,
+            assigned_ms=sum(self.assigned.values()),
+            service_ms=dict(self.service_ms),
+            models=self.models,
+            provider=self.provider,
+            vram_mb=self.vram_mb,
+            assigned=len(self.assigned),
+            ms_per_mib=self.ms_per_mib,
         )
 
 
@@ -158,7 +164,9 @@ class Scheduler:
         self.max_queued_per_client = const.MAX_QUEUED_PER_CLIENT
         self.model_names: frozenset[str] = frozenset()  # every model name the registry knows
         # this node's worker, handed tasks by a call while it follows us (see Worker.local)
-        self.local_worker: Callable[[Task, list[Any]], None] | None = None
+        self.local_worker: Callable[[Task], None] | None = None
+        # this node's worker, given the bytes clients send here for the tasks placed on it
+        self.on_data: Callable[[bytes, Data, list[Any]], None] | None = None
         self._seq = itertools.count()
         self._changed = asyncio.Event()
 
@@ -175,10 +183,13 @@ class Scheduler:
         self._changed.set()
 
     async def hand_back(self, why: str) -> None:
-        """Answer every task held with ``moved`` so its client resubmits to the leader."""
-        n = len(self.tasks)
+        """Answer every task not yet placed with ``moved`` so its client resubmits to the leader; the
+        placed ones are with their workers, which answer the clients directly."""
+        n = 0
         for task_id, p in list(self.tasks.items()):
-            await self.front.send(p.client, Result(task_id, False, MOVED, self.leader_addr, self.node_id))
+            if p.worker is None:
+                n += 1
+                await self.front.send(p.client, Result(task_id, False, MOVED, self.leader_addr, self.node_id))
         self.tasks.clear()
         self.queue.clear()
         self.per_client.clear()
@@ -205,8 +216,11 @@ class Scheduler:
         )
 
     async def _on_front(self, client: bytes, msg: Message, blobs: list[Any]) -> None:
-        if isinstance(msg, Submit):
-            await self._submit(client, msg, blobs)
+        if isinstance(msg, Data):
+            if self.on_data is not None:
+                self.on_data(client, msg, blobs)
+        elif isinstance(msg, Submit):
+            await self._submit(client, msg)
         elif isinstance(msg, Ping):
             if msg.node_id and self.on_ping is not None:
                 self.on_ping(msg)
@@ -239,7 +253,7 @@ class Scheduler:
         self._record(task_id, self.node_id, code, error, 0.0)
         await self.front.send(client, Result(task_id, False, code, error, self.node_id))
 
-    async def _submit(self, client: bytes, msg: Submit, blobs: list[Any]) -> None:
+    async def _submit(self, client: bytes, msg: Submit) -> None:
         log.debug("submit %s from %s", msg.task_id[:40], client.hex())
         if not msg.task_id:
             return await self._reject(client, "", "input", "task has no id")
@@ -249,8 +263,6 @@ class Scheduler:
             return await self._reject(client, msg.task_id, "no_mesh", f"node {self.node_id} is shutting down")
         if not self.leading:
             return await self.front.send(client, Result(msg.task_id, False, MOVED, self.leader_addr, self.node_id))
-        if len(blobs) != 2:
-            return await self._reject(client, msg.task_id, "input", "a task needs two frames: image and mask")
         if msg.priority not in PRIORITY:
             return await self._reject(client, msg.task_id, "input", "priority must be interactive or batch")
         if msg.requires not in placement.REQUIREMENTS:
@@ -271,7 +283,7 @@ class Scheduler:
                 "wait for results"
             )
             return await self._reject(client, msg.task_id, err.code, str(err))
-        p = Pending(Task(**_fields(msg)), client, blobs, next(self._seq), time.monotonic())
+        p = Pending(Task(**_fields(msg)), client, next(self._seq), time.monotonic())
         self.tasks[msg.task_id] = p
         self.per_client[client] += 1
         heapq.heappush(self.queue, (p.key, msg.task_id))
@@ -309,27 +321,28 @@ class Scheduler:
                 log.info("worker %s joined (%d slots, %s)", msg.node_id, w.slots, msg.provider)
             elif msg.models:
                 w.models = frozenset(msg.models)  # it copied or fetched a model since it joined
+            w.addr = self.advertised if local else f"{msg.host}:{msg.task_port}"
             w.local = local  # how to reach it: the last Ready came by a call or by the socket
             w.credits = max(0, msg.credits)  # a Ready is the worker's whole grant, not an increment
             await self.dispatch()
         elif isinstance(msg, Done):
-            await self._done(ident, msg, blobs)
+            await self._done(ident, msg)
         elif isinstance(msg, Bye):
             await self.drop_worker(msg.node_id, "left")
 
-    async def _done(self, ident: bytes, msg: Done, blobs: list[Any]) -> None:
+    async def _done(self, ident: bytes, msg: Done) -> None:
         w = self.workers.get(ident)
         p = self.tasks.get(msg.task_id)
         if w is not None:
             w.assigned.pop(msg.task_id, None)
             w.credits += 1  # every Done returns the slot it used, whichever leader sent the task
-            if msg.ok:
-                w.done += 1
-                if p is not None:
-                    key = placement.service_key(p.task.model, p.task.pixels)
-                    w.service_ms[key] = placement.ewma(w.service_ms.get(key), msg.model_ms)
+            self._measure(w, p, msg)
         if p is None:
             return await self.dispatch()  # a second answer (the task was re-queued and ran twice): drop it
+        if msg.error_code == NO_DATA:
+            if p.worker == ident:  # still placed there: its bytes never came, place it again
+                await self._no_data(p, msg)
+            return await self.dispatch()
         if p.worker is not None and p.worker != ident:
             other = self.workers.get(p.worker)
             if other is not None:
@@ -339,9 +352,31 @@ class Scheduler:
         self._record(
             msg.task_id, msg.node_id, "ok" if msg.ok else (msg.error_code or "failed"), msg.error, msg.model_ms
         )
-        await self.front.send(p.client, Result(**_fields(msg)), blobs[:1] if msg.ok else ())
         await self.dispatch()
         self._changed.set()
+        return None
+
+    @staticmethod
+    def _measure(w: WorkerState, p: Pending | None, msg: Done) -> None:
+        """Learn the worker's service time (this model and size) and how fast bytes reach it."""
+        if msg.ok:
+            w.done += 1
+            if p is not None:
+                key = placement.service_key(p.task.model, p.task.pixels)
+                w.service_ms[key] = placement.ewma(w.service_ms.get(key), msg.model_ms)
+        if msg.size > 0 and msg.error_code != NO_DATA:
+            w.ms_per_mib = placement.ewma(w.ms_per_mib, msg.fetch_ms * placement.MIB / msg.size)
+
+    async def _no_data(self, p: Pending, msg: Done) -> None:
+        t = p.task
+        p.worker = None
+        if t.attempt + 1 >= const.DATA_TRIES:
+            del self.tasks[t.task_id]
+            self._client_done(p.client)
+            why = f"the task's bytes never reached a worker ({const.DATA_TRIES} tries; last {msg.node_id})"
+            return await self._reject(p.client, t.task_id, "no_mesh", why)
+        p.task = replace(t, attempt=t.attempt + 1)
+        heapq.heappush(self.queue, (p.key, t.task_id))
         return None
 
     def _client_done(self, client: bytes) -> None:
@@ -393,11 +428,10 @@ class Scheduler:
                     yield p.needs()
 
         # our own worker (its id is ours), on a tie: its tasks skip two network transfers of the image
-        choices = placement.plan(loads, queued(), self.affinity, self.policy, self.node_id)
-        fleet = placement.fleet_means(loads.values())
+        choices = placement.plan(loads, queued(), self.affinity, self.policy)
         runnable: dict[tuple[str, str], bool] = {}  # (model, requirement) -> some live worker can run it
-        for item, p, node in zip(head, pend, choices, strict=True):
-            if node is None:
+        for item, p, chosen in zip(head, pend, choices, strict=True):
+            if chosen is None:
                 heapq.heappush(self.queue, item)
                 needs = p.needs()
                 kind = (needs.model, needs.requires)
@@ -406,16 +440,18 @@ class Scheduler:
                 if not runnable[kind]:
                     await self._no_capable(p)
                 continue
-            w = by_node[node]
+            w = by_node[chosen.node_id]
             w.credits -= 1
-            w.assigned[p.task.task_id] = placement.estimate_ms(loads[node], p.needs(), fleet)
+            w.assigned[p.task.task_id] = chosen.estimate_ms  # charged what chose it
             p.worker = w.identity
             if p.task.session:
-                self.affinity[p.task.session] = node
+                self.affinity[p.task.session] = chosen.node_id
             if self.local_worker is not None and w.local:
-                self.local_worker(p.task, p.blobs)
+                self.local_worker(p.task)  # hold a slot by a call
             else:
-                await self.back.send(w.identity, p.task, p.blobs)
+                await self.back.send(w.identity, p.task)  # hold a slot
+            place = Place(p.task.task_id, w.node_id, w.addr, p.task.attempt)
+            await self.front.send(p.client, place)  # the client sends the bytes there
 
     async def _no_capable(self, p: Pending) -> None:
         """No live worker can ever run this task (model absent, requirement class unmet): fail it now."""

@@ -1,8 +1,20 @@
-"""A node's worker side: a DEALER to the leader's backend, feeding tasks to the slots.
+"""A node's worker side: holds slots for the tasks its leader places here, takes their bytes from
+the clients directly, runs them in the slots and answers the clients directly.
 
-Credit-based: the worker grants the leader ``slots + prefetch`` credits when it joins,
-and each ``Done`` it sends returns one, so it never holds more tasks than it can start
-soon. Each task runs in a slot process (``slots.SlotPool``), never on the event loop.
+Credit-based: the worker grants the leader ``slots + prefetch`` credits (less what it holds)
+when it follows it, and each ``Done`` it sends returns one, so it never holds more tasks than it
+can start soon. For each task the leader sends a ``Task`` header (hold a slot) and tells the
+client where to send the bytes; the client's ``Data`` (image + mask) comes in on the node's task
+port. Whichever of the two arrives first waits for the other, ``DATA_WAIT`` at most:
+
+- a slot held with no bytes is freed and the leader told (``Done`` with ``no_data``, so it
+  places the task again);
+- bytes with no slot held (the leader died between placing and telling us, or a stray client)
+  are dropped and their client told ``retry`` (it submits the task to the leader again).
+
+Each task runs in a slot process (``slots.SlotPool``), never on the event loop. The ``Result``
+goes to the client on the connection its bytes came by; the ``Done`` to the leader carries no
+bytes, only the outcome, the time in the slot and how long the bytes took to come.
 """
 
 from __future__ import annotations
@@ -10,17 +22,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from mesh import const
 from mesh.execute.slots import Executor, SlotResult
-from mesh.wire.protocol import Bye, Done, Message, Ready, Task
+from mesh.wire.protocol import NO_DATA, RETRY, Bye, Data, Done, Message, Ready, Result, Task
 from mesh.wire.transport import Context, Dealer
 
 log = logging.getLogger("lamamesh.worker")
-LOCAL = "local"  # Worker.follow's endpoint for its own node's router
+LOCAL = "local"  # Worker.follow's endpoint for its own node's scheduler
+
+Reply = Callable[[bytes, Message, list[Any]], Awaitable[None]]  # (client identity, message, frames)
+
+
+@dataclass
+class _Bytes:
+    """A task's bytes that came before the leader's Task."""
+
+    client: bytes
+    blobs: list[Any]
+    since: float
 
 
 class Worker:
@@ -30,12 +54,15 @@ class Worker:
         node_id: str,
         host: str,
         pool: Executor,
+        *,
+        task_port: int = 0,
         prefetch: int = const.WORKER_PREFETCH,
         vram_mb: int = 0,
         models: list[str] | None = None,
     ) -> None:
         self.node_id = node_id
         self.host = host
+        self.task_port = task_port
         self.pool = pool
         self.prefetch = prefetch
         self.vram_mb = vram_mb
@@ -43,14 +70,18 @@ class Worker:
         self.identity = node_id.encode()
         self.dealer: Dealer = ctx.dealer(identity=self.identity)
         self.running: set[asyncio.Task[None]] = set()
+        self.held: dict[str, tuple[Task, float]] = {}  # slots held for tasks whose bytes have not come
+        self.early: OrderedDict[str, _Bytes] = OrderedDict()  # bytes that came before their Task
         self.done = 0
         self.failed = 0
         self.outcomes: Counter[str] = Counter()  # finished tasks by outcome ("ok" or the error code)
         self.on_finished: Callable[[str, bool, float], None] | None = None  # (model, ok, ms in the slot)
         self.following = ""  # the endpoint of the leader's backend it follows ("local": its own node's)
-        # its own node's router, reached by a call instead of a socket while this node leads
+        # its own node's scheduler, reached by a call instead of a socket while this node leads
         # (no copy, encode, decode or loop wake-up per message); set by the node
         self.local: Callable[[bytes, Message, list[Any]], Awaitable[None]] | None = None
+        # answers a client on the node's task port (the connection the task's bytes came by); set by the node
+        self.reply: Reply | None = None
         self._tg: asyncio.TaskGroup | None = None
         self.leaving = False
         self.last_ready = 0.0
@@ -67,27 +98,74 @@ class Worker:
 
     async def follow(self, endpoint: str) -> None:
         """Follow a leader (leaving any previous one) and grant it our free capacity.
-        ``endpoint``: its backend's ``tcp://host:port``, or ``local`` for this node's own router."""
+        ``endpoint``: its backend's ``tcp://host:port``, or ``local`` for this node's own scheduler."""
         if endpoint == self.following or self.leaving:
             return
         self.dealer.disconnect()
         if endpoint != LOCAL:
             self.dealer.connect_endpoint(endpoint)
-        self.following = endpoint
+        self.following = endpoint  # slots held for the old leader stay held: their bytes may still come
         await self.send_ready()
 
-    async def _send(self, msg: Message, blobs: list[Any] | tuple[()] = ()) -> None:
+    async def _send(self, msg: Message) -> None:
         if self.following == LOCAL and self.local is not None:
-            await self.local(self.identity, msg, list(blobs))
+            await self.local(self.identity, msg, [])
         else:
-            await self.dealer.send(msg, blobs)
+            await self.dealer.send(msg)
 
-    def take(self, task: Task, blobs: list[Any]) -> None:
-        """Start a task: one from the socket (``run``), or from this node's own router by a call."""
-        coro = self._run_one(task, blobs)
+    # ---- a task's two halves: the leader's hold, the client's bytes ------------------------------
+    def reserve(self, task: Task) -> None:
+        """The leader placed ``task`` here: hold a slot until its bytes come (or start it: they came)."""
+        early = self.early.pop(task.task_id, None)
+        if early is not None:
+            self._start(task, early.client, early.blobs, 0.0)
+        else:
+            self.held[task.task_id] = (task, time.monotonic())
+
+    def data(self, client: bytes, msg: Data, blobs: list[Any]) -> None:
+        """A client's bytes for a task placed here (by the node's task port)."""
+        held = self.held.pop(msg.task_id, None)
+        if held is not None:
+            task, since = held
+            self._start(task, client, blobs, (time.monotonic() - since) * 1000)
+            return
+        self.early.pop(msg.task_id, None)
+        self.early[msg.task_id] = _Bytes(client, blobs, time.monotonic())
+        while len(self.early) > const.DATA_STAGED_MAX:
+            task_id, old = self.early.popitem(last=False)
+            self._spawn(self._retry(old.client, task_id, "too many tasks' bytes came before their placement"))
+
+    def _start(self, task: Task, client: bytes, blobs: list[Any], fetch_ms: float) -> None:
+        self._spawn(self._run_one(task, client, blobs, fetch_ms))
+
+    def _spawn(self, coro: Any) -> None:
         t = self._tg.create_task(coro) if self._tg is not None else asyncio.get_running_loop().create_task(coro)
         self.running.add(t)
         t.add_done_callback(self.running.discard)
+
+    async def _retry(self, client: bytes, task_id: str, why: str) -> None:
+        if self.reply is not None:
+            await self.reply(client, Result(task_id, False, RETRY, why, self.node_id), [])
+
+    async def sweep(self, now: float) -> None:
+        """Free the slots held too long without bytes (the leader places those tasks again) and drop
+        bytes that no placement claimed (their clients submit again)."""
+        for task_id, (_, since) in list(self.held.items()):
+            if now - since >= const.DATA_WAIT:
+                del self.held[task_id]
+                log.info("task %s: its bytes did not come within %g s; slot freed", task_id[:12], const.DATA_WAIT)
+                await self._send(Done(task_id, False, NO_DATA, "the bytes never came", self.node_id))
+        while self.early:
+            task_id, early = next(iter(self.early.items()))
+            if now - early.since < const.DATA_WAIT:
+                break
+            del self.early[task_id]
+            await self._retry(early.client, task_id, f"no placement here for this task within {const.DATA_WAIT:g} s")
+
+    async def _sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(const.WORKER_SWEEP)
+            await self.sweep(time.monotonic())
 
     async def send_ready(self) -> None:
         """(Re)grant the leader our whole free capacity; also sent again when the leader's heartbeat
@@ -95,23 +173,30 @@ class Worker:
         if not self.following or self.leaving:
             return
         self.last_ready = time.monotonic()
-        credits = max(0, self.pool.size + self.prefetch - len(self.running))
-        ready = Ready(self.node_id, credits, self.pool.size, self.pool.provider, self.host, self.vram_mb, self.models)
+        credits = max(0, self.pool.size + self.prefetch - len(self.running) - len(self.held))
+        ready = Ready(
+            node_id=self.node_id,
+            credits=credits,
+            slots=self.pool.size,
+            provider=self.pool.provider,
+            host=self.host,
+            vram_mb=self.vram_mb,
+            models=self.models,
+            task_port=self.task_port,
+        )
         await self._send(ready)
-
-    def unfollow(self) -> None:
-        self.dealer.disconnect()
-        self.following = ""
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
+            tg.create_task(self._sweeper(), name="worker-sweep")
             while True:
-                msg, blobs = await self.dealer.recv()
+                msg, _ = await self.dealer.recv()
                 if isinstance(msg, Task):
-                    self.take(msg, blobs)
+                    self.reserve(msg)
 
-    async def _run_one(self, task: Task, blobs: list[Any]) -> None:
+    async def _run_one(self, task: Task, client: bytes, blobs: list[Any], fetch_ms: float) -> None:
+        size = sum(len(b) for b in blobs)
         if len(blobs) != 2:
             res = SlotResult(False, error_code="input", error="a task needs two frames: image and mask")
         else:
@@ -130,8 +215,21 @@ class Worker:
             self.failed += 1
             if res.error_code == "failed":
                 log.warning("task %s failed: %s", task.task_id, res.error)
-        done = Done(task.task_id, res.ok, res.error_code, res.error, self.node_id, res.out_format, res.total_ms)
-        await self._send(done, [res.data] if res.ok else [])
+        result = Result(task.task_id, res.ok, res.error_code, res.error, self.node_id, res.out_format, res.total_ms)
+        if self.reply is not None:
+            await self.reply(client, result, [res.data] if res.ok else [])
+        done = Done(
+            task.task_id,
+            res.ok,
+            res.error_code,
+            res.error,
+            self.node_id,
+            res.out_format,
+            res.total_ms,
+            fetch_ms=fetch_ms,
+            size=size,
+        )
+        await self._send(done)
 
     async def leave(self) -> None:
         """Tell the leader to give our queued tasks to others; the running ones still answer."""

@@ -2,10 +2,15 @@
 
 A task goes to the worker expected to *finish* it soonest:
 
-    expected finish = (work already assigned to the worker) / its slots + this task's service time
+    expected finish = max((work already assigned to the worker) / its slots,
+                          moving this task's bytes to it) + this task's service time
 
+(the bytes move while the worker's slots are busy with earlier tasks, hence the max)
 where service times are measured per worker, per model and per image size class (an
-EWMA of what its slots reported). Least-loaded alone is wrong on a mixed GPU/CPU mesh:
+EWMA of what its slots reported), and moving the bytes per worker in ms per MiB (an EWMA
+of how long the bytes took to reach it after its slot was held for them). So a fast GPU
+behind a slow link is judged as it really performs, and no worker is preferred for where it is.
+Least-loaded alone is wrong on a mixed GPU/CPU mesh:
 a GPU node with three tasks queued still finishes a new one long before an idle CPU
 node. So the best worker may be one with no free credit right now; then the task *waits*
 for it (``plan`` reserves it) instead of going to a slower worker that happens to be
@@ -19,12 +24,15 @@ keeps GPUs free), ``gpu-low`` (any CUDA node), ``gpu-medium`` (CUDA with >= 8 Gi
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 DEFAULT_SERVICE_MS = 500.0  # ms assumed when no worker has run this model at this size yet
 EWMA_ALPHA = 0.3  # weight of the newest service-time sample
 SIZE_CLASSES = ((500_000, "s"), (2_000_000, "m"), (8_000_000, "l"))  # pixels up to -> class; above: "xl"
-WAIT_GAIN_MS = 2.0  # a task waits for a busy worker only when that finishes it this much sooner than a free one
+WAIT_GAIN_MS = 2.0  # ms: a task waits for a busy worker only when that finishes it this much sooner than a free one
+WAIT_GAIN_FRACTION = 0.25  # ... and by this fraction of the soonest estimate (estimates are noisy: a LAN's
+# transfer times vary by tens of percent; waiting on noise leaves credits, and links, idle)
+MIB = 1024 * 1024  # bytes
 REQUIREMENTS = {"": 0, "cpu": -1, "gpu-low": 1, "gpu-medium": 8192, "gpu-high": 16384}  # min VRAM MiB
 
 
@@ -41,7 +49,7 @@ def service_key(model: str, pixels: int) -> str:
     return f"{model}@{size_class(pixels)}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WorkerLoad:
     node_id: str
     credits: int  # tasks the worker will still accept now
@@ -52,6 +60,7 @@ class WorkerLoad:
     provider: str = "cpu"
     vram_mb: int = 0
     assigned: int = 0  # how many tasks that is
+    ms_per_mib: float | None = None  # EWMA of moving a task's bytes to it, per MiB (None: not measured)
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,21 @@ class TaskNeeds:
     pixels: int = 0
     session: str = ""
     requires: str = ""
+    size: int = 0  # bytes of image + mask
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """The capable workers' means, for a worker not measured yet: service ms per key, ms per MiB moved."""
+
+    service_ms: Mapping[str, float] = field(default_factory=dict)
+    ms_per_mib: float = 0.0
+
+
+@dataclass(frozen=True)
+class Placement:
+    node_id: str
+    estimate_ms: float  # the slot time choosing it was judged to cost; the scheduler charges exactly this
 
 
 def capable(w: WorkerLoad, task: TaskNeeds) -> bool:
@@ -73,7 +97,7 @@ def capable(w: WorkerLoad, task: TaskNeeds) -> bool:
     return True
 
 
-def estimate_ms(w: WorkerLoad, task: TaskNeeds, fleet: Mapping[str, float] | None = None) -> float:
+def service_estimate_ms(w: WorkerLoad, task: TaskNeeds, fleet: Fleet | None = None) -> float:
     """Expected service time of ``task`` on ``w``: its own measurement for this model and size,
     else its measurement for this model at another size (scaled by pixels is not known, so
     as is), else the fleet's mean for this key, else the default."""
@@ -84,37 +108,47 @@ def estimate_ms(w: WorkerLoad, task: TaskNeeds, fleet: Mapping[str, float] | Non
     same_model = [v for k, v in w.service_ms.items() if k.split("@", 1)[0] == task.model]
     if same_model:
         return sum(same_model) / len(same_model)
-    if fleet and key in fleet:
-        return fleet[key]
+    if fleet is not None and key in fleet.service_ms:
+        return fleet.service_ms[key]
     return DEFAULT_SERVICE_MS
 
 
-def fleet_means(workers: Iterable[WorkerLoad]) -> dict[str, float]:
+def transfer_estimate_ms(w: WorkerLoad, task: TaskNeeds, fleet: Fleet | None = None) -> float:
+    """Expected ms to move ``task``'s bytes to ``w``: its own rate, else the fleet's, else nothing."""
+    rate = w.ms_per_mib if w.ms_per_mib is not None else (fleet.ms_per_mib if fleet is not None else 0.0)
+    return rate * task.size / MIB
+
+
+def fleet_means(workers: Iterable[WorkerLoad]) -> Fleet:
     sums: dict[str, list[float]] = {}
+    rates: list[float] = []
     for w in workers:
         for k, v in w.service_ms.items():
             sums.setdefault(k, []).append(v)
-    return {k: sum(v) / len(v) for k, v in sums.items()}
+        if w.ms_per_mib is not None:
+            rates.append(w.ms_per_mib)
+    return Fleet({k: sum(v) / len(v) for k, v in sums.items()}, sum(rates) / len(rates) if rates else 0.0)
 
 
-def expected_finish_ms(w: WorkerLoad, task: TaskNeeds, fleet: Mapping[str, float] | None = None) -> float:
-    return w.assigned_ms / max(1, w.slots) + estimate_ms(w, task, fleet)
+def expected_finish_ms(w: WorkerLoad, task: TaskNeeds, fleet: Fleet | None = None) -> float:
+    """From now until ``w`` would finish ``task``: its bytes move while the slots work off what is
+    assigned, then the task runs."""
+    queued = w.assigned_ms / max(1, w.slots)
+    return max(queued, transfer_estimate_ms(w, task, fleet)) + service_estimate_ms(w, task, fleet)
 
 
 def best(
     workers: Mapping[str, WorkerLoad],
     task: TaskNeeds,
     affinity: Mapping[str, str] | None = None,
-    fleet: Mapping[str, float] | None = None,
-    local: str = "",
+    fleet: Fleet | None = None,
 ) -> str | None:
     """The capable worker that will finish ``task`` soonest (credit or not), or None if none can run it.
 
-    Estimates within ``WAIT_GAIN_MS`` of the soonest count as equal: a worker with credit is
+    Estimates within ``WAIT_GAIN_MS`` and ``WAIT_GAIN_FRACTION`` of the soonest count as equal: a worker with credit is
     preferred to a busy one that would finish less than that sooner (waiting for a gain in the
-    noise of the estimates only costs a round trip), and among those with credit the ``local`` one
-    (the leader's own node: the image does not cross the network twice), else the soonest.
-    ``fleet``: the capable workers' mean service times, when the caller already has them."""
+    noise of the estimates only costs a round trip), and among those the soonest.
+    ``fleet``: the capable workers' means, when the caller already has them."""
     able = [w for w in workers.values() if capable(w, task)]
     if not able:
         return None
@@ -125,19 +159,15 @@ def best(
     means = fleet_means(able) if fleet is None else fleet
     scored = [(expected_finish_ms(w, task, means), w.node_id, w.credits > 0) for w in able]
     top = min(scored)
-    near = [s for s in scored if s[2] and s[0] <= top[0] + WAIT_GAIN_MS]
+    near = [s for s in scored if s[2] and s[0] <= top[0] + max(WAIT_GAIN_MS, WAIT_GAIN_FRACTION * top[0])]
     if not near:
         return top[1]  # no worker with credit comes close: wait for the soonest
-    if local and any(s[1] == local for s in near):
-        return local
     return min(near)[1]
 
 
-def place(
-    workers: Mapping[str, WorkerLoad], task: TaskNeeds, affinity: Mapping[str, str] | None = None, local: str = ""
-) -> str | None:
+def place(workers: Mapping[str, WorkerLoad], task: TaskNeeds, affinity: Mapping[str, str] | None = None) -> str | None:
     """The worker to send ``task`` to now, or None: it should wait (the best one is busy) or no one can run it."""
-    node = best(workers, task, affinity, local=local)
+    node = best(workers, task, affinity)
     if node is None or workers[node].credits <= 0:
         return None
     return node
@@ -156,47 +186,41 @@ def plan(
     tasks: Iterable[TaskNeeds],
     affinity: Mapping[str, str] | None = None,
     policy: str = "completion",
-    local: str = "",
-) -> list[str | None]:
+) -> list[Placement | None]:
     """Place queued tasks in priority order, one pass: each task either goes to a worker with
     credit now, or waits and *reserves* its best worker (its expected work counts against
-    that worker for the tasks behind it). Returns a node id or None per task looked at: the
-    pass stops when no credit is left, so ``tasks`` may be a lazy iterator over a long queue,
+    that worker for the tasks behind it). Returns a ``Placement`` (the worker and the estimate
+    that chose it, which the caller charges) or None per task looked at: the pass stops when no
+    credit is left, so ``tasks`` may be a lazy iterator over a long queue,
     and the tasks after the last one returned are not consumed."""
     loads = dict(workers)
-    fleet = fleet_means(loads.values())
+    everyone = fleet_means(loads.values())
     # service times do not change during a pass: the capable workers' means, once per kind of task
-    fleets: dict[tuple[str, str], dict[str, float]] = {}
+    fleets: dict[tuple[str, str], Fleet] = {}
     credits = sum(max(0, w.credits) for w in loads.values())
-    out: list[str | None] = []
+    out: list[Placement | None] = []
     if credits <= 0:
         return out
     for task in tasks:
         if policy == "least-loaded":
+            fleet = everyone
             node = least_loaded(loads, task)
         else:
             kind = (task.model, task.requires)
             if kind not in fleets:
                 fleets[kind] = fleet_means(w for w in loads.values() if capable(w, task))
-            node = best(loads, task, affinity, fleets[kind], local)
+            fleet = fleets[kind]
+            node = best(loads, task, affinity, fleet)
         if node is None:
             out.append(None)
             continue
         w = loads[node]
-        est = estimate_ms(w, task, fleet)
+        est = service_estimate_ms(w, task, fleet)  # the slot time of the estimate that chose it
         sent = w.credits > 0
         credits -= sent
-        out.append(node if sent else None)
-        loads[node] = WorkerLoad(
-            w.node_id,
-            w.credits - 1 if sent else w.credits,
-            w.slots,
-            w.assigned_ms + est,
-            w.service_ms,
-            w.models,
-            w.provider,
-            w.vram_mb,
-            w.assigned + 1,
+        out.append(Placement(node, est) if sent else None)
+        loads[node] = replace(
+            w, credits=w.credits - 1 if sent else w.credits, assigned_ms=w.assigned_ms + est, assigned=w.assigned + 1
         )
         if credits <= 0:  # nothing more can be sent in this pass; the rest waits
             break

@@ -9,7 +9,6 @@ node inside this process (its slots are still separate processes).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -22,8 +21,8 @@ from typing import Any
 from mesh import const
 from mesh.errors import NoMesh
 from mesh.surface.snapshot import Snapshot, from_status
-from mesh.wire.protocol import MOVED, Message, Ping, Pong, Result, Status, StatusRequest, Submit
-from mesh.wire.transport import Context, Dealer
+from mesh.wire.protocol import MOVED, RETRY, Data, Message, Ping, Place, Pong, Result, Status, StatusRequest, Submit
+from mesh.wire.transport import Context, Dealer, recv_any
 
 log = logging.getLogger("lamamesh.client")
 
@@ -47,17 +46,18 @@ class Job:
 
     def submit(self) -> Submit:
         return Submit(
-            self.task_id,
-            self.model,
-            self.priority,
-            self.session,
-            self.out_format,
-            self.hd_strategy,
-            self.crop_margin,
-            self.crop_trigger,
-            self.resize_limit,
-            self.pixels,
-            self.requires,
+            task_id=self.task_id,
+            model=self.model,
+            priority=self.priority,
+            session=self.session,
+            out_format=self.out_format,
+            hd_strategy=self.hd_strategy,
+            crop_margin=self.crop_margin,
+            crop_trigger=self.crop_trigger,
+            resize_limit=self.resize_limit,
+            pixels=self.pixels,
+            requires=self.requires,
+            size=len(self.image) + len(self.mask),
         )
 
 
@@ -100,6 +100,8 @@ class Client:
         self.leader: Pong | None = None
         self.known: list[tuple[str, int]] = list(self.peers)  # every member address learned so far
         self.failovers = 0
+        self.resubmitted = 0  # tasks submitted to a leader again (a worker or the leader was lost, moved, retry)
+        self.resent = 0  # tasks whose bytes were sent a second time (placed again)
         self._answered = False  # some node answered a probe (a mesh exists, perhaps still electing)
 
     async def _probe(self, host: str, port: int, timeout: float | None = None) -> tuple[Dealer, Pong] | None:
@@ -268,132 +270,267 @@ class Client:
         ``jobs``; with ``keep=False`` they are only given to ``on_result`` and the list is empty
         (a batch of thousands of photos then holds no more than the window at a time)."""
         assert self.dealer is not None, "connect() first"
-        fresh: Iterator[Job] = iter(jobs)
-        todo: deque[Job] = deque()  # jobs to send again (moved, or the leader changed), before fresh ones
-        exhausted = False
-        order: list[str] = []
-        first_sent: dict[str, float] = {}
-        last_sent: dict[str, float] = {}  # when each pending task was last sent to the current leader
-        pending: dict[str, Job] = {}  # sent to the current leader, not answered
-        results: dict[str, JobResult] = {}
-        deadline = None if timeout is None else time.monotonic() + timeout
-        last_heard = last_ping = last_resend_check = time.monotonic()
+        batch = _Batch(self, jobs, on_result, window, timeout, keep)
+        try:
+            return await batch.run()
+        finally:
+            batch.close()
 
-        def next_job() -> Job | None:
-            nonlocal exhausted
-            if todo:
-                return todo.popleft()
-            if exhausted:
-                return None
-            job = next(fresh, None)
-            if job is None:
-                exhausted = True
-            elif keep:
-                order.append(job.task_id)
-            return job
 
-        async def deliver(r: JobResult) -> None:
-            if keep:
-                results[r.job.task_id] = r
-            if on_result is not None:
-                maybe = on_result(r)
-                if maybe is not None:
-                    await maybe
+@dataclass
+class _Sent:
+    """A task in flight: submitted to the leader, and once placed, its bytes sent to ``worker``."""
 
-        async def fail_all(code: str, why: str) -> None:
-            for sent in list(pending.values()):
-                await deliver(JobResult(sent, False, error_code=code, error=why))
-            pending.clear()
-            while (left := next_job()) is not None:
-                await deliver(JobResult(left, False, error_code=code, error=why))
+    job: Job
+    first: float  # when it was first submitted (for its latency)
+    last: float  # when it was last sent anywhere (the resend rule)
+    worker: str = ""  # host:port its bytes went to ("" = waiting for a placement)
+    data_sent: int = 0  # times its bytes were sent
 
+
+class _Batch:
+    """One ``Client.run``: a window of tasks, each submitted to the leader and its bytes sent to the
+    worker the leader places it on; answers read from the leader and every such worker at once.
+
+    The steps, one method each: ``fill`` the window, ``ping`` the leader and the workers holding our
+    tasks, ``receive`` one message and ``handle`` it (``Place`` -> send the bytes; ``Result`` ->
+    deliver, or resubmit when it says ``moved`` / ``retry``), ``resend_stale`` tasks unanswered for
+    ``CLIENT_RESEND_AFTER``, ``watch_workers`` (a silent worker's tasks are submitted again) and
+    ``watch_leader`` (a silent or moved leader: fail over; tasks whose bytes are at a live worker
+    stay there, only the others are submitted again)."""
+
+    def __init__(
+        self,
+        client: Client,
+        jobs: Iterable[Job],
+        on_result: Callable[[JobResult], Awaitable[None] | None] | None,
+        window: int,
+        timeout: float | None,
+        keep: bool,
+    ) -> None:
+        self.client = client
+        self.fresh: Iterator[Job] = iter(jobs)
+        self.on_result = on_result
+        self.window = window
+        self.timeout = timeout
+        self.keep = keep
+        self.todo: deque[Job] = deque()  # to submit again (moved, the leader changed), before fresh ones
+        self.exhausted = False
+        self.order: list[str] = []
+        self.pending: dict[str, _Sent] = {}
+        self.results: dict[str, JobResult] = {}
+        self.workers: dict[str, Dealer] = {}  # host:port -> a connection for the bytes and their answers
+        self.live: frozenset[str] | None = None  # host:port of the live members, as the leader last said
+        now = time.monotonic()
+        self.deadline = None if timeout is None else now + timeout
+        self.last_heard = self.last_ping = self.last_resend_check = now
+        self.moved, self.hint = False, ""
+        self._turn = 0
+
+    # ---- the loop -----------------------------------------------------------------------------
+    async def run(self) -> list[JobResult]:
         while True:
-            dealer = self.dealer
-            assert dealer is not None
-            while len(pending) < window and (job := next_job()) is not None:
-                big = max((len(job.image), "image"), (len(job.mask), "mask"))
-                if big[0] > self.ctx.max_frame_bytes:  # the node would drop it unread: say why here
-                    limit = f"{self.ctx.max_frame_bytes:,} bytes (max_frame_bytes)"
-                    await deliver(JobResult(job, False, error_code="input", error=f"{big[1]} is over {limit}"))
-                    continue
-                pending[job.task_id] = job
-                first_sent.setdefault(job.task_id, time.monotonic())
-                last_sent[job.task_id] = time.monotonic()
-                await dealer.send(job.submit(), [job.image, job.mask])
-            if not pending and not todo and exhausted:
+            await self.fill()
+            if not self.pending and not self.todo and self.exhausted:
                 break
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                await fail_all("timeout", f"no result within {timeout:g} s")
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                await self.fail_all("timeout", f"no result within {self.timeout:g} s")
                 break
-            if now - last_ping >= const.CLIENT_PING_INTERVAL:
-                await dealer.send(Ping(0))
-                last_ping = now
-            wait = const.CLIENT_PING_INTERVAL
-            if deadline is not None:
-                wait = min(wait, max(0.0, deadline - now))
-            moved, hint = False, ""
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
-            # races with the message arriving, and a cancelled run() would then go on
-            msg: Message | None = None
-            blobs: list[Any] = []
-            got = dealer.recv_now()  # under load an answer is usually here already: no timer needed
+            await self.ping()
+            got = await self.receive()
             if got is not None:
-                msg, blobs = got
+                await self.handle(*got)
+            await self.resend_stale()
+            await self.watch_workers()
+            if not await self.watch_leader():
+                break
+        return [self.results[t] for t in self.order if t in self.results]
+
+    def close(self) -> None:
+        for d in self.workers.values():
+            d.close()
+        self.workers.clear()
+
+    @property
+    def leader(self) -> Dealer:
+        assert self.client.dealer is not None
+        return self.client.dealer
+
+    # ---- the window ---------------------------------------------------------------------------
+    def next_job(self) -> Job | None:
+        if self.todo:
+            return self.todo.popleft()
+        if self.exhausted:
+            return None
+        job = next(self.fresh, None)
+        if job is None:
+            self.exhausted = True
+        elif self.keep:
+            self.order.append(job.task_id)
+        return job
+
+    async def fill(self) -> None:
+        max_frame = self.client.ctx.max_frame_bytes
+        while len(self.pending) < self.window and (job := self.next_job()) is not None:
+            big = max((len(job.image), "image"), (len(job.mask), "mask"))
+            if big[0] > max_frame:  # the node would drop it unread: say why here
+                limit = f"{max_frame:,} bytes (max_frame_bytes)"
+                await self.deliver(JobResult(job, False, error_code="input", error=f"{big[1]} is over {limit}"))
+                continue
+            sent = self.pending.get(job.task_id)
+            now = time.monotonic()
+            if sent is None:
+                sent = self.pending[job.task_id] = _Sent(job, now, now)
+            await self.submit(sent)
+
+    async def submit(self, sent: _Sent) -> None:
+        """(Again) ask the leader to place it; the bytes wait for the answer."""
+        if sent.worker or sent.data_sent:
+            self.client.resubmitted += 1
+        sent.worker = ""
+        sent.last = time.monotonic()
+        await self.leader.send(sent.job.submit())
+
+    async def deliver(self, r: JobResult) -> None:
+        if self.keep:
+            self.results[r.job.task_id] = r
+        if self.on_result is not None:
+            maybe = self.on_result(r)
+            if maybe is not None:
+                await maybe
+
+    async def fail_all(self, code: str, why: str) -> None:
+        for sent in list(self.pending.values()):
+            await self.deliver(JobResult(sent.job, False, error_code=code, error=why))
+        self.pending.clear()
+        while (left := self.next_job()) is not None:
+            await self.deliver(JobResult(left, False, error_code=code, error=why))
+
+    # ---- messages -----------------------------------------------------------------------------
+    async def ping(self) -> None:
+        now = time.monotonic()
+        if now - self.last_ping < const.CLIENT_PING_INTERVAL:
+            return
+        self.last_ping = now
+        await self.leader.send(Ping(0))
+
+    async def receive(self) -> tuple[Dealer, Message, list[Any]] | None:
+        wait = const.CLIENT_PING_INTERVAL
+        if self.deadline is not None:
+            wait = min(wait, max(0.0, self.deadline - time.monotonic()))
+        socks = [self.leader, *self.workers.values()]
+        self._turn += 1
+        got = await recv_any(socks, wait, self._turn)
+        if got is not None and got[0] is self.leader:
+            self.last_heard = time.monotonic()
+        return got
+
+    async def handle(self, sock: Dealer, msg: Message, blobs: list[Any]) -> None:
+        if isinstance(msg, Place):
+            await self.on_place(msg)
+        elif isinstance(msg, Result):
+            await self.on_result_msg(msg, blobs)
+        elif isinstance(msg, Pong) and sock is self.leader:
+            if msg.leader_id != msg.node_id:
+                self.moved, self.hint = True, msg.leader_addr
             else:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        msg, blobs = await dealer.recv()
-            if msg is not None:
-                last_heard = time.monotonic()
-            if isinstance(msg, Pong):
-                if msg.leader_id != msg.node_id:
-                    moved, hint = True, msg.leader_addr
-                else:
-                    self._learn(msg, ("", 0))
-            elif isinstance(msg, Result) and msg.task_id in pending:
-                job = pending.pop(msg.task_id)
-                if msg.error_code == MOVED:
-                    todo.appendleft(job)
-                    moved, hint = True, msg.error
-                else:
-                    data = bytes(blobs[0].buffer) if (msg.ok and blobs) else b""
-                    sent = first_sent.pop(job.task_id, time.monotonic())
-                    last_sent.pop(job.task_id, None)
-                    await deliver(
-                        JobResult(
-                            job,
-                            msg.ok,
-                            data,
-                            msg.out_format,
-                            msg.node_id,
-                            msg.error_code,
-                            msg.error,
-                            msg.model_ms,
-                            (time.monotonic() - sent) * 1000,
-                        )
-                    )
-            # a leader that answers pings but not a task for CLIENT_RESEND_AFTER gets it again: safe,
-            # as it ignores a task id it still holds. A Result lost to a receive timing out as it arrived
-            # (pyzmq's asyncio socket read it into the Future the timeout cancelled) cannot happen with
-            # transport's sockets (tests/test_transport.py); this stays as the last line of defence
-            stale: list[str] = []
-            if time.monotonic() - last_resend_check >= 1.0:  # once a second, not per answer: O(window)
-                last_resend_check = time.monotonic()
-                stale = [t for t in pending if last_resend_check - last_sent.get(t, 0.0) > const.CLIENT_RESEND_AFTER]
-            for task_id in stale:
-                job = pending[task_id]
-                last_sent[task_id] = time.monotonic()
-                log.info("task %s unanswered for %g s; sending it again", task_id[:12], const.CLIENT_RESEND_AFTER)
-                await dealer.send(job.submit(), [job.image, job.mask])
-            silent = time.monotonic() - last_heard > self.dead_timeout / 2
-            if (moved or silent) and (todo or pending or not exhausted):
-                why = "moved" if moved else f"silent for {self.dead_timeout / 2:g} s"
-                log.info("leader %s: %s", self.leader.leader_id if self.leader else "?", why)
-                if not await self._failover(hint, deadline):
-                    await fail_all("no_mesh", "the mesh lost its leader and no new leader answered")
-                    break
-                todo.extendleft(reversed(list(pending.values())))  # resubmit, oldest first
-                pending.clear()
-                last_heard = last_ping = time.monotonic()
-        return [results[t] for t in order if t in results]
+                self.client._learn(msg, ("", 0))
+                self.live = frozenset(msg.members)
+
+    async def on_place(self, msg: Place) -> None:
+        sent = self.pending.get(msg.task_id)
+        if sent is None:
+            return  # answered already
+        d = self.workers.get(msg.addr)
+        if d is None:
+            host, _, port = msg.addr.rpartition(":")
+            if not host or not port.isdigit():
+                return
+            d = self.workers[msg.addr] = self.client.ctx.dealer()
+            d.connect(host, int(port))
+        if sent.data_sent:
+            self.client.resent += 1
+        sent.worker, sent.last = msg.addr, time.monotonic()
+        sent.data_sent += 1
+        await d.send(Data(msg.task_id, msg.attempt), [sent.job.image, sent.job.mask])
+
+    async def on_result_msg(self, msg: Result, blobs: list[Any]) -> None:
+        sent = self.pending.get(msg.task_id)
+        if sent is None:
+            return  # a second answer (the task ran twice): delivered once already
+        if msg.error_code == MOVED:  # the leader no longer leads: submit it to the new one
+            del self.pending[msg.task_id]
+            self.todo.appendleft(sent.job)
+            self.moved, self.hint = True, msg.error
+            return
+        if msg.error_code == RETRY:  # a worker had no placement for its bytes: ask the leader again
+            await self.submit(sent)
+            return
+        del self.pending[msg.task_id]
+        data = bytes(blobs[0].buffer) if (msg.ok and blobs) else b""
+        await self.deliver(
+            JobResult(
+                sent.job,
+                msg.ok,
+                data,
+                msg.out_format,
+                msg.node_id,
+                msg.error_code,
+                msg.error,
+                msg.model_ms,
+                (time.monotonic() - sent.first) * 1000,
+            )
+        )
+
+    # ---- failures -----------------------------------------------------------------------------
+    async def resend_stale(self) -> None:
+        """A task unanswered for ``CLIENT_RESEND_AFTER`` while the mesh answers pings is submitted
+        again: safe, as the leader ignores a task id it still holds, and answers are deduplicated."""
+        now = time.monotonic()
+        if now - self.last_resend_check < 1.0:  # once a second, not per answer: O(window)
+            return
+        self.last_resend_check = now
+        for sent in [s for s in self.pending.values() if now - s.last > const.CLIENT_RESEND_AFTER]:
+            log.info("task %s unanswered for %g s; sending it again", sent.job.task_id[:12], const.CLIENT_RESEND_AFTER)
+            await self.submit(sent)
+
+    async def watch_workers(self) -> None:
+        """A worker holding our bytes that the leader no longer lists as a live member: submit its tasks
+        again. (Its own connection is no judge: a result of many MiB on a busy link keeps it quiet for
+        seconds. The leader re-places a dead worker's tasks itself; this covers a leader that changed.)"""
+        leader = self.client.leader
+        if self.live is None or leader is None or leader.leader_addr not in self.live:
+            return  # no list yet, or the leader itself is leaving (its list leaves itself out): no judge
+        busy = {s.worker for s in self.pending.values() if s.worker}
+        for addr in busy - self.live:
+            await self.forget_worker(addr, "is no longer a live member")
+
+    async def forget_worker(self, addr: str, why: str) -> None:
+        log.info("worker at %s %s; submitting its tasks again", addr, why)
+        d = self.workers.pop(addr, None)
+        if d is not None:
+            d.close()
+        for sent in [s for s in self.pending.values() if s.worker == addr]:
+            await self.submit(sent)
+
+    async def watch_leader(self) -> bool:
+        """Fail over when the leader is silent or moved; False when no leader could be found."""
+        silent = time.monotonic() - self.last_heard > self.client.dead_timeout / 2
+        if not (self.moved or silent) or not (self.todo or self.pending or not self.exhausted):
+            return True
+        client = self.client
+        old = client.leader
+        why = "moved" if self.moved else f"silent for {client.dead_timeout / 2:g} s"
+        log.info("leader %s: %s", old.leader_id if old else "?", why)
+        if not await client._failover(self.hint, self.deadline):
+            await self.fail_all("no_mesh", "the mesh lost its leader and no new leader answered")
+            return False
+        self.moved, self.hint = False, ""
+        self.live = None  # until the new leader says who lives
+        self.last_heard = self.last_ping = time.monotonic()
+        if silent and old is not None and old.leader_addr in self.workers:
+            await self.forget_worker(old.leader_addr, "was the leader that went silent")
+        # the tasks not placed yet go to the new leader; those whose bytes are at a live worker stay there
+        for sent in [s for s in self.pending.values() if not s.worker]:
+            await self.submit(sent)
+        return True

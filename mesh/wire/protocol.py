@@ -74,22 +74,43 @@ class TaskSpec(Message):
     resize_limit: int = const.HD_RESIZE_LIMIT
     pixels: int = 0  # width x height, read by the client from the image header (0 = unknown)
     requires: str = ""  # requirement class: "" any node, cpu, gpu-low, gpu-medium, gpu-high
+    size: int = 0  # bytes of image + mask: placement counts the time to move them
 
 
 @dataclass(frozen=True)
 class Submit(TaskSpec):
-    """client -> leader; frames: image, mask."""
+    """client -> leader: place this task. No data frames: the bytes go to the worker the leader names."""
 
     t: ClassVar[str] = "submit"
-    blobs: ClassVar[int] = 2
 
 
 @dataclass(frozen=True)
 class Task(TaskSpec):
-    """leader -> worker; frames: image, mask."""
+    """leader -> worker: hold a slot for this task; its bytes come from the client (``Data``)."""
 
     t: ClassVar[str] = "task"
+    attempt: int = 0
+
+
+@dataclass(frozen=True)
+class Place(Message):
+    """leader -> client: send the task's bytes to the node at ``addr`` (host:task_port)."""
+
+    t: ClassVar[str] = "place"
+    task_id: str = ""
+    node_id: str = ""
+    addr: str = ""
+    attempt: int = 0
+
+
+@dataclass(frozen=True)
+class Data(Message):
+    """client -> the worker named by ``Place``, at its task port; frames: image, mask. The worker
+    answers the client with ``Result`` on the same connection."""
+
+    t: ClassVar[str] = "data"
     blobs: ClassVar[int] = 2
+    task_id: str = ""
     attempt: int = 0
 
 
@@ -106,15 +127,18 @@ class Outcome(Message):
 
 @dataclass(frozen=True)
 class Done(Outcome):
-    """worker -> leader; frames: result image (none when not ok)."""
+    """worker -> leader: a task held for it is over (ran, failed, or its bytes never came). No data
+    frames: the result went to the client directly."""
 
     t: ClassVar[str] = "done"
-    blobs: ClassVar[int] = 1
+    fetch_ms: float = 0.0  # from the slot being held to the bytes being here
+    size: int = 0  # bytes that came (image + mask)
 
 
 @dataclass(frozen=True)
 class Result(Outcome):
-    """leader -> client; frames: result image (none when not ok)."""
+    """worker -> client (the answer), or leader -> client (refused, ``moved``); frames: result image
+    (none when not ok)."""
 
     t: ClassVar[str] = "result"
     blobs: ClassVar[int] = 1
@@ -132,6 +156,7 @@ class Ready(Message):
     host: str = ""
     vram_mb: int = 0
     models: list[str] = dataclasses.field(default_factory=list)
+    task_port: int = 0  # where clients send it the bytes of the tasks placed on it (at ``host``)
 
 
 @dataclass(frozen=True)
@@ -230,6 +255,8 @@ class ModelPart(Message):
 
 
 MOVED = "moved"  # error code of a Result that is not an answer: resubmit to the leader named in `error`
+RETRY = "retry"  # error code of a worker's Result that is not an answer: submit the task to the leader again
+NO_DATA = "no_data"  # error code of a worker's Done: the slot was held but the task's bytes never came
 
 MESSAGES: dict[str, type[Message]] = {
     cls.t: cls
@@ -238,6 +265,8 @@ MESSAGES: dict[str, type[Message]] = {
         Pong,
         Submit,
         Task,
+        Place,
+        Data,
         Done,
         Result,
         Ready,

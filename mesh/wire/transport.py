@@ -449,3 +449,31 @@ class Sub(_Socket):
             got = self._decode("gossip", frames)
             if got is not None:
                 return got[0]
+
+
+async def recv_any(
+    socks: Sequence[Dealer], timeout: float, start: int = 0
+) -> tuple[Dealer, Message, list[zmq.Frame]] | None:
+    """The first message waiting on any of ``socks`` (looked at from ``start``, so a busy socket
+    cannot starve the others), waiting ``timeout`` s at most for one; None when none came. A wait
+    cut short loses nothing (the sockets' waits take a signal, never a message)."""
+    n = len(socks)
+    for k in range(n):
+        s = socks[(start + k) % n]
+        got = s.recv_now()
+        if got is not None:
+            return s, got[0], got[1]
+    if timeout <= 0 or not n:
+        return None
+    waits = [asyncio.ensure_future(s._wait(s._readers, zmq.POLLIN)) for s in socks]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+    for k in range(n):
+        s = socks[(start + k) % n]
+        got = s.recv_now()
+        if got is not None:
+            return s, got[0], got[1]
+    return None

@@ -1,0 +1,264 @@
+"""The mesh on a shaped LAN: hosts in network namespaces on one bridge, every host's link shaped
+with ``tc tbf`` in both directions, real ``lamamesh join`` processes (the BENCHMARK-ONLY sleep
+executor, so many nodes fit on 2 cores) and one client process per client host.
+
+Prints mesh tasks/s against the compute limit (nodes x slots x 1000 / service ms) and what the
+clients' own links carry (clients x rate / payload), and saves JSON under bench/results/.
+
+    sudo python bench/lan.py [--rate 100mbit] [--payload 1048576] [--service-ms 100]
+                             [--nodes 4] [--clients 1] [--tasks 100] [--kill-leader] [--out lan]
+
+``--kill-leader``: kill -9 the leader's node once a third of the tasks are answered; every output
+must still arrive exactly once (the client counts answers and resends). Needs root, ``ip`` and
+``tc``; without them it says so in one line and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _common import save  # noqa: E402
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=20)
+
+
+def _tc(ns: str, dev: str, rate: str) -> None:
+    # tbf: the rate, a burst a few packets deep, and a queue of 50 ms at that rate
+    subprocess.run(
+        ["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
+         "burst", os.environ.get("LAN_BURST", "64kb"), "latency", os.environ.get("LAN_LATENCY", "50ms")],
+        check=True, capture_output=True, timeout=20,
+    )  # fmt: skip
+
+
+def unavailable() -> str:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces and tc)"
+    for tool in ("ip", "tc"):
+        if shutil.which(tool) is None:
+            return f"needs `{tool}` (iproute2)"
+    name = f"lmprobe{secrets.token_hex(3)}"
+    try:
+        _ip("netns", "add", name)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        return f"cannot create a network namespace here: {exc}"
+    _ip("netns", "del", name)
+    return ""
+
+
+class Lan:
+    """``n`` hosts (10.88.<net>.1..n on eth0) on one bridge inside a hub namespace; each host's link
+    shaped to ``rate`` both ways: its eth0 egress (uploads) and the hub side's egress (downloads)."""
+
+    def __init__(self, n: int, rate: str) -> None:
+        tag = secrets.token_hex(2)
+        self.net = 100 + int(tag, 16) % 150
+        self.hub = f"lbhub{tag}"
+        self.hosts = [f"lbh{i}{tag}" for i in range(1, n + 1)]
+        self.made: list[str] = []
+        try:
+            _ip("netns", "add", self.hub)
+            self.made.append(self.hub)
+            _ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
+            _ip("-n", self.hub, "link", "set", "br0", "up")
+            for i, ns in enumerate(self.hosts, start=1):
+                veth = f"lbv{i}{tag}"
+                _ip("netns", "add", ns)
+                self.made.append(ns)
+                _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+                _ip("link", "set", veth, "netns", self.hub)
+                _ip("-n", self.hub, "link", "set", veth, "master", "br0")
+                _ip("-n", self.hub, "link", "set", veth, "up")
+                _ip("-n", ns, "addr", "add", f"{self.addr(i - 1)}/24", "dev", "eth0")
+                _ip("-n", ns, "link", "set", "eth0", "up")
+                _ip("-n", ns, "link", "set", "lo", "up")
+                if rate:
+                    _tc(ns, "eth0", rate)
+                    _tc(self.hub, veth, rate)
+        except BaseException:
+            self.close()
+            raise
+
+    def addr(self, i: int) -> str:
+        return f"10.88.{self.net}.{i + 1}"
+
+    def close(self) -> None:
+        for ns in reversed(self.made):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
+        self.made.clear()
+
+
+def in_ns(ns: str, *cmd: str) -> list[str]:
+    return ["ip", "netns", "exec", ns, *cmd]
+
+
+def rate_bytes(rate: str) -> float:
+    units = {"kbit": 1e3 / 8, "mbit": 1e6 / 8, "gbit": 1e9 / 8}
+    for u, f in units.items():
+        if rate.endswith(u):
+            return float(rate[: -len(u)]) * f
+    raise SystemExit(f"--rate {rate!r}: give it as 100mbit, 1gbit or 500kbit")
+
+
+def wait_formed(lan: Lan, ns: str, port: int, nodes: int, env: dict[str, str], timeout: float = 60) -> dict:
+    """Until every node is alive and registered with the leader (status --json from a client host)."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        p = subprocess.run(
+            in_ns(ns, sys.executable, "-m", "mesh", "status", "--json", "--peer", f"{lan.addr(0)}:{port}"),
+            capture_output=True, text=True, env=env, timeout=30,
+        )  # fmt: skip
+        if p.returncode == 0:
+            s = json.loads(p.stdout)
+            live = [n for n in s["nodes"] if n["alive"]]
+            if s["leader"] and len(live) == nodes and all(n.get("ready") for n in live):
+                return s
+            last = f"{len(live)} alive, leader {s['leader'] or '-'}"
+        else:
+            last = p.stderr.strip()[-200:]
+        time.sleep(0.3)
+    raise SystemExit(f"the mesh did not form within {timeout:g} s ({last})")
+
+
+def run(args: argparse.Namespace) -> dict:
+    lan = Lan(args.nodes + args.clients, args.rate)
+    procs: list[subprocess.Popen[bytes]] = []
+    work = Path(tempfile.mkdtemp(prefix="lmlan"))
+    env = {**os.environ, "LAMAMESH_HOME": str(work / "home"), "PYTHONPATH": str(ROOT)}
+    port = 5555
+    try:
+        for i in range(args.nodes):
+            log = (work / f"node{i}.log").open("wb")
+            cmd = [sys.executable, "-m", "mesh", "join", "--mesh", "lanbench", "--no-mdns", "--bind",
+                   lan.addr(i), "--port", str(port), "--slots", str(args.slots),
+                   "--bench-delay-ms", str(args.service_ms), *args.node_args.split()]  # fmt: skip
+            if i:
+                cmd += ["--peer", f"{lan.addr(0)}:{port}"]
+            procs.append(subprocess.Popen(in_ns(lan.hosts[i], *cmd), stdout=log, stderr=subprocess.STDOUT, env=env))
+            if i == 0:
+                time.sleep(0.5)  # the first node claims leadership alone, the others join it
+        client_hosts = lan.hosts[args.nodes :]
+        snap = wait_formed(lan, client_hosts[0], port, args.nodes, env)
+        leader = next(n for n in snap["nodes"] if n["id"] == snap["leader"])
+        start_at = time.time() + 2.0  # every client starts at the same instant
+        outs = [work / f"client{c}.json" for c in range(args.clients)]
+        clients = []
+        for c, ns in enumerate(client_hosts):
+            cmd = [sys.executable, str(ROOT / "bench" / "_lanclient.py"), "--peer", f"{lan.addr(0)}:{port}",
+                   "--tasks", str(args.tasks), "--payload", str(args.payload), "--start-at", str(start_at),
+                   "--out", str(outs[c]), "--seed", str(c)]  # fmt: skip
+            clients.append(subprocess.Popen(in_ns(ns, *cmd), env=env))
+        killed = ""
+        if args.kill_leader:
+            victim = next(i for i in range(args.nodes) if lan.addr(i) == leader["host"])
+            progress = work / "client0.json.progress"
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                if progress.exists() and int(progress.read_text() or 0) >= args.tasks // 3:
+                    break
+                time.sleep(0.02)
+            procs[victim].send_signal(signal.SIGKILL)
+            killed = leader["id"]
+        for p in clients:
+            p.wait(timeout=900)
+        per = [json.loads(o.read_text()) for o in outs]
+        if os.environ.get("LAN_ARRIVALS"):
+            print([r["arrivals"] for r in per])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        lan.close()
+    began = min(r["started"] for r in per)
+    ended = max(r["ended"] for r in per)
+    total = sum(r["ok"] for r in per)
+    tput = total / (ended - began)
+    compute = args.nodes * args.slots * 1000 / args.service_ms
+    link = args.clients * rate_bytes(args.rate) / args.payload if args.rate else float("inf")
+    limit = min(compute, link)
+    by_node: dict[str, int] = {}
+    for r in per:
+        for k, v in r["by_node"].items():
+            by_node[k] = by_node.get(k, 0) + v
+    return {
+        "nodes": args.nodes,
+        "clients": args.clients,
+        "slots": args.slots,
+        "rate": args.rate,
+        "payload": args.payload,
+        "service_ms": args.service_ms,
+        "tasks_per_client": args.tasks,
+        "answered": total,
+        "failed": sum(r["failed"] for r in per),
+        "duplicates": sum(r["duplicates"] for r in per),
+        "resent": sum(r["resent"] for r in per),
+        "killed_leader": killed,
+        "seconds": round(ended - began, 3),
+        "tasks_per_s": round(tput, 2),
+        "compute_limit": round(compute, 2),
+        "client_link_limit": round(link, 2),
+        "of_limit": round(tput / limit, 3),
+        "by_node": by_node,
+        "leader": snap["leader"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", default="100mbit", help="each host's link, both directions ('' = unshaped)")
+    ap.add_argument("--payload", type=int, default=1 << 20, help="bytes of each image (the result is as big)")
+    ap.add_argument("--service-ms", type=float, default=100.0)
+    ap.add_argument("--nodes", type=int, default=4)
+    ap.add_argument("--slots", type=int, default=1)
+    ap.add_argument("--clients", type=int, default=1)
+    ap.add_argument("--tasks", type=int, default=100, help="tasks per client")
+    ap.add_argument("--kill-leader", action="store_true")
+    ap.add_argument("--node-args", default="", help='more flags for every `join` (e.g. "--placement least-loaded")')
+    ap.add_argument("--label", default="", help="what code this is (saved with the figures)")
+    ap.add_argument("--out", default="", help="name of the JSON under bench/results (default: print only)")
+    args = ap.parse_args()
+    why = unavailable()
+    if why:
+        print(f"bench/lan.py skipped: {why}")
+        return
+    r = run(args)
+    r["label"] = args.label
+    print(
+        f"{r['nodes']} nodes x {r['slots']} slot, {r['clients']} clients, {args.rate or 'unshaped'} links, "
+        f"{args.payload / 1024:g} KiB, {args.service_ms:g} ms: {r['tasks_per_s']} tasks/s "
+        f"(compute {r['compute_limit']}, clients' links {r['client_link_limit']}) = {r['of_limit']} of the limit; "
+        f"answered {r['answered']}, failed {r['failed']}, duplicates {r['duplicates']}, resent {r['resent']}"
+        + (f"; leader {r['killed_leader']} killed" if r["killed_leader"] else "")
+        + f"; by node {r['by_node']}"
+    )
+    if args.out:
+        path = ROOT / "bench" / "results" / f"{args.out}.json"
+        runs = json.loads(path.read_text())["runs"] if path.exists() else []
+        save(args.out, {"runs": [*runs, r]})
+
+
+if __name__ == "__main__":
+    main()

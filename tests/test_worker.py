@@ -1,0 +1,89 @@
+"""The worker's two halves of a task (the leader's hold, the client's bytes), wired to fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from mesh import const
+from mesh.cluster.worker import LOCAL, Worker
+from mesh.execute.slots import SlotResult
+from mesh.wire.protocol import NO_DATA, RETRY, Data, Done, Message, Result, Task
+from mesh.wire.transport import Context
+
+
+class EchoPool:
+    size, provider, busy = 1, "cpu", 0
+
+    async def run(self, spec: Any, image: Any, mask: Any) -> SlotResult:
+        return SlotResult(True, bytes(image), "png", 1.0, 1.0)
+
+
+def _worker() -> tuple[Worker, list[tuple[bytes, Message, list[Any]]], list[Message]]:
+    ctx = Context()
+    w = Worker(ctx, "w1", "127.0.0.1", EchoPool(), task_port=7000)  # type: ignore[arg-type]
+    replies: list[tuple[bytes, Message, list[Any]]] = []
+    told: list[Message] = []
+
+    async def reply(client: bytes, msg: Message, blobs: list[Any]) -> None:
+        replies.append((client, msg, blobs))
+
+    async def local(ident: bytes, msg: Message, blobs: list[Any]) -> None:
+        told.append(msg)
+
+    w.reply, w.local, w.following = reply, local, LOCAL
+    return w, replies, told
+
+
+async def _settle(w: Worker) -> None:
+    async with asyncio.timeout(5):
+        while w.running:
+            await asyncio.wait(set(w.running))
+
+
+def test_bytes_and_hold_meet_in_either_order_and_the_answer_goes_to_the_client() -> None:
+    async def go() -> None:
+        w, replies, told = _worker()
+        w.reserve(Task(task_id="a"))
+        w.data(b"client1", Data("a"), [b"img-a", b"m"])
+        w.data(b"client2", Data("b"), [b"img-b", b"m"])  # before its hold
+        w.reserve(Task(task_id="b"))
+        await _settle(w)
+        got = {m.task_id: (c, blobs) for c, m, blobs in replies if isinstance(m, Result) and m.ok}
+        assert got == {"a": (b"client1", [b"img-a"]), "b": (b"client2", [b"img-b"])}
+        dones = [m for m in told if isinstance(m, Done)]
+        assert sorted(d.task_id for d in dones) == ["a", "b"] and all(d.size == 6 for d in dones)
+        w.close()
+
+    asyncio.run(go())
+
+
+def test_a_hold_without_bytes_is_freed_and_the_leader_told() -> None:
+    """A client that vanished after its task was placed: the slot is free again after DATA_WAIT."""
+
+    async def go() -> None:
+        w, _replies, told = _worker()
+        w.reserve(Task(task_id="lost"))
+        await w.sweep(time.monotonic())
+        assert "lost" in w.held and not told  # not yet
+        await w.sweep(time.monotonic() + const.DATA_WAIT)
+        assert "lost" not in w.held
+        (done,) = told
+        assert isinstance(done, Done) and done.error_code == NO_DATA and not done.ok
+        w.close()
+
+    asyncio.run(go())
+
+
+def test_bytes_no_placement_claims_are_dropped_and_the_client_told_to_retry() -> None:
+    async def go() -> None:
+        w, replies, _told = _worker()
+        w.data(b"c", Data("stray"), [b"i", b"m"])
+        await w.sweep(time.monotonic() + const.DATA_WAIT)
+        assert not w.early
+        ((client, res, _),) = replies
+        assert client == b"c" and isinstance(res, Result) and res.error_code == RETRY
+        w.close()
+
+    asyncio.run(go())
