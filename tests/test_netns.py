@@ -7,7 +7,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,23 +18,16 @@ from PIL import Image
 
 from .cluster import wait_until
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from lan import unavailable
+
 
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=20)
 
 
 def _can_netns() -> str:
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    if shutil.which("ip") is None:
-        return "iproute2 (`ip`) is not installed"
-    name = f"lmprobe{secrets.token_hex(3)}"
-    try:
-        _ip("netns", "add", name)
-    except (subprocess.CalledProcessError, OSError) as exc:
-        return f"cannot create a network namespace here: {exc}"
-    _ip("netns", "del", name)
-    return ""
+    return unavailable()  # bench/lan.py's check: root, iproute2, a namespace can be made
 
 
 @pytest.fixture
