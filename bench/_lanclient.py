@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -18,8 +19,7 @@ from mesh.wire.transport import Context  # noqa: E402
 
 
 async def main(args: argparse.Namespace) -> None:
-    import logging
-
+    # failovers and resubmissions, one line each, on this client host's stderr
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s client{args.seed} %(message)s")
     host, _, port = args.peer.rpartition(":")
     client = Client(Context(), [(host, int(port))])
@@ -29,13 +29,11 @@ async def main(args: argparse.Namespace) -> None:
     seen: dict[str, int] = {}
     by_node: dict[str, int] = {}
     failed = 0
-    arrivals: list[float] = []
     progress = Path(args.out + ".progress")
 
     def done(r: JobResult) -> None:
         nonlocal failed
         seen[r.job.task_id] = seen.get(r.job.task_id, 0) + 1
-        arrivals.append(time.time())
         if r.ok and r.data == payload:
             by_node[r.node_id] = by_node.get(r.node_id, 0) + 1
         else:
@@ -60,7 +58,6 @@ async def main(args: argparse.Namespace) -> None:
                 "missing": args.tasks - len(seen),
                 "resent": getattr(client, "resent", 0),
                 "by_node": by_node,
-                "arrivals": [round(a - started, 3) for a in arrivals],
             }
         )
     )

@@ -61,7 +61,7 @@ _FIELD_NAMES: dict[type[Message], tuple[str, ...]] = {}
 
 def _fields(msg: Message) -> dict[str, Any]:
     names = _FIELD_NAMES.get(type(msg))
-    if names is None:  # worked out once per message type: this runs twice per task
+    if names is None:  # worked out once per message type: this runs for every Submit
         names = _FIELD_NAMES[type(msg)] = tuple(f.name for f in dataclasses.fields(msg))
     return {name: getattr(msg, name) for name in names}
 

@@ -13,7 +13,6 @@ import logging
 import secrets
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -314,7 +313,6 @@ class _Batch:
         self.window = window
         self.timeout = timeout
         self.keep = keep
-        self.todo: deque[Job] = deque()  # to submit again (moved, the leader changed), before fresh ones
         self.exhausted = False
         self.order: list[str] = []
         self.pending: dict[str, _Sent] = {}
@@ -331,7 +329,7 @@ class _Batch:
     async def run(self) -> list[JobResult]:
         while True:
             await self.fill()
-            if not self.pending and not self.todo and self.exhausted:
+            if not self.pending and self.exhausted:
                 break
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 await self.fail_all("timeout", f"no result within {self.timeout:g} s")
@@ -358,8 +356,6 @@ class _Batch:
 
     # ---- the window ---------------------------------------------------------------------------
     def next_job(self) -> Job | None:
-        if self.todo:
-            return self.todo.popleft()
         if self.exhausted:
             return None
         job = next(self.fresh, None)
@@ -377,10 +373,8 @@ class _Batch:
                 limit = f"{max_frame:,} bytes (max_frame_bytes)"
                 await self.deliver(JobResult(job, False, error_code="input", error=f"{big[1]} is over {limit}"))
                 continue
-            sent = self.pending.get(job.task_id)
             now = time.monotonic()
-            if sent is None:
-                sent = self.pending[job.task_id] = _Sent(job, now, now)
+            sent = self.pending[job.task_id] = _Sent(job, now, now)
             await self.submit(sent)
 
     async def submit(self, sent: _Sent) -> None:
@@ -458,9 +452,8 @@ class _Batch:
         sent = self.pending.get(msg.task_id)
         if sent is None:
             return  # a second answer (the task ran twice): delivered once already
-        if msg.error_code == MOVED:  # the leader no longer leads: submit it to the new one
-            del self.pending[msg.task_id]
-            self.todo.appendleft(sent.job)
+        if msg.error_code == MOVED:  # the leader no longer leads: unplaced, so watch_leader submits it anew
+            sent.worker = ""
             self.moved, self.hint = True, msg.error
             return
         if msg.error_code == RETRY:  # a worker had no placement for its bytes: ask the leader again
@@ -516,7 +509,7 @@ class _Batch:
     async def watch_leader(self) -> bool:
         """Fail over when the leader is silent or moved; False when no leader could be found."""
         silent = time.monotonic() - self.last_heard > self.client.dead_timeout / 2
-        if not (self.moved or silent) or not (self.todo or self.pending or not self.exhausted):
+        if not (self.moved or silent) or not (self.pending or not self.exhausted):
             return True
         client = self.client
         old = client.leader
