@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from mesh import const
 from mesh.cluster.scheduler import Scheduler
-from mesh.wire.protocol import NO_DATA, Bye, Done, Message, Place, Ready, Result, Submit, Task
+from mesh.wire.protocol import NO_DATA, WITHDRAWN, Bye, Done, Message, Place, Ready, Result, Submit, Task
 
 
 class FakeRouter:
@@ -126,5 +127,46 @@ def test_a_placed_task_is_not_handed_back_when_the_leader_steps_down() -> None:
         await leader.set_role("n2", "h:2", 2)
         moved = [m.task_id for _, m, _ in front.sent if isinstance(m, Result)]
         assert moved == ["queued"]
+
+    asyncio.run(go())
+
+
+def test_a_withdrawn_task_is_dropped_without_an_answer_and_its_credit_comes_back() -> None:
+    async def go() -> None:
+        leader, front, back = _leader()
+        await leader._on_back(b"w1", Ready("w1", credits=1, slots=1), [])
+        await leader._submit(b"c", Submit("t1"))
+        await leader._submit(b"c", Submit("t2"))  # waits for the credit t1 holds
+        assert [m.task_id for _, m, _ in back.sent if isinstance(m, Task)] == ["t1"]
+        await leader._on_back(b"w1", Done("t1", False, WITHDRAWN, "answered", "w1"), [])
+        assert "t1" not in leader.tasks and leader.per_client[b"c"] == 1
+        assert not [m for _, m, _ in front.sent if isinstance(m, Result)]  # the client has its answer
+        assert [m.task_id for _, m, _ in back.sent if isinstance(m, Task)] == ["t1", "t2"]
+        assert leader.outcomes["withdrawn"] == 0  # not an outcome of the mesh
+
+    asyncio.run(go())
+
+
+def test_a_silent_clients_tasks_are_dropped_and_its_placed_slot_not_placed_again() -> None:
+    """A client that died (or failed over to another leader across a partition) says nothing more:
+    after CLIENT_GONE_AFTER its queued tasks are dropped, and a placed one's no_data finds nothing
+    to place again. A client that keeps pinging keeps its tasks."""
+
+    async def go() -> None:
+        leader, front, back = _leader()
+        await leader._on_back(b"w1", Ready("w1", credits=1, slots=1), [])
+        for t in ("a1", "a2", "a3"):
+            await leader._submit(b"gone", Submit(t))
+        await leader._submit(b"alive", Submit("b1"))
+        t0 = time.monotonic()
+        leader.client_seen[b"alive"] = t0 + const.CLIENT_GONE_AFTER  # it pinged later
+        await leader.sweep_clients(t0 + const.CLIENT_GONE_AFTER + 0.1)
+        assert set(leader.tasks) == {"b1"} and leader.outcomes["abandoned"] == 3
+        assert b"gone" not in leader.per_client and b"gone" not in leader.client_seen
+        await leader._on_back(b"w1", Done("a1", False, NO_DATA, "no bytes", "w1"), [])  # a1 was placed
+        tasks = [m.task_id for _, m, _ in back.sent if isinstance(m, Task)]
+        assert tasks == ["a1", "b1"]  # the slot went to the live client's task, not to a1 again
+        assert not [m for _, m, _ in front.sent if isinstance(m, Result)]
+        assert leader.status().failed == 0  # abandoned is not a failure of the mesh
 
     asyncio.run(go())

@@ -9,7 +9,7 @@ from typing import Any
 from mesh import const
 from mesh.cluster.worker import LOCAL, Worker
 from mesh.execute.slots import SlotResult
-from mesh.wire.protocol import NO_DATA, RETRY, Data, Done, Message, Result, Task
+from mesh.wire.protocol import NO_DATA, RETRY, WITHDRAWN, Data, Done, Message, Result, Task
 from mesh.wire.transport import Context
 
 
@@ -84,6 +84,29 @@ def test_bytes_no_placement_claims_are_dropped_and_the_client_told_to_retry() ->
         assert not w.early
         ((client, res, _),) = replies
         assert client == b"c" and isinstance(res, Result) and res.error_code == RETRY
+        w.close()
+
+    asyncio.run(go())
+
+
+def test_a_withdrawn_task_frees_its_slot_at_once_before_or_after_its_hold() -> None:
+    """A client that has a task's answer already (it ran elsewhere across a leader change) withdraws
+    the placement: the slot is free at once, not after DATA_WAIT, and nothing runs or answers."""
+
+    async def go() -> None:
+        w, replies, told = _worker()
+        w.reserve(Task(task_id="held"))
+        w.data(b"c", Data("held", withdrawn=True), [])
+        w.data(b"c", Data("early", withdrawn=True), [])  # before its hold
+        w.reserve(Task(task_id="early"))
+        await _settle(w)
+        assert not w.held and not w.early and not replies
+        assert sorted((m.task_id, m.error_code) for m in told if isinstance(m, Done)) == [
+            ("early", WITHDRAWN),
+            ("held", WITHDRAWN),
+        ]
+        await w.sweep(time.monotonic() + const.DATA_WAIT)  # nothing left to free or to answer
+        assert not replies and len(told) == 2
         w.close()
 
     asyncio.run(go())

@@ -527,6 +527,7 @@ class Node:
                 log.info("node %s left", node_id)
         self._alive_ids = alive_now
         if self.scheduler.leading:
+            await self.scheduler.sweep_clients(now)
             out = {w.node_id for w in self.scheduler.workers.values()} - {self.node_id}
             for node_id in sorted(out):
                 m = view.get(node_id)

@@ -7,7 +7,8 @@ headers (interactive ahead of batch, FIFO within each) and ``placement.plan`` pl
 the worker expected to finish it soonest, never beyond the credits that worker granted: it
 sends the worker a ``Task`` (hold a slot) and the client a ``Place`` (send the bytes there).
 The worker answers the client directly and reports ``Done`` here without the bytes; a task
-whose bytes never reached its worker (``no_data``) is placed again, ``DATA_TRIES`` times at most.
+whose bytes never reached its worker (``no_data``) is placed again, ``DATA_TRIES`` times at most;
+one its client withdrew (``withdrawn``: the client had its answer already) is dropped.
 
 While the node does not lead, a ``Submit`` is answered ``moved`` with the leader's
 address, and the client resubmits there. A leader that steps down (a partition healed
@@ -33,6 +34,7 @@ from mesh.errors import Overloaded
 from mesh.wire.protocol import (
     MOVED,
     NO_DATA,
+    WITHDRAWN,
     Bye,
     Data,
     Done,
@@ -54,6 +56,7 @@ from mesh.wire.transport import Router
 log = logging.getLogger("lamamesh.scheduler")
 PRIORITY = {"interactive": 0, "batch": 1}
 PLAN_DEPTH = 512  # queued tasks looked at in one placement pass
+ABANDONED = "abandoned"  # the outcome of a task dropped because its client went silent
 
 
 _FIELD_NAMES: dict[type[Message], tuple[str, ...]] = {}
@@ -154,7 +157,9 @@ class Scheduler:
         self.tasks: dict[str, Pending] = {}
         self.workers: dict[bytes, WorkerState] = {}
         self.affinity: dict[str, str] = {}
-        self.per_client: Counter[bytes] = Counter()
+        self.per_client: Counter[bytes] = Counter()  # tasks held per client
+        self.client_seen: dict[bytes, float] = {}  # when each client holding tasks was last heard
+        self._last_client_sweep = 0.0
         self.outcomes: Counter[str] = Counter()
         self.recent: deque[dict[str, Any]] = deque(maxlen=const.STATUS_RECENT)  # latest outcomes, for status
         self.accepting = True
@@ -193,6 +198,7 @@ class Scheduler:
         self.tasks.clear()
         self.queue.clear()
         self.per_client.clear()
+        self.client_seen.clear()
         self.workers.clear()
         if n:
             log.info("%s: handed %d tasks back to their clients", why, n)
@@ -216,6 +222,8 @@ class Scheduler:
         )
 
     async def _on_front(self, client: bytes, msg: Message, blobs: list[Any]) -> None:
+        if client in self.client_seen:
+            self.client_seen[client] = time.monotonic()
         if isinstance(msg, Data):
             if self.on_data is not None:
                 self.on_data(client, msg, blobs)
@@ -273,8 +281,9 @@ class Scheduler:
         known = self.tasks.get(msg.task_id)
         if known is not None:  # a resubmission of a task still here: answer the newest asker once
             if known.client != client:
-                self.per_client[known.client] -= 1
+                self._client_done(known.client)
                 self.per_client[client] += 1
+                self.client_seen[client] = time.monotonic()
                 known.client = client
             return None
         if self.per_client[client] >= self.max_queued_per_client:
@@ -286,6 +295,7 @@ class Scheduler:
         p = Pending(Task(**_fields(msg)), client, next(self._seq), time.monotonic())
         self.tasks[msg.task_id] = p
         self.per_client[client] += 1
+        self.client_seen[client] = p.submitted
         heapq.heappush(self.queue, (p.key, msg.task_id))
         await self.dispatch()
         return None
@@ -343,6 +353,12 @@ class Scheduler:
             if p.worker == ident:  # still placed there: its bytes never came, place it again
                 await self._no_data(p, msg)
             return await self.dispatch()
+        if msg.error_code == WITHDRAWN:
+            if p.worker == ident:  # its client has the answer (it ran elsewhere): nothing to send
+                del self.tasks[msg.task_id]
+                self._client_done(p.client)
+                log.debug("task %s withdrawn by its client", msg.task_id[:12])
+            return await self.dispatch()
         if p.worker is not None and p.worker != ident:
             other = self.workers.get(p.worker)
             if other is not None:
@@ -383,6 +399,35 @@ class Scheduler:
         self.per_client[client] -= 1
         if self.per_client[client] <= 0:
             del self.per_client[client]
+            self.client_seen.pop(client, None)
+
+    async def sweep_clients(self, now: float) -> None:
+        """Drop the tasks of a client not heard for ``CLIENT_GONE_AFTER`` (it died, or failed over to
+        another leader across a partition): nobody would take their answers, and a placed one would
+        hold a worker's slot for bytes that never come. A placed task's slot comes back with the
+        worker's ``Done`` (``no_data`` at worst), which then finds no task to place again."""
+        if now - self._last_client_sweep < 0.5:
+            return
+        self._last_client_sweep = now
+        gone = {c for c, seen in self.client_seen.items() if now - seen > const.CLIENT_GONE_AFTER}
+        if not gone:
+            return
+        dropped: Counter[bytes] = Counter()
+        for task_id, p in list(self.tasks.items()):
+            if p.client in gone:
+                del self.tasks[task_id]  # its queue entry is skipped when next popped
+                dropped[p.client] += 1
+        for client in gone:
+            self.per_client.pop(client, None)
+            del self.client_seen[client]
+            log.info(
+                "client %s silent for %g s: dropped its %d tasks",
+                client.hex(),
+                const.CLIENT_GONE_AFTER,
+                dropped[client],
+            )
+        self.outcomes[ABANDONED] += dropped.total()  # shown in status and /metrics, not as failed
+        self._changed.set()
 
     async def drop_worker(self, node_id: str, why: str) -> None:
         """A worker died or left: re-queue every task it held."""
@@ -506,7 +551,7 @@ class Scheduler:
             nodes,
             queued=len(self.queue),
             done=self.outcomes["ok"],
-            failed=sum(v for k, v in self.outcomes.items() if k != "ok"),
+            failed=sum(v for k, v in self.outcomes.items() if k not in ("ok", ABANDONED)),
             outcomes=dict(self.outcomes),
             recent=list(self.recent),
             node_id=self.node_id,

@@ -29,7 +29,7 @@ from typing import Any
 
 from mesh import const
 from mesh.execute.slots import Executor, SlotResult
-from mesh.wire.protocol import NO_DATA, RETRY, Bye, Data, Done, Message, Ready, Result, Task
+from mesh.wire.protocol import NO_DATA, RETRY, WITHDRAWN, Bye, Data, Done, Message, Ready, Result, Task
 from mesh.wire.transport import Context, Dealer
 
 log = logging.getLogger("lamamesh.worker")
@@ -45,6 +45,7 @@ class _Bytes:
     client: bytes
     blobs: list[Any]
     since: float
+    withdrawn: bool = False  # not bytes: the client withdrew the task before its Task came
 
 
 class Worker:
@@ -117,23 +118,34 @@ class Worker:
     def reserve(self, task: Task) -> None:
         """The leader placed ``task`` here: hold a slot until its bytes come (or start it: they came)."""
         early = self.early.pop(task.task_id, None)
-        if early is not None:
-            self._start(task, early.client, early.blobs, 0.0)
-        else:
+        if early is None:
             self.held[task.task_id] = (task, time.monotonic())
+        elif early.withdrawn:
+            self._spawn(self._withdrawn(task.task_id))
+        else:
+            self._start(task, early.client, early.blobs, 0.0)
 
     def data(self, client: bytes, msg: Data, blobs: list[Any]) -> None:
-        """A client's bytes for a task placed here (by the node's task port)."""
+        """A client's bytes for a task placed here (by the node's task port), or its withdrawal."""
         held = self.held.pop(msg.task_id, None)
         if held is not None:
             task, since = held
-            self._start(task, client, blobs, (time.monotonic() - since) * 1000)
+            if msg.withdrawn:
+                self._spawn(self._withdrawn(msg.task_id))
+            else:
+                self._start(task, client, blobs, (time.monotonic() - since) * 1000)
             return
         self.early.pop(msg.task_id, None)
-        self.early[msg.task_id] = _Bytes(client, blobs, time.monotonic())
+        self.early[msg.task_id] = _Bytes(client, [] if msg.withdrawn else blobs, time.monotonic(), msg.withdrawn)
         while len(self.early) > const.DATA_STAGED_MAX:
             task_id, old = self.early.popitem(last=False)
-            self._spawn(self._retry(old.client, task_id, "too many tasks' bytes came before their placement"))
+            if not old.withdrawn:
+                self._spawn(self._retry(old.client, task_id, "too many tasks' bytes came before their placement"))
+
+    async def _withdrawn(self, task_id: str) -> None:
+        """Its client has the answer already: the slot held for it is free, and the leader drops it."""
+        log.debug("task %s withdrawn by its client", task_id[:12])
+        await self._send(Done(task_id, False, WITHDRAWN, "the client has its answer already", self.node_id))
 
     def _start(self, task: Task, client: bytes, blobs: list[Any], fetch_ms: float) -> None:
         self._spawn(self._run_one(task, client, blobs, fetch_ms))
@@ -160,7 +172,10 @@ class Worker:
             if now - early.since < const.DATA_WAIT:
                 break
             del self.early[task_id]
-            await self._retry(early.client, task_id, f"no placement here for this task within {const.DATA_WAIT:g} s")
+            if not early.withdrawn:
+                await self._retry(
+                    early.client, task_id, f"no placement here for this task within {const.DATA_WAIT:g} s"
+                )
 
     async def _sweeper(self) -> None:
         while True:

@@ -433,8 +433,6 @@ class _Batch:
 
     async def on_place(self, msg: Place) -> None:
         sent = self.pending.get(msg.task_id)
-        if sent is None:
-            return  # answered already
         d = self.workers.get(msg.addr)
         if d is None:
             host, _, port = msg.addr.rpartition(":")
@@ -442,6 +440,9 @@ class _Batch:
                 return
             d = self.workers[msg.addr] = self.client.ctx.dealer()
             d.connect(host, int(port))
+        if sent is None:  # answered already (a leader placed it again after a change): free its slot
+            await d.send(Data(msg.task_id, msg.attempt, withdrawn=True))
+            return
         if sent.data_sent:
             self.client.resent += 1
         sent.worker, sent.last = msg.addr, time.monotonic()

@@ -106,12 +106,15 @@ class Place(Message):
 @dataclass(frozen=True)
 class Data(Message):
     """client -> the worker named by ``Place``, at its task port; frames: image, mask. The worker
-    answers the client with ``Result`` on the same connection."""
+    answers the client with ``Result`` on the same connection. ``withdrawn`` (no frames): the client
+    has this task's answer already (it ran elsewhere, e.g. across a leader change), so the worker
+    frees the slot it holds for it at once and tells the leader, which drops the task."""
 
     t: ClassVar[str] = "data"
     blobs: ClassVar[int] = 2
     task_id: str = ""
     attempt: int = 0
+    withdrawn: bool = False
 
 
 @dataclass(frozen=True)
@@ -257,6 +260,7 @@ class ModelPart(Message):
 MOVED = "moved"  # error code of a Result that is not an answer: resubmit to the leader named in `error`
 RETRY = "retry"  # error code of a worker's Result that is not an answer: submit the task to the leader again
 NO_DATA = "no_data"  # error code of a worker's Done: the slot was held but the task's bytes never came
+WITHDRAWN = "withdrawn"  # error code of a worker's Done: the client withdrew the task (it has its answer)
 
 MESSAGES: dict[str, type[Message]] = {
     cls.t: cls
