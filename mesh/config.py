@@ -42,6 +42,7 @@ class Config:
     max_pixels: int = const.MAX_IMAGE_PIXELS  # pixels of a decoded image or mask (decompression bombs)
     max_frame_bytes: int = const.MAX_FRAME_BYTES  # bytes of one image or result frame on the wire
     max_queued_per_client: int = const.MAX_QUEUED_PER_CLIENT  # tasks one client may have queued at the leader
+    max_members: int = const.MAX_MEMBERS  # members a node keeps in its view (a flood of fake ids stops there)
     max_result_bytes: int = const.MAX_RESULT_BYTES  # bytes of one encoded result
     shutdown_grace: float = const.SHUTDOWN_GRACE  # s
     advertise: str = ""  # address peers reach this node at; "" = --bind, or this machine's LAN address

@@ -19,6 +19,13 @@ ELECTION_WAIT = 1.0  # s a new node listens for a leader before it may claim lea
 PEER_PROBE_INTERVAL = 1.0  # s between pings to a static --peer not yet heard
 PEER_RECHECK_INTERVAL = 5.0  # s between pings to a static --peer that is alive (it may have restarted)
 LEAVE_LINGER_MS = 1000  # ms a leaving node keeps unsent answers (results, hand-backs) before closing
+TERM_CEILING = 2**30  # a heartbeat with a larger term is ignored: a node never adopts a term whose +1s the wire
+# refuses (protocol.MAX_TERM = 2**31), however many elections follow
+TERM_LEAP = 1024  # a heartbeat whose term is this far above every other live member's is ignored (terms grow by
+# one per election; a real mesh never leaps so far, a forged heartbeat does). A node alone accepts any term
+# up to TERM_CEILING, so it can join a long-lived mesh.
+MAX_MEMBERS = 1024  # members one node keeps in its view (config max_members); a new id beyond it is ignored
+GOSSIP_UNHEARD_DROP = 10.0  # s a gossip endpoint learned from a peer's list may stay unheard before it is dropped
 FORGET_AFTER = 60.0  # s a dead peer is kept in the view (shown as dead) before it is forgotten
 CLIENT_FIND_LEADER_TIMEOUT = 6.0  # s a client waits for a reachable mesh to name a leader
 CLIENT_FAILOVER_PROBE = 0.4  # s a failing-over client waits for each member's answer
@@ -38,8 +45,16 @@ WORKER_PREFETCH = 3  # tasks a worker may hold beyond its free slots (credit-bas
 # on their way over a LAN keep its slots fed (1 left a 100 Mbit/s client link half idle: bench/lan.py)
 DATA_WAIT = 10.0  # s a worker holds a slot for a task whose bytes have not come (then frees it, tells the leader)
 DATA_STAGED_MAX = 64  # tasks' bytes a worker keeps that came before the leader's Task (each kept DATA_WAIT at most)
+TASK_DEADLINE_FACTOR = 4.0  # a placed task's deadline: DATA_WAIT + this x its expected finish (queue + service)
+TASK_DEADLINE_MIN = 30.0  # s: the floor of that deadline (a measured 50 ms task still gets 30 s)
+TASK_DEADLINE_MAX = 600.0  # s: its cap, and the deadline of a kind of task no worker has measured yet
+TASK_TRIES = 3  # placements of a task that went past its deadline before the client gets a timeout error
+SUBMIT_TIMEOUT = TASK_TRIES * TASK_DEADLINE_MAX + 60.0  # s `submit IMAGE MASK` waits by default: every
+# placement's longest deadline, then a minute of queue (a batch has no overall default)
+MAX_WORKER_SLOTS = 256  # slots the leader believes one worker has (a Ready claiming more is capped)
 DATA_TRIES = 3  # times the leader places a task whose bytes never reached the worker before failing it
 WORKER_SWEEP = 0.25  # s between a worker's checks for slots held too long without bytes
+OPEN_FILES_WANTED = 65536  # the open-file soft limit `join` raises itself to (at most the hard limit)
 GOSSIP_HWM = 100  # heartbeats buffered per gossip peer before the oldest are dropped
 SOCKET_LINGER = 0  # ms pending messages are kept when a socket closes
 
@@ -52,6 +67,7 @@ MODEL_COPY_RETRY = 10.0  # s before a failed copy is tried again
 STATUS_RECENT = 20  # latest task outcomes a leader keeps for status
 RATE_WINDOW = 60.0  # s over which a node's tasks/s is averaged (status, /metrics)
 STATUS_REFRESH = 0.5  # s between two snapshots the live status screen asks for
+STATUS_MAX_BYTES = 60 * 1024  # bytes of a status answer: rows past it are left out and counted (header limit 64 KiB)
 STATUS_TIMEOUT = 2.0  # s a status request waits before the client looks for the leader again
 HTTP_MAX_BODY = 96 * 1024 * 1024  # bytes of one HTTP request body (base64 image + mask)
 HTTP_TASK_TIMEOUT = 300.0  # s an HTTP inpaint request waits for its result

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mesh import const
 from mesh.control import election, membership
 from mesh.control.election import Decision
 from mesh.control.membership import Goodbye, Heard, Tick, View
@@ -204,3 +205,25 @@ def test_each_connected_component_has_exactly_one_leader(layouts: list[list[int]
             assert leader in comp, f"{comp} follows {leader}, outside it"
             terms = {sim.nodes[i].decision.term for i in comp}
             assert len(terms) == 1, f"{comp} disagrees on the term: {terms}"
+
+
+def test_a_term_no_node_could_send_on_is_never_adopted() -> None:
+    """Finding 1 of the hostile-peer probe: one heartbeat with term 2**31 (not even a claim) made
+    every node elect itself at 2**31 + 1, a term the decoder refuses, so the mesh fell apart."""
+    v = membership.apply(view(), Heard(hb("a", term=3, leader="a")), 1.0)
+    v = membership.apply(v, Heard(hb("b", term=3, leader="a")), 1.0)
+    for term in (2**31, const.TERM_CEILING + 1, 3 + const.TERM_LEAP + 1):
+        after = membership.apply(v, Heard(hb("evil", term=term, leader="")), 1.1)
+        assert "evil" not in after.members and after.max_term == 3
+        d = election.decide(after, Decision("a", 3), eligible=True)
+        assert d == Decision("a", 3)
+    near = membership.apply(v, Heard(hb("c", term=3 + const.TERM_LEAP, leader="")), 1.1)
+    assert "c" in near.members  # a leap within the bound is a real (if odd) member
+
+
+def test_a_node_alone_joins_a_long_lived_mesh_whatever_its_term_up_to_the_ceiling() -> None:
+    v = membership.apply(view(), Heard(hb("a")), 1.0)
+    v = membership.apply(v, Heard(hb("b", term=50_000, leader="b")), 1.1)
+    assert election.decide(v, Decision("", 0), eligible=True) == Decision("b", 50_000)
+    lone = membership.apply(view(), Heard(hb("a")), 1.0)
+    assert "x" not in membership.apply(lone, Heard(hb("x", term=2**31, leader="x")), 1.1).members

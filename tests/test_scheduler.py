@@ -8,7 +8,7 @@ from typing import Any
 
 from mesh import const
 from mesh.cluster.scheduler import Scheduler
-from mesh.wire.protocol import NO_DATA, WITHDRAWN, Bye, Done, Message, Place, Ready, Result, Submit, Task
+from mesh.wire.protocol import HUNG, NO_DATA, WITHDRAWN, Bye, Done, Message, Place, Ready, Result, Submit, Task
 
 
 class FakeRouter:
@@ -168,5 +168,82 @@ def test_a_silent_clients_tasks_are_dropped_and_its_placed_slot_not_placed_again
         assert tasks == ["a1", "b1"]  # the slot went to the live client's task, not to a1 again
         assert not [m for _, m, _ in front.sent if isinstance(m, Result)]
         assert leader.status().failed == 0  # abandoned is not a failure of the mesh
+
+    asyncio.run(go())
+
+
+def test_a_ready_naming_another_node_is_refused_and_credit_is_capped() -> None:
+    """Finding 2 of the hostile-peer probe: one forged Ready naming a real worker's id with 65,536
+    credits took 38 of 40 tasks and answered none. A worker's connection is named by its node id,
+    so a Ready for another node from another connection is refused and counted; a worker's grant
+    is never more than its slots and the prefetch."""
+
+    async def go() -> None:
+        leader, _front, back = _leader()
+        await leader._on_back(b"w1", Ready("w1", credits=1, slots=1), [])
+        await leader._on_back(b"forger", Ready("w1", credits=65536, slots=1024), [])
+        assert list(leader.workers) == [b"w1"] and leader.refused["ready for another node"] == 1
+        await leader._on_back(b"w2", Ready("w2", credits=65536, slots=1024), [])
+        assert leader.workers[b"w2"].slots == const.MAX_WORKER_SLOTS
+        await leader._on_back(b"w3", Ready("w3", credits=65536, slots=2), [])
+        assert leader.workers[b"w3"].credits == 2 + const.WORKER_PREFETCH
+        for i in range(10):
+            await leader._submit(b"c", Submit(f"t{i}"))
+        placed = [ident for ident, m, _ in back.sent if isinstance(m, Task)]
+        assert b"forger" not in placed
+
+    asyncio.run(go())
+
+
+def test_a_task_past_its_deadline_is_placed_elsewhere_then_failed_with_a_clear_error() -> None:
+    async def go() -> None:
+        leader, front, back = _leader()
+        await leader._on_back(b"w1", Ready("w1", credits=1, slots=1), [])
+        await leader._on_back(b"w2", Ready("w2", credits=1, slots=1), [])
+        await leader._submit(b"c", Submit("t1"))
+        (first,) = [(ident, m) for ident, m, _ in back.sent if isinstance(m, Task)]
+        assert first[1].deadline_s == const.TASK_DEADLINE_MAX  # no worker has measured the model yet
+        now = time.monotonic()
+        leader.client_seen[b"c"] = now + 10 * const.TASK_DEADLINE_MAX  # the client keeps pinging
+        await leader.sweep(now + const.TASK_DEADLINE_MAX + 1)
+        tasks = [(ident, m) for ident, m, _ in back.sent if isinstance(m, Task)]
+        assert len(tasks) == 2 and tasks[1][0] != first[0] and tasks[1][1].attempt == 1  # the other worker
+        places = [m for _, m, _ in front.sent if isinstance(m, Place)]
+        assert [p.node_id for p in places] == [first[0].decode(), tasks[1][0].decode()]
+        for k in range(2, const.TASK_TRIES + 1):
+            await leader._on_back(f"w{k + 1}".encode(), Ready(f"w{k + 1}", credits=1, slots=1), [])
+            await leader.sweep(now + k * (const.TASK_DEADLINE_MAX + 1))
+        (res,) = [m for _, m, _ in front.sent if isinstance(m, Result)]
+        assert res.error_code == "timeout" and "no answer within" in res.error and not leader.tasks
+        # the workers that never answered got nothing more: each still holds the credit it took
+        held = {w.node_id: w.credits for w in leader.workers.values()}
+        assert [held[f"w{k}"] for k in range(1, const.TASK_TRIES + 1)] == [0] * const.TASK_TRIES
+
+    asyncio.run(go())
+
+
+def test_a_measured_task_gets_a_deadline_from_its_service_time_within_the_floor_and_cap() -> None:
+    async def go() -> None:
+        leader, _front, back = _leader()
+        await leader._on_back(b"w1", Ready("w1", credits=1, slots=1), [])
+        leader.workers[b"w1"].service_ms["builtin@s"] = 100.0
+        await leader._submit(b"c", Submit("t1", model="builtin"))
+        (task,) = [m for _, m, _ in back.sent if isinstance(m, Task)]
+        assert task.deadline_s == const.TASK_DEADLINE_MIN  # 10 s + 4 x 0.1 s is under the floor
+
+    asyncio.run(go())
+
+
+def test_a_hung_slot_sends_its_task_elsewhere_at_once() -> None:
+    async def go() -> None:
+        leader, front, back = _leader()
+        await leader._on_back(b"w1", Ready("w1", credits=1, slots=1), [])
+        await leader._on_back(b"w2", Ready("w2", credits=1, slots=1), [])
+        await leader._submit(b"c", Submit("t1"))
+        ((ident, _),) = [(i, m) for i, m, _ in back.sent if isinstance(m, Task)]
+        await leader._on_back(ident, Done("t1", False, HUNG, "hung", ident.decode()), [])
+        tasks = [i for i, m, _ in back.sent if isinstance(m, Task)]
+        assert len(tasks) == 2 and tasks[1] != ident
+        assert not [m for _, m, _ in front.sent if isinstance(m, Result)]
 
     asyncio.run(go())

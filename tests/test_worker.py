@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from mesh import const
 from mesh.cluster.worker import LOCAL, Worker
 from mesh.execute.slots import SlotResult
-from mesh.wire.protocol import NO_DATA, RETRY, WITHDRAWN, Data, Done, Message, Result, Task
+from mesh.wire.protocol import HUNG, NO_DATA, RETRY, WITHDRAWN, Data, Done, Message, Result, Task
 from mesh.wire.transport import Context
 
 
 class EchoPool:
     size, provider, busy = 1, "cpu", 0
 
-    async def run(self, spec: Any, image: Any, mask: Any) -> SlotResult:
+    async def run(self, spec: Any, image: Any, mask: Any, timeout: float | None = None) -> SlotResult:
         return SlotResult(True, bytes(image), "png", 1.0, 1.0)
 
 
@@ -107,6 +107,31 @@ def test_a_withdrawn_task_frees_its_slot_at_once_before_or_after_its_hold() -> N
         ]
         await w.sweep(time.monotonic() + const.DATA_WAIT)  # nothing left to free or to answer
         assert not replies and len(told) == 2
+        w.close()
+
+    asyncio.run(go())
+
+
+def test_a_hung_slot_tells_the_leader_only_and_gets_the_tasks_deadline() -> None:
+    """The client gets no answer from a hung slot (the leader places the task elsewhere; a failure
+    here would reach the client first and end its task)."""
+
+    class HungPool(EchoPool):
+        timeouts: ClassVar[list[float | None]] = []
+
+        async def run(self, spec: Any, image: Any, mask: Any, timeout: float | None = None) -> SlotResult:
+            self.timeouts.append(timeout)
+            return SlotResult(False, error_code=HUNG, error="hung")
+
+    async def go() -> None:
+        w, replies, told = _worker()
+        w.pool = HungPool()
+        w.reserve(Task(task_id="a", deadline_s=42.0))
+        w.data(b"c", Data("a"), [b"i", b"m"])
+        await _settle(w)
+        assert not replies and HungPool.timeouts == [42.0]
+        (done,) = [m for m in told if isinstance(m, Done)]
+        assert done.error_code == HUNG
         w.close()
 
     asyncio.run(go())

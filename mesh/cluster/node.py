@@ -25,7 +25,7 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -49,6 +49,17 @@ from mesh.wire.protocol import Heartbeat, Ping, Pong
 from mesh.wire.transport import Context, Dealer, Sub, load_key
 
 log = logging.getLogger("lamamesh.node")
+_logged: set[str] = set()
+
+
+def _once(what: str, exc: BaseException | None = None) -> None:
+    """Log an error of a loop pass the first time it is seen (a flood repeats it thousands of times)."""
+    if what in _logged or len(_logged) > 256:
+        return
+    _logged.add(what)
+    log.error("%s (the loop goes on; logged once)", what, exc_info=exc is not None and not isinstance(exc, OSError))
+
+
 TICK = 0.05  # s between two membership/election evaluations
 
 
@@ -92,11 +103,14 @@ class Node:
         self._seen: set[str] = set()  # every node ever alive here (a second arrival is 'back')
         self._started = 0.0
         self._sub: Sub | None = None
-        self._gossip_peers: dict[str, tuple[str, int]] = {}  # node id -> its gossip endpoint
+        # node id -> its gossip endpoint and when we connected to it (unheard ones are dropped)
+        self._gossip_peers: dict[str, tuple[str, int, float]] = {}
+        self._last_prune = 0.0
         self._probes: dict[tuple[str, int], Dealer] = {}
         self._pub: Any = None
         self._ctx: Context | None = None
         self._cpu = psutil.Process()
+        self._last_cpu = 0.0
         self._observers: list[TaskObserver] = []
 
     def request_stop(self) -> None:
@@ -139,13 +153,32 @@ class Node:
             done=self.worker.done,
             failed=self.worker.failed,
             vram_free_mb=self.caps.vram_free_mb,
-            cpu_percent=self._cpu.cpu_percent(None),
+            cpu_percent=self._cpu_percent(),
             ewma_ms=ewma,
             rate=round(self.worker.rate(), 3),
             dropped=self._ctx.bad.total + sum(self._ctx.refused.values()) if self._ctx is not None else 0,
             workers=[w.node_id for w in self.scheduler.workers.values()] if self.scheduler.leading else [],
             peers=peers[:64],
         )
+
+    def _cpu_percent(self) -> float:
+        """psutil reads /proc: with every file descriptor in use (a connection flood) that fails; the
+        heartbeat then carries the last figure instead of stopping the node."""
+        try:
+            self._last_cpu = self._cpu.cpu_percent(None)
+        except OSError as exc:
+            _once(f"cpu figure unreadable: {exc}")
+        return self._last_cpu
+
+    async def _every(self, name: str, interval: float, step: Callable[[], Awaitable[None]]) -> None:
+        """Run ``step`` every ``interval`` seconds; an error in one pass (EMFILE in a flood, a bug) is
+        logged (once per kind of error) and the loop goes on, instead of stopping the node."""
+        while True:
+            try:
+                await step()
+            except Exception as exc:
+                _once(f"{name}: {type(exc).__name__}: {exc}", exc)
+            await asyncio.sleep(interval)
 
     # ---- running -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -180,7 +213,13 @@ class Node:
             self.worker.reply = front.send  # results go to the clients on the task port their bytes came by
             self.scheduler.local_worker = self.worker.reserve
             self.scheduler.on_data = self.worker.data
-            self.view = View(self.node_id, cfg.mesh, dead_timeout=cfg.dead_timeout, forget_after=const.FORGET_AFTER)
+            self.view = View(
+                self.node_id,
+                cfg.mesh,
+                dead_timeout=cfg.dead_timeout,
+                forget_after=const.FORGET_AFTER,
+                max_members=cfg.max_members,
+            )
             log.info(
                 "joined mesh %r as node %s: tasks on %s:%d, advertised as %s (%s); backend %d, gossip %d",
                 cfg.mesh,
@@ -294,6 +333,7 @@ class Node:
         if self._ctx is not None:
             dropped.update(sorted(self._ctx.bad.counts.items()))
             dropped["no mesh key"] = sum(self._ctx.refused.values())
+        dropped.update(sched.refused)
         return Counters(
             tasks=dict(worker.outcomes),
             answered=dict(sched.outcomes),
@@ -377,9 +417,7 @@ class Node:
             await self._pub.send(hb)
 
     async def _gossip_out(self) -> None:
-        while True:
-            await self._publish()
-            await asyncio.sleep(self.config.heartbeat_interval)
+        await self._every("heartbeat", self.config.heartbeat_interval, self._publish)
 
     async def _gossip_in(self) -> None:
         assert self._sub is not None
@@ -405,11 +443,28 @@ class Node:
         if not port or node_id == self.node_id:
             return
         known = self._gossip_peers.get(node_id)
-        if known == (host, port):
+        if known is not None and known[:2] == (host, port):
             return
-        self._gossip_peers[node_id] = (host, port)
+        if known is None and len(self._gossip_peers) >= self.config.max_members:
+            return  # a flood of made-up endpoints stops here; the real ones are heard and kept
+        if known is not None:
+            self._sub.disconnect(known[0], known[1])  # it moved: a restart on another port
+        self._gossip_peers[node_id] = (host, port, time.monotonic())
         if self._sub.connect(host, port):
             log.debug("gossip: subscribed to %s at %s:%d", node_id or "a peer", host, port)
+
+    def _prune_gossip(self, view: View, now: float) -> None:
+        """Disconnect from gossip endpoints no heartbeat came from within ``GOSSIP_UNHEARD_DROP``
+        (closed endpoints listed by a peer, made-up ones) and from members forgotten: reconnecting
+        to them forever cost a node 13% CPU after a flood of fake peer lists."""
+        if now - self._last_prune < 1.0 or self._sub is None:
+            return
+        self._last_prune = now
+        for node_id, (host, port, since) in list(self._gossip_peers.items()):
+            if node_id not in view.members and now - since > const.GOSSIP_UNHEARD_DROP:
+                del self._gossip_peers[node_id]
+                if not any((h, p) == (host, port) for h, p, _ in self._gossip_peers.values()):
+                    self._sub.disconnect(host, port)
 
     def _on_found(self, f: Found) -> None:
         if f.node_id != self.node_id:
@@ -504,9 +559,7 @@ class Node:
 
     # ---- membership and election -------------------------------------------------------------
     async def _tick_loop(self) -> None:
-        while True:
-            await self._tick()
-            await asyncio.sleep(TICK)
+        await self._every("tick", TICK, self._tick)
 
     async def _tick(self) -> None:
         assert self.view is not None and self.scheduler is not None and self.worker is not None
@@ -527,7 +580,7 @@ class Node:
                 log.info("node %s left", node_id)
         self._alive_ids = alive_now
         if self.scheduler.leading:
-            await self.scheduler.sweep_clients(now)
+            await self.scheduler.sweep(now)
             out = {w.node_id for w in self.scheduler.workers.values()} - {self.node_id}
             for node_id in sorted(out):
                 m = view.get(node_id)
@@ -548,6 +601,7 @@ class Node:
             await self._follow(view)
             await self._publish()
         self.scheduler.members = [f"{m.hb.host}:{m.hb.task_port}" for m in view.usable()]
+        self._prune_gossip(view, now)
         await self._follow(view)
         lm = view.get(self.decision.leader) if self.decision.leader else None
         if (

@@ -28,10 +28,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import msgpack
+
 from mesh import const
 from mesh.control import placement
 from mesh.errors import Overloaded
 from mesh.wire.protocol import (
+    HUNG,
     MOVED,
     NO_DATA,
     WITHDRAWN,
@@ -50,6 +53,7 @@ from mesh.wire.protocol import (
     StatusRequest,
     Submit,
     Task,
+    encode,
 )
 from mesh.wire.transport import Router
 
@@ -86,6 +90,9 @@ class Pending:
     seq: int
     submitted: float
     worker: bytes | None = None
+    deadline: float = 0.0  # monotonic: past it, placed elsewhere (or failed after TASK_TRIES)
+    expired: int = 0  # placements that went past their deadline
+    avoid: str = ""  # node id of the worker its last placement expired on
     _needs: placement.TaskNeeds | None = None
 
     @property
@@ -95,7 +102,7 @@ class Pending:
     def needs(self) -> placement.TaskNeeds:
         if self._needs is None:  # built once: a placement pass asks for it per worker
             t = self.task
-            self._needs = placement.TaskNeeds(t.model, t.pixels, t.session, t.requires, t.size)
+            self._needs = placement.TaskNeeds(t.model, t.pixels, t.session, t.requires, t.size, self.avoid)
         return self._needs
 
 
@@ -159,7 +166,8 @@ class Scheduler:
         self.affinity: dict[str, str] = {}
         self.per_client: Counter[bytes] = Counter()  # tasks held per client
         self.client_seen: dict[bytes, float] = {}  # when each client holding tasks was last heard
-        self._last_client_sweep = 0.0
+        self.refused: Counter[str] = Counter()  # worker messages refused, by why (status, metrics)
+        self._last_sweep = 0.0
         self.outcomes: Counter[str] = Counter()
         self.recent: deque[dict[str, Any]] = deque(maxlen=const.STATUS_RECENT)  # latest outcomes, for status
         self.accepting = True
@@ -243,6 +251,7 @@ class Scheduler:
 
     def _record(self, task_id: str, node_id: str, code: str, error: str, ms: float) -> None:
         log.debug("answered %s: %s", task_id[:40], code)
+        error = error if len(error) <= 300 else error[:300] + "..."  # status keeps 20 of these
         self.outcomes[code] += 1
         self.recent.append(
             {
@@ -315,12 +324,16 @@ class Scheduler:
         if isinstance(msg, Ready):
             if not self.leading or not self.accepting:
                 return  # the worker follows the gossip and will find the leader
+            if ident != msg.node_id.encode():  # a worker's connection is named by its node id (Worker.identity)
+                self.refused["ready for another node"] += 1
+                log.warning("refused a Ready naming node %r from connection %r", msg.node_id[:64], ident[:64])
+                return
             w = self.workers.get(ident)
             if w is None:
                 w = WorkerState(
                     ident,
                     msg.node_id,
-                    max(1, msg.slots),
+                    min(max(1, msg.slots), const.MAX_WORKER_SLOTS),
                     0,
                     msg.provider,
                     msg.host,
@@ -333,7 +346,8 @@ class Scheduler:
                 w.models = frozenset(msg.models)  # it copied or fetched a model since it joined
             w.addr = self.advertised if local else f"{msg.host}:{msg.task_port}"
             w.local = local  # how to reach it: the last Ready came by a call or by the socket
-            w.credits = max(0, msg.credits)  # a Ready is the worker's whole grant, not an increment
+            # a Ready is the worker's whole grant, not an increment; never more than its slots and prefetch
+            w.credits = min(max(0, msg.credits), w.slots + const.WORKER_PREFETCH)
             await self.dispatch()
         elif isinstance(msg, Done):
             await self._done(ident, msg)
@@ -352,6 +366,10 @@ class Scheduler:
         if msg.error_code == NO_DATA:
             if p.worker == ident:  # still placed there: its bytes never came, place it again
                 await self._no_data(p, msg)
+            return await self.dispatch()
+        if msg.error_code == HUNG:
+            if p.worker == ident:  # its slot was restarted: place it elsewhere, as if its deadline passed
+                await self._expire(p, f"its slot on {msg.node_id} hung")
             return await self.dispatch()
         if msg.error_code == WITHDRAWN:
             if p.worker == ident:  # its client has the answer (it ran elsewhere): nothing to send
@@ -401,14 +419,47 @@ class Scheduler:
             del self.per_client[client]
             self.client_seen.pop(client, None)
 
+    async def sweep(self, now: float) -> None:
+        """Called by the node a few times a second while it leads: placed tasks past their deadline,
+        clients gone silent."""
+        if now - self._last_sweep < 0.5:
+            return
+        self._last_sweep = now
+        for p in [p for p in self.tasks.values() if p.worker is not None and now > p.deadline]:
+            await self._expire(p, f"no answer within {p.task.deadline_s:g} s")
+        await self.sweep_clients(now)
+        await self.dispatch()
+
+    async def _expire(self, p: Pending, why: str) -> None:
+        """A placed task its worker did not answer in time (a hung slot, a worker that lies about its
+        credit, a lost message): placed again, on another worker where one can run it; after
+        ``TASK_TRIES`` the client gets a ``timeout`` error. The worker keeps the credit it took until
+        it answers, so a hung worker is given nothing more."""
+        t = p.task
+        w = self.workers.get(p.worker) if p.worker is not None else None
+        node = w.node_id if w is not None else "?"
+        if w is not None:
+            w.assigned.pop(t.task_id, None)
+        p.worker = None
+        p.expired += 1
+        if p.expired >= const.TASK_TRIES:
+            del self.tasks[t.task_id]
+            self._client_done(p.client)
+            err = f"{why} ({const.TASK_TRIES} placements; last on {node})"
+            return await self._reject(p.client, t.task_id, "timeout", err)
+        log.warning("task %s: %s on %s; placing it elsewhere", t.task_id[:12], why, node)
+        elsewhere = replace(p.needs(), avoid=node)
+        if any(placement.capable(o.load(), elsewhere) for o in self.workers.values()):
+            p.avoid, p._needs = node, None
+        p.task = replace(t, attempt=t.attempt + 1)
+        heapq.heappush(self.queue, (p.key, t.task_id))
+        return None
+
     async def sweep_clients(self, now: float) -> None:
         """Drop the tasks of a client not heard for ``CLIENT_GONE_AFTER`` (it died, or failed over to
         another leader across a partition): nobody would take their answers, and a placed one would
         hold a worker's slot for bytes that never come. A placed task's slot comes back with the
         worker's ``Done`` (``no_data`` at worst), which then finds no task to place again."""
-        if now - self._last_client_sweep < 0.5:
-            return
-        self._last_client_sweep = now
         gone = {c for c, seen in self.client_seen.items() if now - seen > const.CLIENT_GONE_AFTER}
         if not gone:
             return
@@ -474,18 +525,27 @@ class Scheduler:
 
         # our own worker (its id is ours), on a tie: its tasks skip two network transfers of the image
         choices = placement.plan(loads, queued(), self.affinity, self.policy)
-        runnable: dict[tuple[str, str], bool] = {}  # (model, requirement) -> some live worker can run it
+        runnable: dict[tuple[str, str, str], bool] = {}  # (model, requirement, avoid) -> some live worker can run it
+        measured: dict[str, bool] = {}  # model -> some worker has run it (its deadline is not a guess)
+        now = time.monotonic()
         for item, p, chosen in zip(head, pend, choices, strict=True):
             if chosen is None:
                 heapq.heappush(self.queue, item)
                 needs = p.needs()
-                kind = (needs.model, needs.requires)
+                kind = (needs.model, needs.requires, needs.avoid)
                 if kind not in runnable:
                     runnable[kind] = any(placement.capable(w, needs) for w in loads.values())
                 if not runnable[kind]:
                     await self._no_capable(p)
                 continue
             w = by_node[chosen.node_id]
+            model = p.task.model
+            if model not in measured:
+                measured[model] = placement.measured(loads.values(), p.needs())
+            finish = sum(w.assigned.values()) / max(1, w.slots) + chosen.estimate_ms
+            limit = placement.deadline_s(finish, measured[model])
+            p.task = replace(p.task, deadline_s=round(limit, 1))
+            p.deadline = now + limit
             w.credits -= 1
             w.assigned[p.task.task_id] = chosen.estimate_ms  # charged what chose it
             p.worker = w.identity
@@ -544,15 +604,38 @@ class Scheduler:
     def status(self) -> Status:
         extra = self.status_extra() if self.status_extra is not None else {}
         nodes: list[dict[str, Any]] = extra.get("nodes", [])
-        return Status(
-            self.mesh,
-            self.leader_id,
-            self.term,
-            nodes,
-            queued=len(self.queue),
-            done=self.outcomes["ok"],
-            failed=sum(v for k, v in self.outcomes.items() if k not in ("ok", ABANDONED)),
-            outcomes=dict(self.outcomes),
-            recent=list(self.recent),
-            node_id=self.node_id,
+        return _fit(
+            Status(
+                self.mesh,
+                self.leader_id,
+                self.term,
+                nodes,
+                queued=len(self.queue),
+                done=self.outcomes["ok"],
+                failed=sum(v for k, v in self.outcomes.items() if k not in ("ok", ABANDONED)),
+                outcomes=dict(self.outcomes),
+                recent=list(self.recent),
+                node_id=self.node_id,
+            )
         )
+
+
+def _fit(st: Status) -> Status:
+    """The status answer within ``STATUS_MAX_BYTES`` whatever the member count (a flood of fake
+    members made it 200 KB, over the header limit, and ``status`` died): rows are kept leader first,
+    then the workers registered with it, then the others in order, and the rest counted in ``omitted``."""
+    if len(encode(st)) <= const.STATUS_MAX_BYTES:
+        return st
+    budget = const.STATUS_MAX_BYTES - len(encode(replace(st, nodes=[], omitted=len(st.nodes))))
+    rank = sorted(
+        range(len(st.nodes)), key=lambda i: (st.nodes[i].get("role") != "leader", not st.nodes[i].get("ready"), i)
+    )
+    keep: list[int] = []
+    for i in rank:
+        size = len(msgpack.packb(st.nodes[i])) + 1
+        if size > budget:
+            break
+        budget -= size
+        keep.append(i)
+    kept = [st.nodes[i] for i in sorted(keep)]
+    return replace(st, nodes=kept, omitted=len(st.nodes) - len(kept))

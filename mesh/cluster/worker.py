@@ -29,7 +29,7 @@ from typing import Any
 
 from mesh import const
 from mesh.execute.slots import Executor, SlotResult
-from mesh.wire.protocol import NO_DATA, RETRY, WITHDRAWN, Bye, Data, Done, Message, Ready, Result, Task
+from mesh.wire.protocol import HUNG, NO_DATA, RETRY, WITHDRAWN, Bye, Data, Done, Message, Ready, Result, Task
 from mesh.wire.transport import Context, Dealer
 
 log = logging.getLogger("lamamesh.worker")
@@ -216,7 +216,8 @@ class Worker:
             res = SlotResult(False, error_code="input", error="a task needs two frames: image and mask")
         else:
             try:
-                res = await self.pool.run(task, blobs[0], blobs[1])  # frames: buffers, resent without a copy
+                timeout = task.deadline_s or None
+                res = await self.pool.run(task, blobs[0], blobs[1], timeout)  # frames: buffers, resent without a copy
             except Exception as exc:  # never lose a task to a bug: answer it with the error
                 log.exception("task %s raised", task.task_id)
                 res = SlotResult(False, error_code="failed", error=f"{type(exc).__name__}: {exc}")
@@ -231,7 +232,7 @@ class Worker:
             if res.error_code == "failed":
                 log.warning("task %s failed: %s", task.task_id, res.error)
         result = Result(task.task_id, res.ok, res.error_code, res.error, self.node_id, res.out_format, res.total_ms)
-        if self.reply is not None:
+        if self.reply is not None and res.error_code != HUNG:  # hung: the leader places it elsewhere, not an answer
             await self.reply(client, result, [res.data] if res.ok else [])
         done = Done(
             task.task_id,

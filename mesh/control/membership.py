@@ -13,7 +13,12 @@ Rules:
   that was stopped and resumed after its restart) and is ignored;
 - a new node id heard at the address of a known entry with a larger incarnation is the
   same endpoint restarted: it replaces the old entry at once;
-- a dead entry is forgotten ``forget_after`` seconds after it was last heard.
+- a dead entry is forgotten ``forget_after`` seconds after it was last heard;
+- a new node id is ignored while the view holds ``max_members`` (a flood of fake ids stops there);
+- a heartbeat whose term is above ``const.TERM_CEILING``, or (while the observer is in a mesh
+  with other live members) more than ``const.TERM_LEAP`` above every other live member's term,
+  is ignored: no node then adopts a term it could not send, and one forged heartbeat cannot
+  move the whole mesh to a term of its choosing.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from mesh import const
 from mesh.wire.protocol import Heartbeat
 
 
@@ -57,6 +63,7 @@ class View:
     dead_timeout: float = 2.0  # s
     forget_after: float = 60.0  # s
     max_term: int = 0  # the largest term ever heard in this mesh (terms only grow)
+    max_members: int = 1024  # a new node id beyond this many members is ignored (a flood of fake ids)
 
     def alive(self) -> list[Member]:
         return [m for m in self.members.values() if m.alive]
@@ -106,8 +113,17 @@ def apply(view: View, event: Event, now: float) -> View:
     raise TypeError(f"not a membership event: {event!r}")
 
 
+def _believable_term(view: View, hb: Heartbeat) -> bool:
+    if hb.term > const.TERM_CEILING:
+        return False
+    terms = [m.hb.term for k, m in view.members.items() if m.alive and k != hb.node_id]
+    if len(terms) < 2:  # the observer alone (or no own heartbeat yet): it may be joining a long-lived mesh
+        return True
+    return hb.term <= max(terms) + const.TERM_LEAP
+
+
 def _heard(view: View, hb: Heartbeat, now: float) -> View:
-    if hb.mesh != view.mesh or not hb.node_id:
+    if hb.mesh != view.mesh or not hb.node_id or not _believable_term(view, hb):
         return view
     members = dict(view.members)
     old = members.get(hb.node_id)
@@ -117,6 +133,8 @@ def _heard(view: View, hb: Heartbeat, now: float) -> View:
         for other in list(members.values()):
             if other.address == (hb.host, hb.task_port) and other.hb.incarnation < hb.incarnation:
                 del members[other.node_id]  # the same endpoint, restarted under a new id
+        if len(members) >= view.max_members:
+            return view
     members[hb.node_id] = Member(hb, now, alive=True)
     return _with(view, members, max_term=max(view.max_term, hb.term))
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from mesh import const
+
 DEFAULT_SERVICE_MS = 500.0  # ms assumed when no worker has run this model at this size yet
 EWMA_ALPHA = 0.3  # weight of the newest service-time sample
 SIZE_CLASSES = ((500_000, "s"), (2_000_000, "m"), (8_000_000, "l"))  # pixels up to -> class; above: "xl"
@@ -70,6 +72,7 @@ class TaskNeeds:
     session: str = ""
     requires: str = ""
     size: int = 0  # bytes of image + mask
+    avoid: str = ""  # node id of a worker that let this task pass its deadline: placed elsewhere if possible
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ class Placement:
 
 
 def capable(w: WorkerLoad, task: TaskNeeds) -> bool:
+    if task.avoid and w.node_id == task.avoid:
+        return False
     if w.models is not None and task.model not in w.models:
         return False
     need = REQUIREMENTS.get(task.requires, 0)
@@ -196,7 +201,7 @@ def plan(
     loads = dict(workers)
     everyone = fleet_means(loads.values())
     # service times do not change during a pass: the capable workers' means, once per kind of task
-    fleets: dict[tuple[str, str], Fleet] = {}
+    fleets: dict[tuple[str, str, str], Fleet] = {}
     credits = sum(max(0, w.credits) for w in loads.values())
     out: list[Placement | None] = []
     if credits <= 0:
@@ -206,7 +211,7 @@ def plan(
             fleet = everyone
             node = least_loaded(loads, task)
         else:
-            kind = (task.model, task.requires)
+            kind = (task.model, task.requires, task.avoid)
             if kind not in fleets:
                 fleets[kind] = fleet_means(w for w in loads.values() if capable(w, task))
             fleet = fleets[kind]
@@ -225,6 +230,22 @@ def plan(
         if credits <= 0:  # nothing more can be sent in this pass; the rest waits
             break
     return out
+
+
+def deadline_s(finish_ms: float, measured: bool) -> float:
+    """How long a placed task may go unanswered before the leader places it elsewhere: the time its
+    bytes may take to come (``DATA_WAIT``) plus ``TASK_DEADLINE_FACTOR`` x its expected finish
+    (the queue at its worker and its service time), within ``TASK_DEADLINE_MIN``..``MAX``; a kind of
+    task no worker has measured yet (its estimate is a guess) gets the cap."""
+    if not measured:
+        return const.TASK_DEADLINE_MAX
+    wanted = const.DATA_WAIT + const.TASK_DEADLINE_FACTOR * finish_ms / 1000
+    return min(const.TASK_DEADLINE_MAX, max(const.TASK_DEADLINE_MIN, wanted))
+
+
+def measured(workers: Iterable[WorkerLoad], task: TaskNeeds) -> bool:
+    """Some worker has run this model (at any size): the service estimates are not a guess."""
+    return any(k.split("@", 1)[0] == task.model for w in workers for k in w.service_ms)
 
 
 def ewma(old: float | None, sample: float) -> float:

@@ -24,7 +24,7 @@ from mesh import const
 from mesh.config import Config
 from mesh.errors import MeshError, ModelError, Overloaded, TaskFailed
 from mesh.execute.capabilities import Capabilities, default_slots
-from mesh.wire.protocol import TaskSpec
+from mesh.wire.protocol import HUNG, TaskSpec
 
 log = logging.getLogger("lamamesh.slots")
 _MP = mp.get_context("spawn")
@@ -211,14 +211,18 @@ class SlotPool:
         for s in self.slots:
             self._free.put_nowait(s)
 
-    async def run(self, spec: TaskSpec, image: Any, mask: Any) -> SlotResult:
+    async def run(self, spec: TaskSpec, image: Any, mask: Any, timeout: float | None = None) -> SlotResult:
+        """Run one task in a free slot. ``timeout`` (s in the slot): past it the slot is hung (a wedged
+        driver, a stopped process): it is killed and started again, and the task answers ``hung``."""
         header = {f.name: getattr(spec, f.name) for f in fields(TaskSpec)}
         slot = await self._free.get()
         self.busy += 1
         try:
             for attempt in range(const.SLOT_MAX_RETRIES + 1):
                 try:
-                    return await asyncio.to_thread(slot.exchange, header, image, mask)
+                    return await asyncio.wait_for(asyncio.to_thread(slot.exchange, header, image, mask), timeout)
+                except TimeoutError:
+                    return await self._hung(slot, spec, timeout or 0.0)
                 except (EOFError, OSError):
                     code = slot.proc.exitcode if slot.proc is not None else None
                     slot.kill()
@@ -241,6 +245,18 @@ class SlotPool:
             self.busy -= 1
             self._free.put_nowait(slot)
 
+    async def _hung(self, slot: _Slot, spec: TaskSpec, timeout: float) -> SlotResult:
+        log.warning(
+            "slot %d ran task %s past its deadline (%g s): hung; restarting it", slot.index, spec.task_id, timeout
+        )
+        await asyncio.to_thread(slot.kill)  # closes its pipe: the thread waiting on it ends
+        self.restarts += 1
+        try:
+            await slot.start()
+        except MeshError as exc:
+            log.error("slot %d could not restart after a hang: %s", slot.index, exc)
+        return SlotResult(False, error_code=HUNG, error=f"the slot ran the task past its deadline ({timeout:g} s)")
+
     async def close(self) -> None:
         await asyncio.gather(*(asyncio.to_thread(s.stop) for s in self.slots))
 
@@ -257,7 +273,7 @@ class Executor(Protocol):
 
     async def start(self) -> None: ...
 
-    async def run(self, spec: TaskSpec, image: Any, mask: Any) -> SlotResult: ...
+    async def run(self, spec: TaskSpec, image: Any, mask: Any, timeout: float | None = None) -> SlotResult: ...
 
     async def close(self) -> None: ...
 
@@ -285,7 +301,7 @@ class SleepPool:
     async def start(self) -> None:
         return None
 
-    async def run(self, spec: TaskSpec, image: Any, mask: Any) -> SlotResult:
+    async def run(self, spec: TaskSpec, image: Any, mask: Any, timeout: float | None = None) -> SlotResult:
         async with self._sem:
             self.busy += 1
             t0 = time.perf_counter()

@@ -119,6 +119,22 @@ def _config(**flags: Any) -> Config:
 # join
 
 
+def _raise_open_file_limit() -> None:
+    """A node holds a descriptor per connection: at the common soft limit of 1,024 about 1,100 idle
+    connections (a flood, or a big office) would leave it none to read /proc or accept with. Raise
+    the soft limit to the hard one (at most ``OPEN_FILES_WANTED``) and say so."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = const.OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, const.OPEN_FILES_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            logging.getLogger("lamamesh").info("open-file limit raised from %d to %d", soft, want)
+        except (ValueError, OSError) as exc:
+            logging.getLogger("lamamesh").warning("open-file limit stays %d (could not raise it: %s)", soft, exc)
+
+
 @app.command()
 def join(
     mesh: MeshOpt = None,
@@ -189,6 +205,7 @@ def join(
             log_json=log_json,
         )
         _setup_logging(cfg.log_level, cfg.log_json)
+        _raise_open_file_limit()
         # the slot processes start first: they load ONNX Runtime and the model while this process
         # imports the node and binds its sockets (join -> first task is mostly these two)
         from mesh.execute import capabilities
@@ -351,7 +368,15 @@ def submit(
     mesh: MeshOpt = None,
     peer: PeerOpt = None,
     port: PortOpt = None,
-    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds to wait for all results.")] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            help="Seconds to wait for all results (one image: default "
+            f"{const.SUBMIT_TIMEOUT:g}, the leader's deadlines for every try; a folder: none, "
+            "each task is answered or failed by the leader's deadlines).",
+        ),
+    ] = None,
     no_local: Annotated[bool, typer.Option("--no-local", help="Fail (exit 3) instead of running locally.")] = False,
     secret_file: KeyOpt = None,
     config: ConfigOpt = None,
@@ -401,7 +426,7 @@ def submit(
         )
 
         async def work(client: Client) -> list[JobResult]:
-            return await client.run([job], timeout=timeout)
+            return await client.run([job], timeout=timeout or const.SUBMIT_TIMEOUT)
 
         (res,) = _arun(_with_mesh(cfg, no_local, False, work))
         if not res.ok:

@@ -129,6 +129,7 @@ class Snapshot:
     failed: int
     outcomes: tuple[tuple[str, int], ...]
     recent: tuple[Outcome, ...]
+    omitted: int = 0  # node rows the leader left out to keep its answer under the header limit
 
     @property
     def totals(self) -> Totals:
@@ -158,6 +159,7 @@ class Snapshot:
             "failed": self.failed,
             "outcomes": dict(self.outcomes),
             "recent": [asdict(o) for o in self.recent],
+            "omitted": self.omitted,
             "totals": asdict(self.totals),
         }
 
@@ -177,6 +179,7 @@ def from_status(status: Status, now: float | None = None) -> Snapshot:
         failed=status.failed,
         outcomes=outcomes,
         recent=tuple(Outcome.parse(d) for d in status.recent if isinstance(d, dict)),
+        omitted=max(0, status.omitted),
     )
 
 
@@ -214,4 +217,9 @@ def summary(s: Snapshot) -> str:
         f"{t.nodes} nodes  {t.slots} slots ({t.busy} busy)  {t.gpus} GPUs  {t.vram_mb} MiB VRAM  "
         f"queued {t.queued}  {t.rate:.2f} tasks/s over the last minute\n"
         f"tasks answered by this leader: {outcomes}"
+        + (
+            f"\n{s.omitted} more nodes not listed (the answer stays under 64 KiB; dead ones left out first)"
+            if s.omitted
+            else ""
+        )
     )

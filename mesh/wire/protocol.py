@@ -90,6 +90,7 @@ class Task(TaskSpec):
 
     t: ClassVar[str] = "task"
     attempt: int = 0
+    deadline_s: float = 0.0  # the leader re-places it elsewhere after this long; a slot running it longer is hung
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,7 @@ class Status(Message):
     outcomes: dict[str, int] = dataclasses.field(default_factory=dict)  # tasks answered by this leader, by outcome
     recent: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # its latest outcomes, oldest first
     node_id: str = ""  # the node that answered
+    omitted: int = 0  # node rows left out to keep the answer under the header limit (dead ones first)
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,7 @@ class ModelPart(Message):
 MOVED = "moved"  # error code of a Result that is not an answer: resubmit to the leader named in `error`
 RETRY = "retry"  # error code of a worker's Result that is not an answer: submit the task to the leader again
 NO_DATA = "no_data"  # error code of a worker's Done: the slot was held but the task's bytes never came
+HUNG = "hung"  # error code of a worker's Done: its slot ran the task past its deadline and was restarted
 WITHDRAWN = "withdrawn"  # error code of a worker's Done: the client withdrew the task (it has its answer)
 
 MESSAGES: dict[str, type[Message]] = {
