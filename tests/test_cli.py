@@ -108,9 +108,12 @@ def test_batch_with_mask_dir_and_progress(node: int, tmp_path: Path) -> None:
         Image.fromarray(a).save(imgs / f"{name}.jpg", quality=92)
         Image.fromarray(box_mask(a.shape[0], a.shape[1], (40, 50, 120, 110))).save(masks / f"{name}.png")
     Image.fromarray(photo("astronaut")).save(imgs / "lonely.png")  # no mask: skipped with a line
+    outd.mkdir()
+    (outd / ".coffee.jpg.part").write_bytes(b"half")  # what a killed submit leaves (finding 8 of #14)
     p = run("submit", str(imgs), str(masks), "-o", str(outd), "--peer", f"127.0.0.1:{node}")
     assert p.returncode == 0, p.stderr
     assert sorted(f.name for f in outd.iterdir()) == ["chelsea.jpg", "coffee.jpg", "rocket.jpg"]
+    assert "removed 1 unfinished file(s)" in p.stderr
     assert "skipping lonely.png" in p.stderr
     assert "3 of 3 inpainted" in p.stdout
     # a photo that cannot be read when its turn comes (files are read as the batch goes): one

@@ -64,7 +64,6 @@ def test_iopaint_api_health_status_metrics_through_a_two_node_mesh(tmp_path: Pat
                         return r.headers["X-Lamamesh-Node"]
 
                 nodes = set(await asyncio.gather(*(good() for _ in range(8))))
-                assert nodes  # whichever node did the work answered through this one
 
                 async def bad(payload: object, status: int, words: str, raw: bytes | None = None) -> None:
                     kw = {"data": raw} if raw is not None else {"json": payload}
@@ -81,7 +80,12 @@ def test_iopaint_api_health_status_metrics_through_a_two_node_mesh(tmp_path: Pat
                 await bad({**body, "mask": other_size}, 400, "must match")
                 await bad({**body, "image": base64.b64encode(b"hello").decode()}, 400, "image")
                 await bad({**body, "hd_strategy": "Zoom"}, 400, "hd_strategy")
-                await bad({**body, "hd_strategy_resize_limit": -5}, 400, "non-negative")
+                await bad({**body, "hd_strategy_resize_limit": -5}, 400, "whole number")
+                # finding 8 of the hostile-peer probe: these were 500s with tracebacks, or a 300 s wait
+                nan = b'{"image": "x", "mask": "y", "hd_strategy_crop_margin": NaN}'
+                await bad(None, 400, "NaN", raw=nan)
+                await bad(None, 400, "nested too deep", raw=b"[" * 100_000 + b"]" * 100_000)
+                await bad({**body, "model": "m" * 70_000}, 400, "at most 256 characters")
                 await bad({**body, "model": "nope"}, 400, "unknown model")
                 await bad(None, 413, "over the limit", raw=b" " * (const.HTTP_MAX_BODY + 1))
                 assert await good()  # the node goes on
@@ -90,13 +94,15 @@ def test_iopaint_api_health_status_metrics_through_a_two_node_mesh(tmp_path: Pat
                     st = await r.json()
                     assert r.status == 200 and st["answered_by"] == st["leader"] and len(st["nodes"]) == 2
                     assert st["outcomes"]["ok"] >= 9
+                    # whichever node did the work answered through this one: each is a mesh member
+                    assert nodes and nodes <= {n["id"] for n in st["nodes"]}, (nodes, st["nodes"])
                 async with s.get(f"{base}/metrics") as r:
                     text = await r.text()
                     assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
                 for line in (
                     'lamamesh_nodes{state="alive"} 2.0',
                     'lamamesh_http_inpaint_seconds_count{code="200"} 9.0',
-                    'lamamesh_http_inpaint_seconds_count{code="400"} 9.0',
+                    'lamamesh_http_inpaint_seconds_count{code="400"} 12.0',
                     "lamamesh_leader_term ",
                     "lamamesh_queue_depth ",
                     'lamamesh_task_seconds_bucket{le="+Inf",model="builtin"}',
@@ -106,3 +112,4 @@ def test_iopaint_api_health_status_metrics_through_a_two_node_mesh(tmp_path: Pat
                     assert r.status == 404 and "error" in await r.json()
 
         asyncio.run(main())
+        assert "Traceback" not in c.nodes[1].text()  # every bad body: one line in the log, no traceback

@@ -280,6 +280,10 @@ class Scheduler:
             return await self._reject(client, msg.task_id, "no_mesh", f"node {self.node_id} is shutting down")
         if not self.leading:
             return await self.front.send(client, Result(msg.task_id, False, MOVED, self.leader_addr, self.node_id))
+        if max(len(msg.model), len(msg.session)) > const.MAX_NAME_CHARS:
+            return await self._reject(
+                client, msg.task_id, "input", f"model and session: {const.MAX_NAME_CHARS} characters at most"
+            )
         if msg.priority not in PRIORITY:
             return await self._reject(client, msg.task_id, "input", "priority must be interactive or batch")
         if msg.requires not in placement.REQUIREMENTS:

@@ -270,10 +270,27 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def _write(path: Path, data: bytes) -> None:
+    """Atomically: a half-written file is never under the final name (a killed submit leaves a hidden
+    ``.NAME.part`` at most, which the next batch into that folder removes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _remove_parts(folder: Path) -> None:
+    """The ``.NAME.part`` files a killed submit left in ``folder`` (only ours: hidden, ``.part``)."""
+    if not folder.is_dir():
+        return
+    parts = [p for p in folder.glob(".*.part") if p.is_file()]
+    for p in parts:
+        p.unlink(missing_ok=True)
+    if parts:
+        err.print(f"lamamesh: removed {len(parts)} unfinished file(s) an earlier run left in {folder}", markup=False)
 
 
 def _suffix_for(fmt: str) -> str:
@@ -474,6 +491,7 @@ def _batch(
         raise InputError("a folder of images needs -o OUT_DIR")
     if output.exists() and not output.is_dir():
         raise InputError(f"-o {output} is a file; a batch writes into a folder")
+    _remove_parts(output)
     pairs, missing = _pair_batch(image_dir, masks)
     for p in missing:
         err.print(f"lamamesh: skipping {p.name}: no mask with the stem {p.stem!r} in {masks}", markup=False)

@@ -368,6 +368,11 @@ class _Batch:
     async def fill(self) -> None:
         max_frame = self.client.ctx.max_frame_bytes
         while len(self.pending) < self.window and (job := self.next_job()) is not None:
+            long = max((len(job.model), "model name"), (len(job.session), "session id"))
+            if long[0] > const.MAX_NAME_CHARS:  # its header would be refused unread: say why here
+                err = f"the {long[1]} is {long[0]:,} characters long; at most {const.MAX_NAME_CHARS}"
+                await self.deliver(JobResult(job, False, error_code="input", error=err))
+                continue
             big = max((len(job.image), "image"), (len(job.mask), "mask"))
             if big[0] > max_frame:  # the node would drop it unread: say why here
                 limit = f"{max_frame:,} bytes (max_frame_bytes)"

@@ -23,6 +23,7 @@ import binascii
 import contextlib
 import json
 import logging
+import math
 import time
 from dataclasses import asdict
 from typing import Any
@@ -85,9 +86,34 @@ def int_field(body: dict[str, Any], name: str, default: int) -> int:
     v = body.get(name, default)
     if v is None:
         return default
-    if isinstance(v, bool) or not isinstance(v, int | float) or v < 0 or v > 1_000_000:
-        raise BadRequest(f"{name!r} must be a non-negative integer")
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or not 0 <= v <= 1_000_000:
+        raise BadRequest(f"{name!r} must be a whole number from 0 to 1000000")
     return int(v)
+
+
+def _no_constant(token: str) -> Any:
+    raise BadRequest(f"the body holds {token}, which is not a number JSON allows")
+
+
+def parse_body(raw: bytes) -> Job:
+    """The request body as a job (run in a thread: a body of tens of MiB takes seconds to parse, and
+    the node's loop must keep its heartbeats); raises ``BadRequest`` with the reason."""
+    try:
+        body = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise BadRequest("the body is nested too deep to be an InpaintRequest") from None
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body is not JSON (IOPaint's InpaintRequest: base64 'image' and 'mask')") from None
+    return job_from_body(body)
+
+
+def name_field(body: dict[str, Any], name: str, default: str) -> str:
+    v = body.get(name)
+    if v is None or v == "":
+        return default
+    if not isinstance(v, str) or len(v) > const.MAX_NAME_CHARS:
+        raise BadRequest(f"{name!r} must be a string of at most {const.MAX_NAME_CHARS} characters")
+    return v
 
 
 def job_from_body(body: Any) -> Job:
@@ -101,9 +127,7 @@ def job_from_body(body: Any) -> Job:
     return Job(
         image,
         mask,
-        model=body["model"]
-        if isinstance(body.get("model"), str) and body["model"]
-        else "builtin",  # ours, not IOPaint's
+        model=name_field(body, "model", "builtin"),  # ours, not IOPaint's
         priority="interactive",
         hd_strategy=HD_STRATEGIES[strategy.lower()],
         crop_margin=int_field(body, "hd_strategy_crop_margin", const.HD_CROP_MARGIN),
@@ -122,6 +146,7 @@ class HttpApi:
         self.metrics = Metrics(node)
         self._idle: list[Client] = []  # in-process clients to our own task port, one per request in flight
         self._runner: web.AppRunner | None = None
+        self._parsing = asyncio.Semaphore(const.HTTP_PARSE_CONCURRENCY)  # bodies parsed at once (memory, CPU)
         app = web.Application(client_max_size=const.HTTP_MAX_BODY, middlewares=[self._errors])
         app.router.add_get("/health", self.health)
         app.router.add_get("/api/v1/status", self.status)
@@ -225,13 +250,13 @@ class HttpApi:
         except web.HTTPRequestEntityTooLarge:
             return error(413, f"the body is over the limit of {const.HTTP_MAX_BODY} bytes", "overloaded")
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return error(400, "the body is not JSON (IOPaint's InpaintRequest: base64 'image' and 'mask')")
-        try:
-            job = await asyncio.to_thread(job_from_body, body)
+            async with self._parsing:
+                job = await asyncio.to_thread(parse_body, raw)
         except BadRequest as exc:
+            log.info("HTTP inpaint refused: %s", exc)
             return error(exc.status, str(exc), exc.code)
+        finally:
+            del raw
         async with self._client() as client:
             (res,) = await client.run([job], timeout=const.HTTP_TASK_TIMEOUT)
         if not res.ok:
