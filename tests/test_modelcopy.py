@@ -145,3 +145,84 @@ def test_a_node_copies_a_model_it_lacks_from_a_peer(tmp_path: Path) -> None:
         assert res.ok and res.node_id.split("-")[-2] == str(b.port), res
     spec, path = Registry(home_b).resolve("mine")
     assert sha256_file(path) == spec.sha256 == json.loads((home_a / "models.json").read_text())["models"][0]["sha256"]
+
+
+async def _liar(ctx: Context, sha: str, total: int) -> tuple[Router, int, asyncio.Task[None]]:
+    """A holder that speaks the protocol and lies: the right checksum, a made-up length, junk bytes."""
+    router = ctx.router()
+    port = router.bind("127.0.0.1", 0)
+
+    async def loop() -> None:
+        from mesh.wire.protocol import ModelPart
+
+        while True:
+            client, msg, _ = await router.recv()
+            if isinstance(msg, ModelWant):
+                part = ModelPart(msg.name, sha, msg.offset, total, "", "liar")
+                await router.send(client, part, [b"\0" * (1 << 20)])
+
+    return router, port, asyncio.create_task(loop())
+
+
+def _copy_from(name: str, sha: str, dest: Path, size: int | None) -> None:
+    async def main() -> None:
+        ctx = Context()
+        router, p, task = await _liar(ctx, sha, 10**12)
+        try:
+            await copy_model(ctx, name, sha, lambda: [("127.0.0.1", p)], dest, chunk=1 << 20, size=size)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            router.close()
+            ctx.close()
+
+    asyncio.run(main())
+
+
+def test_a_holder_claiming_a_terabyte_writes_nothing_past_the_pinned_size(tmp_path: Path) -> None:
+    """Finding 4 of the hostile-peer probe: a holder claiming `lama` was 1 TB wrote 2,136 MiB into
+    the .part in 10 s; nothing compared it with the registry's size."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    holding(a, "big", b"x" * 5000, tmp_path)
+    knowing(b, a)
+    entry = next(e.spec for e in Registry(b).entries() if e.spec.name == "big")
+    assert entry.bytes == 5000  # `models add` pins the size with the checksum
+    dest, sha = Registry(b).destination("big")
+    assert sha is not None
+    part = dest.with_name(dest.name + ".part")
+    part.parent.mkdir(parents=True, exist_ok=True)
+    part.write_bytes(b"y" * 9000)  # longer than the model can be: never finishes, so dropped
+    with pytest.raises(ModelError, match="no peer could send"):
+        _copy_from("big", sha, dest, entry.bytes)
+    assert not part.exists() or part.stat().st_size == 0
+    assert not dest.exists()
+
+
+def test_a_disk_error_fails_the_copy_not_the_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mesh.cluster.modelcopy as mc
+
+    blob = os.urandom(3 << 20)
+    a, b = tmp_path / "a", tmp_path / "b"
+    holding(a, "big", blob, tmp_path)
+    knowing(b, a)
+    dest, sha = Registry(b).destination("big")
+    assert sha is not None
+
+    def full(part: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(mc, "_append", full)
+
+    async def main() -> None:
+        ctx = Context()
+        ra, pa, ta = await serve(ctx, ModelServer(a, "node-a"))
+        try:
+            await copy_model(ctx, "big", sha, lambda: [("127.0.0.1", pa)], dest, chunk=1 << 20)
+        finally:
+            ta.cancel()
+            await asyncio.gather(ta, return_exceptions=True)
+            ra.close()
+            ctx.close()
+
+    with pytest.raises(ModelError, match="No space left on device"):
+        asyncio.run(main())

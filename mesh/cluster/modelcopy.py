@@ -7,8 +7,11 @@ Asking side (``copy_model``): asks the holders in turn, one chunk at a time, app
 ``<file>.part`` and hashing as it goes. A holder silent for ``MODEL_CHUNK_TIMEOUT`` (dead,
 partitioned) is dropped and the copy goes on from the same offset with the next one; the
 part stays on disk, so even a copy that ran out of holders resumes later where it stopped.
-The finished file must have the sha256 the asker expects (its registry's, or the
-holder's when it has none); otherwise nothing is kept.
+Only models whose sha256 the asker's registry pins (the manifest, or ``models add --sha256``)
+are copied: a holder's own word is never trusted. The copy never grows past the size the
+registry states (or the first holder's answer), a ``.part`` longer than that is dropped, and a
+disk error fails the copy, not the node. The finished file must have the pinned sha256;
+otherwise nothing is kept.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mesh import const
 from mesh.errors import ModelError
@@ -64,26 +68,50 @@ class ModelServer:
         return await asyncio.to_thread(self._read, want)
 
 
+def _resume_point(part: Path, size: int | None) -> tuple[int, Any]:
+    """(bytes already copied, their running sha256) of a ``.part`` from an earlier copy; one longer
+    than the file can be is dropped (it can never finish)."""
+    h = hashlib.sha256()
+    if not part.exists():
+        return 0, h
+    if size is not None and part.stat().st_size > size:
+        log.info("model copy: %s is longer than the model (%d bytes); starting over", part.name, size)
+        part.unlink()
+        return 0, h
+    offset = 0
+    with part.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+            offset += len(block)
+    return offset, h
+
+
+def _append(part: Path, data: bytes) -> None:
+    with part.open("ab") as f:
+        f.write(data)
+
+
 async def copy_model(
     ctx: Context,
     name: str,
-    sha256: str | None,
+    sha256: str,
     holders: Callable[[], list[tuple[str, int]]],
     dest: Path,
     chunk: int = const.MODEL_CHUNK,
+    size: int | None = None,
 ) -> tuple[str, list[str]]:
     """Copy model ``name`` into ``dest``; returns (its sha256, the node ids it came from).
-    ``holders()`` is asked again whenever one stops answering (it may have learned of others)."""
+    ``sha256``: the checksum the registry pins (a copy is never adopted on a holder's word);
+    ``size``: the bytes the registry states, if it does (else the first holder's answer is held
+    to: a holder that claims more later, or sends past it, is dropped). A disk error fails the copy
+    (``ModelError``), never the node. ``holders()`` is asked again whenever one stops answering."""
     part = dest.with_name(dest.name + ".part")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    h = hashlib.sha256()
-    offset = 0
-    if part.exists():
-        with part.open("rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-                offset += len(block)
-    expect = sha256 or ""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        offset, h = await asyncio.to_thread(_resume_point, part, size)
+    except OSError as exc:
+        raise ModelError(f"model {name!r}: cannot prepare {part}: {exc.strerror or exc}") from None
+    limit = size  # the file's length, once known
     sources: list[str] = []
     failed: set[tuple[str, int]] = set()
     while True:
@@ -95,7 +123,7 @@ async def copy_model(
         d.connect(host, port)
         try:
             while True:
-                await d.send(ModelWant(name, expect, offset, chunk))
+                await d.send(ModelWant(name, sha256, offset, chunk))
                 try:
                     async with asyncio.timeout(const.MODEL_CHUNK_TIMEOUT):
                         while True:
@@ -106,29 +134,39 @@ async def copy_model(
                     log.info("model copy: %s:%d silent, going on from byte %d with another peer", host, port, offset)
                     failed.add((host, port))
                     break
-                if msg.error:
-                    log.info("model copy: %s", msg.error)
+                data = bytes(blobs[0].buffer) if blobs else b""
+                why = msg.error or _refuse(msg, sha256, limit, offset, len(data))
+                if why:
+                    log.info("model copy from %s:%d: %s", host, port, why)
                     failed.add((host, port))
                     break
-                if not expect:
-                    expect = msg.sha256  # the asker's registry has no checksum: hold the peer to its own
-                if msg.sha256 != expect:
-                    failed.add((host, port))
-                    break
+                limit = msg.total
                 if msg.node_id and msg.node_id not in sources:
                     sources.append(msg.node_id)
-                data = bytes(blobs[0].buffer) if blobs else b""
                 if data:
-                    with part.open("ab") as f:
-                        f.write(data)
+                    try:
+                        await asyncio.to_thread(_append, part, data)
+                    except OSError as exc:  # a full disk: the copy fails, the part is kept to resume
+                        raise ModelError(f"model {name!r}: cannot write {part}: {exc.strerror or exc}") from None
                     h.update(data)
                     offset += len(data)
                 if offset >= msg.total or not data:
                     digest = h.hexdigest()
-                    if digest != expect or offset != msg.total:
+                    if digest != sha256 or offset != msg.total:
                         part.unlink(missing_ok=True)
-                        raise ModelError(f"model {name!r} copied with sha256 {digest}, expected {expect}; deleted")
+                        raise ModelError(f"model {name!r} copied with sha256 {digest}, expected {sha256}; deleted")
                     part.replace(dest)
                     return digest, sources
         finally:
             d.close()
+
+
+def _refuse(msg: ModelPart, sha256: str, limit: int | None, offset: int, n: int) -> str:
+    """Why a holder's chunk is not taken ("" = it is)."""
+    if msg.sha256 != sha256:
+        return f"it holds sha256 {msg.sha256[:12]}..., not {sha256[:12]}..."
+    if limit is not None and msg.total != limit:
+        return f"it says the model is {msg.total} bytes, not {limit}"
+    if offset + n > msg.total:
+        return f"it sent past the end it stated ({msg.total} bytes)"
+    return ""

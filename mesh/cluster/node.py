@@ -52,6 +52,12 @@ log = logging.getLogger("lamamesh.node")
 _logged: set[str] = set()
 
 
+def _once_info(what: str) -> None:
+    if what not in _logged and len(_logged) <= 256:
+        _logged.add(what)
+        log.info("%s", what)
+
+
 def _once(what: str, exc: BaseException | None = None) -> None:
     """Log an error of a loop pass the first time it is seen (a flood repeats it thousands of times)."""
     if what in _logged or len(_logged) > 256:
@@ -538,10 +544,17 @@ class Node:
         started = time.monotonic()
         try:
             dest, sha = reg.destination(name)
+            spec = next(e.spec for e in reg.entries() if e.spec.name == name)
+            if sha is None:
+                _once_info(
+                    f"model {name} is held by a peer but no checksum is pinned for it here; not copied "
+                    f"(lamamesh models add FILE --name {name} --sha256 ..., or copy the file by hand)"
+                )
+                return False
             log.info("copying model %s from a peer", name)
-            digest, sources = await copy_model(self._ctx, name, sha, holders, dest)
+            digest, sources = await copy_model(self._ctx, name, sha, holders, dest, size=spec.bytes or None)
             await asyncio.to_thread(reg.adopt, name, dest)
-        except MeshError as exc:
+        except (MeshError, OSError) as exc:
             log.warning("model %s not copied: %s; trying again in %g s", name, exc, const.MODEL_COPY_RETRY)
             return False
         size = (reg.resolve(name)[1]).stat().st_size
