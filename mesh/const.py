@@ -13,6 +13,7 @@ DEFAULT_TASK_PORT = 5555  # the node's client-facing ROUTER; backend ROUTER port
 
 # discovery, membership and election (the defaults of the matching ``Config`` fields)
 MDNS_SERVICE = "_lamamesh._tcp.local."  # mDNS service type every node advertises
+TICK = 0.05  # s between two membership/election evaluations of a node (and the leader's sweeps)
 HEARTBEAT_INTERVAL = 0.3  # s between two heartbeats a node publishes (design: 250-500 ms)
 DEAD_TIMEOUT = 2.0  # s of silence after which a peer is dead
 ELECTION_WAIT = 1.0  # s a new node listens for a leader before it may claim leadership itself
@@ -52,6 +53,7 @@ TASK_TRIES = 3  # placements of a task that went past its deadline before the cl
 SUBMIT_TIMEOUT = TASK_TRIES * TASK_DEADLINE_MAX + 60.0  # s `submit IMAGE MASK` waits by default: every
 # placement's longest deadline, then a minute of queue (a batch has no overall default)
 MAX_WORKER_SLOTS = 256  # slots the leader believes one worker has (a Ready claiming more is capped)
+PLAN_DEPTH = 512  # queued tasks the leader looks at in one placement pass
 DATA_TRIES = 3  # times the leader places a task whose bytes never reached the worker before failing it
 WORKER_SWEEP = 0.25  # s between a worker's checks for slots held too long without bytes
 OPEN_FILES_WANTED = 65536  # the open-file soft limit `join` raises itself to (at most the hard limit)

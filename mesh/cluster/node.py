@@ -66,7 +66,6 @@ def _once(what: str, exc: BaseException | None = None) -> None:
     log.error("%s (the loop goes on; logged once)", what, exc_info=exc is not None and not isinstance(exc, OSError))
 
 
-TICK = 0.05  # s between two membership/election evaluations
 
 
 def new_node_id(port: int) -> str:
@@ -572,7 +571,7 @@ class Node:
 
     # ---- membership and election -------------------------------------------------------------
     async def _tick_loop(self) -> None:
-        await self._every("tick", TICK, self._tick)
+        await self._every("tick", const.TICK, self._tick)
 
     async def _tick(self) -> None:
         assert self.view is not None and self.scheduler is not None and self.worker is not None

@@ -59,7 +59,6 @@ from mesh.wire.transport import Router
 
 log = logging.getLogger("lamamesh.scheduler")
 PRIORITY = {"interactive": 0, "batch": 1}
-PLAN_DEPTH = 512  # queued tasks looked at in one placement pass
 ABANDONED = "abandoned"  # the outcome of a task dropped because its client went silent
 
 
@@ -514,7 +513,7 @@ class Scheduler:
         by_node = {w.node_id: w for w in self.workers.values()}
         # a pass needs to see only so many tasks: enough to fill every credit, plus those that
         # reserve a busy faster worker on the way (bounded, so a long queue costs O(credits))
-        depth = min(PLAN_DEPTH, 8 * credits + 2 * len(self.workers))
+        depth = min(const.PLAN_DEPTH, 8 * credits + 2 * len(self.workers))
         head: list[tuple[tuple[int, int], str]] = []
         pend: list[Pending] = []
 

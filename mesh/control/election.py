@@ -23,23 +23,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mesh.control.membership import Member, View
+from mesh.control.membership import View
 
 
 @dataclass(frozen=True)
 class Decision:
     leader: str  # node id of the leader; "" while none is known
     term: int
-
-
-def _rank(m: Member) -> tuple[int, str]:
-    return (-m.hb.term, m.node_id)
-
-
-def best_claimant(view: View) -> Member | None:
-    """The leader a node that only observes (a client, ``status``) should follow."""
-    claimants = [m for m in view.usable() if m.leads]
-    return min(claimants, key=_rank) if claimants else None
 
 
 def decide(view: View, current: Decision, eligible: bool, leaving: bool = False) -> Decision:
