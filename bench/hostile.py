@@ -25,6 +25,7 @@ import numpy as np
 from _common import save, tmpdir
 
 from mesh import const
+from mesh.errors import MeshError
 from mesh.surface.client import Client, Job
 from mesh.wire.transport import Context
 from tests.cluster import Cluster, cluster, png, status, wait_until
@@ -34,18 +35,22 @@ IMG = png(np.full((48, 64, 3), 120, np.uint8))
 MASK = png(np.full((48, 64), 255, np.uint8))
 
 
-def run_tasks(port: int, n: int, timeout: float) -> dict[str, int]:
-    async def go() -> dict[str, int]:
+def run_tasks(port: int, n: int, timeout: float) -> dict[str, Any]:
+    async def go() -> dict[str, Any]:
         ctx = Context()
         client = Client(ctx, [("127.0.0.1", port)])
         try:
-            await client.connect()
+            try:
+                await client.connect()
+            except MeshError as exc:  # the mesh did not answer at all: every task counts as failed
+                return {"sent": n, "ok": 0, "failed": n, "lost": 0, "errors": [f"{exc.code}: {exc}"]}
             got = await client.run([Job(IMG, MASK) for _ in range(n)], timeout=timeout)
             return {
                 "sent": n,
                 "ok": sum(r.ok for r in got),
                 "failed": sum(not r.ok for r in got),
                 "lost": n - len(got),
+                "errors": sorted({f"{r.error_code}: {r.error}" for r in got if not r.ok}),
             }
         finally:
             client.close()
@@ -130,7 +135,7 @@ ATTACKS: dict[str, Attack] = {
 def one(c: Cluster, name: str, attack: Attack, tasks: int, secs: float) -> dict[str, Any]:
     s = wait_until(lambda: formed(c, 3), 60, "the mesh before the attack")
     hp = HostilePeer()
-    counts: dict[str, int] = {}
+    counts: dict[str, Any] = {}
 
     def batch() -> None:
         counts.update(run_tasks(c.nodes[-1].port, tasks, timeout=const.TASK_DEADLINE_MIN * 4 + 60))
@@ -185,7 +190,7 @@ def main() -> None:
                         f"round {row['round']}  {name:50s} tasks ok {row.get('ok')}/{row.get('sent')}, "
                         f"failed {row.get('failed')}, lost {row.get('lost')}; batch {row['batch_seconds']} s; "
                         f"healed in {row['healed_s']} s (10/10 after: {row['after_ok'] == 10}); "
-                        f"nodes up: {row['nodes_alive']}",
+                        f"nodes up: {row['nodes_alive']}" + (f"; errors {row['errors']}" if row.get("errors") else ""),
                         flush=True,
                     )
     finally:

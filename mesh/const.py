@@ -25,7 +25,7 @@ TERM_CEILING = 2**30  # a heartbeat with a larger term is ignored: a node never 
 TERM_LEAP = 1024  # a heartbeat whose term is this far above every other live member's is ignored (terms grow by
 # one per election; a real mesh never leaps so far, a forged heartbeat does). A node alone accepts any term
 # up to TERM_CEILING, so it can join a long-lived mesh.
-MAX_MEMBERS = 1024  # members one node keeps in its view (config max_members); a new id beyond it is ignored
+MAX_MEMBERS = 256  # members one node keeps in its view (config max_members); a new id beyond it is ignored
 GOSSIP_UNHEARD_DROP = 10.0  # s a gossip endpoint learned from a peer's list may stay unheard before it is dropped
 FORGET_AFTER = 60.0  # s a dead peer is kept in the view (shown as dead) before it is forgotten
 CLIENT_FIND_LEADER_TIMEOUT = 6.0  # s a client waits for a reachable mesh to name a leader

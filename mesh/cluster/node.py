@@ -66,8 +66,6 @@ def _once(what: str, exc: BaseException | None = None) -> None:
     log.error("%s (the loop goes on; logged once)", what, exc_info=exc is not None and not isinstance(exc, OSError))
 
 
-
-
 def new_node_id(port: int) -> str:
     host = socket.gethostname().split(".")[0][:24] or "node"
     return f"{host}-{port}-{secrets.token_hex(2)}"

@@ -63,7 +63,7 @@ class View:
     dead_timeout: float = 2.0  # s
     forget_after: float = 60.0  # s
     max_term: int = 0  # the largest term ever heard in this mesh (terms only grow)
-    max_members: int = 1024  # a new node id beyond this many members is ignored (a flood of fake ids)
+    max_members: int = 256  # a new node id beyond this many members is ignored (a flood of fake ids)
 
     def alive(self) -> list[Member]:
         return [m for m in self.members.values() if m.alive]
@@ -125,16 +125,18 @@ def _believable_term(view: View, hb: Heartbeat) -> bool:
 def _heard(view: View, hb: Heartbeat, now: float) -> View:
     if hb.mesh != view.mesh or not hb.node_id or not _believable_term(view, hb):
         return view
-    members = dict(view.members)
-    old = members.get(hb.node_id)
+    old = view.members.get(hb.node_id)
     if old is not None and hb.incarnation < old.hb.incarnation:
         return view  # a stale process under an id that has restarted
+    restarted: list[str] = []
     if old is None:
-        for other in list(members.values()):
-            if other.address == (hb.host, hb.task_port) and other.hb.incarnation < hb.incarnation:
-                del members[other.node_id]  # the same endpoint, restarted under a new id
-        if len(members) >= view.max_members:
-            return view
+        addr = (hb.host, hb.task_port)
+        restarted = [k for k, o in view.members.items() if o.address == addr and o.hb.incarnation < hb.incarnation]
+        if len(view.members) - len(restarted) >= view.max_members:
+            return view  # checked before any copy: a flood of new ids costs one scan each, no more
+    members = dict(view.members)
+    for k in restarted:
+        del members[k]  # the same endpoint, restarted under a new id
     members[hb.node_id] = Member(hb, now, alive=True)
     return _with(view, members, max_term=max(view.max_term, hb.term))
 
