@@ -54,9 +54,12 @@ SUBMIT_TIMEOUT = TASK_TRIES * TASK_DEADLINE_MAX + 60.0  # s `submit IMAGE MASK` 
 # placement's longest deadline, then a minute of queue (a batch has no overall default)
 MAX_WORKER_SLOTS = 256  # slots the leader believes one worker has (a Ready claiming more is capped)
 PLAN_DEPTH = 512  # queued tasks the leader looks at in one placement pass
+DATA_STAGED_BYTES = 512 * 1024 * 1024  # bytes of those kept at most (the oldest go first, their clients told retry)
 DATA_TRIES = 3  # times the leader places a task whose bytes never reached the worker before failing it
 WORKER_SWEEP = 0.25  # s between a worker's checks for slots held too long without bytes
 OPEN_FILES_WANTED = 65536  # the open-file soft limit `join` raises itself to (at most the hard limit)
+ROUTER_SNDHWM = 1024  # messages a node queues for one peer that does not read (then drops them): a client's
+# window is 64 tasks, so a reading client never comes near it
 GOSSIP_HWM = 100  # heartbeats buffered per gossip peer before the oldest are dropped
 SOCKET_LINGER = 0  # ms pending messages are kept when a socket closes
 

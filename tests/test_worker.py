@@ -135,3 +135,22 @@ def test_a_hung_slot_tells_the_leader_only_and_gets_the_tasks_deadline() -> None
         w.close()
 
     asyncio.run(go())
+
+
+def test_bytes_waiting_for_their_placement_are_bounded_by_size_too(monkeypatch: Any) -> None:
+    monkeypatch.setattr(const, "DATA_STAGED_BYTES", 25)
+
+    async def go() -> None:
+        w, replies, _told = _worker()
+        for k in range(3):
+            w.data(b"c", Data(f"t{k}"), [b"x" * 10, b"m"])  # 11 bytes each
+        await _settle(w)
+        assert list(w.early) == ["t1", "t2"] and w.early_bytes == 22
+        ((_, res, _),) = replies
+        assert isinstance(res, Result) and res.task_id == "t0" and res.error_code == RETRY
+        w.reserve(Task(task_id="t1"))
+        await _settle(w)
+        assert w.early_bytes == 11
+        w.close()
+
+    asyncio.run(go())

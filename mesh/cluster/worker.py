@@ -73,6 +73,7 @@ class Worker:
         self.running: set[asyncio.Task[None]] = set()
         self.held: dict[str, tuple[Task, float]] = {}  # slots held for tasks whose bytes have not come
         self.early: OrderedDict[str, _Bytes] = OrderedDict()  # bytes that came before their Task
+        self.early_bytes = 0  # their size: bounded by DATA_STAGED_BYTES as well as by count
         self.done = 0
         self.failed = 0
         self.outcomes: Counter[str] = Counter()  # finished tasks by outcome ("ok" or the error code)
@@ -117,7 +118,7 @@ class Worker:
     # ---- a task's two halves: the leader's hold, the client's bytes ------------------------------
     def reserve(self, task: Task) -> None:
         """The leader placed ``task`` here: hold a slot until its bytes come (or start it: they came)."""
-        early = self.early.pop(task.task_id, None)
+        early = self._take_early(task.task_id)
         if early is None:
             self.held[task.task_id] = (task, time.monotonic())
         elif early.withdrawn:
@@ -135,12 +136,22 @@ class Worker:
             else:
                 self._start(task, client, blobs, (time.monotonic() - since) * 1000)
             return
-        self.early.pop(msg.task_id, None)
+        self._take_early(msg.task_id)
         self.early[msg.task_id] = _Bytes(client, [] if msg.withdrawn else blobs, time.monotonic(), msg.withdrawn)
-        while len(self.early) > const.DATA_STAGED_MAX:
+        self.early_bytes += sum(len(b) for b in self.early[msg.task_id].blobs)
+        while len(self.early) > const.DATA_STAGED_MAX or (
+            len(self.early) > 1 and self.early_bytes > const.DATA_STAGED_BYTES
+        ):
             task_id, old = self.early.popitem(last=False)
+            self.early_bytes -= sum(len(b) for b in old.blobs)
             if not old.withdrawn:
                 self._spawn(self._retry(old.client, task_id, "too many tasks' bytes came before their placement"))
+
+    def _take_early(self, task_id: str) -> _Bytes | None:
+        got = self.early.pop(task_id, None)
+        if got is not None:
+            self.early_bytes -= sum(len(b) for b in got.blobs)
+        return got
 
     async def _withdrawn(self, task_id: str) -> None:
         """Its client has the answer already: the slot held for it is free, and the leader drops it."""
@@ -171,7 +182,7 @@ class Worker:
             task_id, early = next(iter(self.early.items()))
             if now - early.since < const.DATA_WAIT:
                 break
-            del self.early[task_id]
+            self._take_early(task_id)
             if not early.withdrawn:
                 await self._retry(
                     early.client, task_id, f"no placement here for this task within {const.DATA_WAIT:g} s"

@@ -330,9 +330,15 @@ def _peer_host(fd: int) -> str:
 
 
 class Router(_Bound):
-    """A bound ROUTER: ``recv()`` -> (peer identity, message, data frames)."""
+    """A bound ROUTER: ``recv()`` -> (peer identity, message, data frames). At most
+    ``ROUTER_SNDHWM`` messages wait for one peer; past that ZeroMQ drops what is sent to it (a peer
+    that never reads cannot grow the node's memory; a live client's resend recovers a lost answer)."""
 
     kind = zmq.ROUTER
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.sock.setsockopt(zmq.SNDHWM, const.ROUTER_SNDHWM)
 
     async def recv(self) -> tuple[bytes, Message, list[zmq.Frame]]:
         while True:
