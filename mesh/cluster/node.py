@@ -46,7 +46,7 @@ from mesh.execute import capabilities
 from mesh.execute.models import Registry
 from mesh.execute.slots import Executor, SleepPool, make_executor
 from mesh.wire.protocol import Heartbeat, Ping, Pong
-from mesh.wire.transport import Context, Dealer, Sub, load_key
+from mesh.wire.transport import Context, Dealer, Pub, Router, Sub, load_key
 
 log = logging.getLogger("lamamesh.node")
 _logged: set[str] = set()
@@ -111,6 +111,7 @@ class Node:
         self._last_prune = 0.0
         self._probes: dict[tuple[str, int], Dealer] = {}
         self._pub: Any = None
+        self._discovery: Discovery | None = None
         self._ctx: Context | None = None
         self._cpu = psutil.Process()
         self._last_cpu = 0.0
@@ -183,7 +184,7 @@ class Node:
                 _once(f"{name}: {type(exc).__name__}: {exc}", exc)
             await asyncio.sleep(interval)
 
-    # ---- running -------------------------------------------------------------------------
+    # ---- running: bind, wire, serve, shut down ----------------------------------------------
     async def run(self) -> None:
         cfg = self.config
         key = load_key(cfg.secret_file) if cfg.secret_file else None
@@ -191,38 +192,9 @@ class Node:
         front, back, pub = ctx.router(), ctx.router(), ctx.pub()
         self._pub = pub
         self._sub = ctx.sub()
-        discovery: Discovery | None = None
         try:
-            self.task_port = front.bind(cfg.bind, cfg.port)
-            self.backend_port = back.bind(cfg.bind, self.task_port + 1 if cfg.port else 0)
-            self.gossip_port = pub.bind(cfg.bind, self.task_port + 2 if cfg.port else 0)
-            self.node_id = self.node_id or new_node_id(self.task_port)
-            self.host, why = capabilities.advertised_address(cfg.bind, cfg.advertise)
-            self.scheduler = Scheduler(self.node_id, cfg.mesh, front, back, self.address, cfg.placement)
-            self.scheduler.gossip_port = self.gossip_port
-            self.scheduler.status_extra = self.status_nodes
-            self.scheduler.on_ping = self._on_ping
-            self.scheduler.max_queued_per_client = cfg.max_queued_per_client
-            self.scheduler.on_model_want = ModelServer(cfg.home, self.node_id).answer
-            self.pool = self._given_pool or make_executor(cfg, self.caps)
-            entries = Registry(cfg.home).entries()
-            self.scheduler.model_names = frozenset(e.spec.name for e in entries)
-            self.models = [e.spec.name for e in entries if e.path] if cfg.bench_delay_ms < 0 else []
-            self.worker = Worker(
-                ctx, self.node_id, self.host, self.pool, task_port=self.task_port, vram_mb=self.caps.vram_mb
-            )
-            self.worker.models = self.models  # one list: a model copied later is announced by both
-            self.worker.local = self.scheduler.from_local_worker  # while we lead, our worker is a call away
-            self.worker.reply = front.send  # results go to the clients on the task port their bytes came by
-            self.scheduler.local_worker = self.worker.reserve
-            self.scheduler.on_data = self.worker.data
-            self.view = View(
-                self.node_id,
-                cfg.mesh,
-                dead_timeout=cfg.dead_timeout,
-                forget_after=const.FORGET_AFTER,
-                max_members=cfg.max_members,
-            )
+            why = self._bind(front, back, pub)
+            self._wire(ctx, front, back)
             log.info(
                 "joined mesh %r as node %s: tasks on %s:%d, advertised as %s (%s); backend %d, gossip %d",
                 cfg.mesh,
@@ -234,60 +206,112 @@ class Node:
                 self.backend_port,
                 self.gossip_port,
             )
-            self.worker.on_finished = self._task_finished
             for svc in self.services:
                 await svc.start()
             if cfg.mdns:
-                discovery = Discovery(
+                self._discovery = Discovery(
                     cfg.mesh, self._on_found, self._on_gone, "" if cfg.bind == "0.0.0.0" else cfg.bind
                 )
-                await discovery.start()
-            self._started = time.monotonic()
-            # the slots load while the node already gossips and (for mDNS) probes its name: the
-            # worker grants credit only once they are up, but the mesh knows it meanwhile
-            async with asyncio.TaskGroup() as tg:
-                services: list[asyncio.Task[Any]] = [
-                    tg.create_task(self._start_pool(), name="slots"),
-                    tg.create_task(self.scheduler.serve_front(), name="front"),
-                    tg.create_task(self.scheduler.serve_back(), name="back"),
-                    tg.create_task(self.worker.run(), name="worker"),
-                    tg.create_task(self._gossip_out(), name="gossip-out"),
-                    tg.create_task(self._gossip_in(), name="gossip-in"),
-                    tg.create_task(self._tick_loop(), name="tick"),
-                    tg.create_task(self._probe_peers(), name="probe"),
-                    *(tg.create_task(sock.watch_refusals(), name="refusals") for sock in (front, back, pub)),
-                ]
-                if cfg.copy_models and cfg.bench_delay_ms < 0:
-                    services.append(tg.create_task(self._copy_models(), name="model-copy"))
-                if discovery is not None:
-                    services.append(tg.create_task(self._advertise(discovery), name="mdns"))
-                waiter = tg.create_task(self._until_ready())
-                await asyncio.wait({waiter, tg.create_task(self._stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
-                if self._failed is None:
-                    self.ready.set()
-                await self._stop.wait()
-                if self._failed is None:
-                    await self._leave(discovery)
-                discovery = None
-                for t in [*services, waiter]:
-                    t.cancel()
+                await self._discovery.start()
+            await self._serve((front, back, pub))
         finally:
-            self.ready.clear()
-            for svc in self.services:
-                await svc.close()
-            if discovery is not None:
-                await discovery.close()
-            if self.pool is not None:
-                await self.pool.close()
-            if self.worker is not None:
-                self.worker.dealer.close(linger=const.LEAVE_LINGER_MS)
-            front.close(linger=const.LEAVE_LINGER_MS)
-            for closer in (back.close, pub.close, self._sub.close, *(d.close for d in self._probes.values())):
-                closer()
-            ctx.close()
-            log.info("node %s stopped", self.node_id or "(not started)")
+            await self._shut_down(ctx, front, back, pub)
         if self._failed is not None:
             raise self._failed
+
+    def _bind(self, front: Router, back: Router, pub: Pub) -> str:
+        """Bind the task, backend and gossip ports; learn our id and advertised address (and why)."""
+        cfg = self.config
+        self.task_port = front.bind(cfg.bind, cfg.port)
+        self.backend_port = back.bind(cfg.bind, self.task_port + 1 if cfg.port else 0)
+        self.gossip_port = pub.bind(cfg.bind, self.task_port + 2 if cfg.port else 0)
+        self.node_id = self.node_id or new_node_id(self.task_port)
+        self.host, why = capabilities.advertised_address(cfg.bind, cfg.advertise)
+        return why
+
+    def _wire(self, ctx: Context, front: Router, back: Router) -> None:
+        """Make the scheduler, the worker and the view, and connect them to each other and to us."""
+        cfg = self.config
+        sched = self.scheduler = Scheduler(self.node_id, cfg.mesh, front, back, self.address, cfg.placement)
+        sched.gossip_port = self.gossip_port
+        sched.status_extra = self.status_nodes
+        sched.on_ping = self._on_ping
+        sched.max_queued_per_client = cfg.max_queued_per_client
+        sched.on_model_want = ModelServer(cfg.home, self.node_id).answer
+        self.pool = self._given_pool or make_executor(cfg, self.caps)
+        entries = Registry(cfg.home).entries()
+        sched.model_names = frozenset(e.spec.name for e in entries)
+        self.models = [e.spec.name for e in entries if e.path] if cfg.bench_delay_ms < 0 else []
+        worker = self.worker = Worker(
+            ctx, self.node_id, self.host, self.pool, task_port=self.task_port, vram_mb=self.caps.vram_mb
+        )
+        worker.models = self.models  # one list: a model copied later is announced by both
+        worker.local = sched.from_local_worker  # while we lead, our worker is a call away
+        worker.reply = front.send  # results go to the clients on the task port their bytes came by
+        worker.on_finished = self._task_finished
+        sched.local_worker = worker.reserve
+        sched.on_data = worker.data
+        self.view = View(
+            self.node_id,
+            cfg.mesh,
+            dead_timeout=cfg.dead_timeout,
+            forget_after=const.FORGET_AFTER,
+            max_members=cfg.max_members,
+        )
+
+    async def _serve(self, socks: tuple[Router, Router, Pub]) -> None:
+        """Every loop of the node in one task group, until asked to stop; then the graceful leave.
+        The slots load while the node already gossips and (for mDNS) probes its name: the worker
+        grants credit only once they are up, but the mesh knows it meanwhile."""
+        assert self.scheduler is not None and self.worker is not None
+        cfg = self.config
+        self._started = time.monotonic()
+        async with asyncio.TaskGroup() as tg:
+            loops: list[asyncio.Task[Any]] = [
+                tg.create_task(self._start_pool(), name="slots"),
+                tg.create_task(self.scheduler.serve_front(), name="front"),
+                tg.create_task(self.scheduler.serve_back(), name="back"),
+                tg.create_task(self.worker.run(), name="worker"),
+                tg.create_task(self._gossip_out(), name="gossip-out"),
+                tg.create_task(self._gossip_in(), name="gossip-in"),
+                tg.create_task(self._tick_loop(), name="tick"),
+                tg.create_task(self._probe_peers(), name="probe"),
+                *(tg.create_task(sock.watch_refusals(), name="refusals") for sock in socks),
+            ]
+            if cfg.copy_models and cfg.bench_delay_ms < 0:
+                loops.append(tg.create_task(self._copy_models(), name="model-copy"))
+            if self._discovery is not None:
+                loops.append(tg.create_task(self._advertise(self._discovery), name="mdns"))
+            waiter = tg.create_task(self._until_ready())
+            await asyncio.wait({waiter, tg.create_task(self._stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
+            if self._failed is None:
+                self.ready.set()
+            await self._stop.wait()
+            if self._failed is None:
+                await self._leave(self._discovery)
+            self._discovery = None  # closed by the leave
+            for t in [*loops, waiter]:
+                t.cancel()
+
+    async def _shut_down(self, ctx: Context, front: Router, back: Router, pub: Pub) -> None:
+        """Close everything the node opened, whatever state it got to (answers still queued get a
+        linger of ``LEAVE_LINGER_MS``)."""
+        self.ready.clear()
+        for svc in self.services:
+            await svc.close()
+        if self._discovery is not None:
+            await self._discovery.close()
+            self._discovery = None
+        if self.pool is not None:
+            await self.pool.close()
+        if self.worker is not None:
+            self.worker.dealer.close(linger=const.LEAVE_LINGER_MS)
+        front.close(linger=const.LEAVE_LINGER_MS)
+        subs = [self._sub.close] if self._sub is not None else []
+        for closer in (back.close, pub.close, *subs, *(d.close for d in self._probes.values())):
+            closer()
+        ctx.close()
+        log.info("node %s stopped", self.node_id or "(not started)")
 
     # ---- what surfaces see (cluster.face.NodeFace) -------------------------------------------
     @property
