@@ -123,7 +123,41 @@ def test_batch_with_mask_dir_and_progress(node: int, tmp_path: Path) -> None:
     p = run("submit", str(imgs), str(masks), "-o", str(outd / "2"), "--peer", f"127.0.0.1:{node}")
     assert p.returncode == 1, p.stderr
     assert "failed broken.png: cannot read image" in p.stderr and "Traceback" not in p.stderr
-    assert "3 of 4 inpainted" in p.stdout
+    assert "3 of 4 inpainted" in p.stdout and "1 failed" in p.stdout
+    (imgs / "broken.png").unlink()
+
+
+def test_a_batch_resumes_and_never_writes_over_its_inputs(node: int, tmp_path: Path) -> None:
+    """Issue 15: the same command again skips what is written (outputs are atomic), --overwrite
+    redoes it; an output folder that is the input folder is refused; an empty folder is named as such."""
+    imgs, masks, outd = tmp_path / "imgs", tmp_path / "masks", tmp_path / "out"
+    imgs.mkdir()
+    masks.mkdir()
+    (imgs / "sub").mkdir()
+    for name in ("coffee", "chelsea", "rocket"):
+        a = photo(name)[:128, :160]
+        Image.fromarray(a).save(imgs / f"{name}.png")
+        Image.fromarray(box_mask(a.shape[0], a.shape[1], (40, 50, 80, 110))).save(masks / f"{name}.png")
+    peer = ("--peer", f"127.0.0.1:{node}")
+    first = run("submit", str(imgs), str(masks), "-o", str(outd), *peer)
+    assert first.returncode == 0 and "3 of 3 inpainted" in first.stdout, first.stderr
+    assert "subfolders are not processed: sub" in first.stderr
+    (outd / "rocket.png").unlink()  # as if the first run had been killed before writing it
+    stamp = (outd / "coffee.png").stat().st_mtime_ns
+    again = run("submit", str(imgs), str(masks), "-o", str(outd), *peer)
+    assert again.returncode == 0, again.stderr
+    assert "2 of 3 already in" in again.stderr and "1 of 1 inpainted" in again.stdout, (again.stderr, again.stdout)
+    assert (outd / "rocket.png").is_file() and (outd / "coffee.png").stat().st_mtime_ns == stamp
+    redo = run("submit", str(imgs), str(masks), "-o", str(outd), "--overwrite", *peer)
+    assert "3 of 3 inpainted" in redo.stdout and (outd / "coffee.png").stat().st_mtime_ns != stamp
+    same = run("submit", str(imgs), str(masks), "-o", str(imgs), *peer)
+    assert same.returncode == 2 and "is an input folder" in one_line_error(same)
+    single = run("submit", str(imgs / "coffee.png"), str(masks / "coffee.png"), "-o", str(imgs / "coffee.png"), *peer)
+    assert single.returncode == 2 and "is an input" in one_line_error(single)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    none = run("submit", str(empty), str(masks), "-o", str(outd), *peer)
+    assert none.returncode == 2 and "holds no image" in one_line_error(none)
 
 
 def test_bad_input_is_one_line_with_the_right_code(
@@ -187,3 +221,33 @@ def test_models_add_and_list(tmp_path: Path) -> None:
     assert p.returncode == 0 and "mylama" in p.stdout and "builtin" in p.stdout
     p = run("models", "add", str(tmp_path / "nothing.onnx"), env=env)
     assert p.returncode == 2 and "does not exist" in one_line_error(p)
+
+
+def test_ctrl_c_on_a_batch_says_how_far_it_got_and_the_same_command_finishes_it(node: int, tmp_path: Path) -> None:
+    imgs, masks, outd = tmp_path / "imgs", tmp_path / "masks", tmp_path / "out"
+    imgs.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(5)
+    for k in range(40):
+        Image.fromarray((rng.random((192, 256, 3)) * 255).astype(np.uint8)).save(imgs / f"p{k:02d}.png")
+        Image.fromarray(box_mask(192, 256, (40, 50, 120, 140))).save(masks / f"p{k:02d}.png")
+    cmd = [*EXE, "submit", str(imgs), str(masks), "-o", str(outd), "--peer", f"127.0.0.1:{node}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list(outd.glob("*.png"))) < 3:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, se = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 130, se
+    m = re.search(r"stopped; (\d+) of 40 written to .*; run the same command to continue", se)
+    assert m and "Traceback" not in se, se
+    written = len(list(outd.glob("*.png")))
+    assert int(m.group(1)) <= written < 40
+    again = run(*cmd[3:])
+    assert again.returncode == 0 and f"{40 - written} of {40 - written} inpainted" in again.stdout, again.stderr
+    assert len(list(outd.glob("*.png"))) == 40

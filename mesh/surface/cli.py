@@ -215,43 +215,46 @@ def join(
         pool = make_executor(cfg, caps)
         if isinstance(pool, SlotPool):
             pool.spawn()
-        from mesh.cluster.node import Node
-
         if not cfg.secret_file:
             log.warning(
                 "this mesh has no key: any machine that reaches this node can join it and submit tasks "
                 "(lamamesh keygen > mesh.key, then --secret-file mesh.key on every node and client)"
             )
-
-        async def main() -> None:
-            node = Node(cfg, pool=pool)
-            if cfg.http:
-                from mesh.surface.http import HttpApi  # aiohttp is imported only by nodes that serve HTTP
-
-                node.services.append(HttpApi(node, cfg.http_bind, cfg.http))
-            loop = asyncio.get_running_loop()
-            hits = 0
-
-            def on_signal() -> None:
-                nonlocal hits
-                hits += 1
-                if hits == 1:
-                    log.info("stopping (again to exit at once)")
-                    node.request_stop()
-                else:
-                    if isinstance(node.pool, SlotPool):
-                        for s in node.pool.slots:
-                            if s.proc is not None and s.proc.is_alive():
-                                s.proc.kill()
-                    os._exit(130)
-
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, on_signal)
-            await node.run()
-
-        _arun(main())
+        _arun(_run_node(cfg, pool))
 
     _guard(body)
+
+
+async def _run_node(cfg: Config, pool: Any) -> None:
+    """The node of ``join`` (with HTTP when asked) until a signal: the first leaves gracefully, a
+    second exits at once (its slot processes killed with it)."""
+    from mesh.cluster.node import Node
+    from mesh.execute.slots import SlotPool
+
+    node = Node(cfg, pool=pool)
+    if cfg.http:
+        from mesh.surface.http import HttpApi  # aiohttp is imported only by nodes that serve HTTP
+
+        node.services.append(HttpApi(node, cfg.http_bind, cfg.http))
+    hits = 0
+
+    def on_signal() -> None:
+        nonlocal hits
+        hits += 1
+        if hits == 1:
+            log.info("stopping (again to exit at once)")
+            node.request_stop()
+            return
+        if isinstance(node.pool, SlotPool):
+            for s in node.pool.slots:
+                if s.proc is not None and s.proc.is_alive():
+                    s.proc.kill()
+        os._exit(130)
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    await node.run()
 
 
 # ---------------------------------------------------------------------------------------
@@ -395,6 +398,14 @@ def submit(
         ),
     ] = None,
     no_local: Annotated[bool, typer.Option("--no-local", help="Fail (exit 3) instead of running locally.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Redo photos whose output exists (a batch skips them by default: run the same command "
+            "again to continue), and allow writing over an input.",
+        ),
+    ] = False,
     secret_file: KeyOpt = None,
     config: ConfigOpt = None,
     log_level: LogOpt = None,
@@ -421,9 +432,16 @@ def submit(
         from mesh.surface.client import Job
 
         if image.is_dir():
-            return _batch(cfg, image, mask, output, no_local, timeout, common, priority or "batch")
+            return _batch(cfg, image, mask, output, no_local, timeout, common, priority or "batch", overwrite)
         if output is not None and output.is_dir():
             raise InputError(f"-o {output} is a folder; give a file name for a single image")
+        if (
+            output is not None
+            and not overwrite
+            and output.exists()
+            and output.resolve() in (image.resolve(), mask.resolve())
+        ):
+            raise InputError(f"-o {output} is an input; give another file name (or --overwrite to replace it)")
         out_fmt = ""
         if output is not None and output.suffix:
             from mesh.execute.images import OUTPUT_FORMATS
@@ -486,17 +504,11 @@ def _batch(
     timeout: float | None,
     common: dict[str, Any],
     priority: str,
+    overwrite: bool = False,
 ) -> int:
     if output is None:
         raise InputError("a folder of images needs -o OUT_DIR")
-    if output.exists() and not output.is_dir():
-        raise InputError(f"-o {output} is a file; a batch writes into a folder")
-    _remove_parts(output)
-    pairs, missing = _pair_batch(image_dir, masks)
-    for p in missing:
-        err.print(f"lamamesh: skipping {p.name}: no mask with the stem {p.stem!r} in {masks}", markup=False)
-    if not pairs:
-        raise InputError(f"no image in {image_dir} has a matching mask in {masks}")
+    pairs, missing, done_before, total = _plan_batch(image_dir, masks, output, overwrite)
     output.mkdir(parents=True, exist_ok=True)
     mask_cache: dict[Path, bytes] = {}
     from mesh.surface.client import Job
@@ -535,16 +547,71 @@ def _batch(
         with bar:
             await client.run(jobs(), on_result, timeout=timeout, keep=False)
 
-    _arun(_with_mesh(cfg, no_local, False, work))
+    try:
+        _arun(_with_mesh(cfg, no_local, False, work))
+    except KeyboardInterrupt:
+        written = len(done_before) + sum(counts.values())
+        err.print(
+            f"lamamesh: stopped; {written} of {total} written to {output}; run the same command to continue",
+            markup=False,
+        )
+        raise typer.Exit(130) from None
     for line in failures:
         err.print(f"lamamesh: failed {line}", markup=False)
     done = sum(counts.values())
     secs = time.monotonic() - started
     split = ", ".join(f"{n} {k}" for k, n in counts.most_common())
+    extra = [f"{len(done_before)} already there"] if done_before else []
+    extra += [f"{len(missing)} skipped (no mask)"] if missing else []
+    extra += [f"{len(failures)} failed"] if failures else []
     out.print(
-        f"{done} of {len(pairs)} inpainted into {output} in {secs:.1f} s ({done / secs:.2f}/s); by node: {split or '-'}"
+        f"{done} of {len(pairs)} inpainted into {output} in {secs:.1f} s ({done / secs:.2f}/s)"
+        + (f"; {', '.join(extra)}" if extra else "")
+        + f"; by node: {split or '-'}"
     )
     return 1 if failures else 0
+
+
+def _plan_batch(
+    image_dir: Path, masks: Path, output: Path, overwrite: bool
+) -> tuple[list[tuple[Path, Path]], list[Path], list[tuple[Path, Path]], int]:
+    """(pairs to do, images with no mask, pairs done by an earlier run, pairs in all); refuses an
+    output folder that is an input and says what it skips and why."""
+    if output.exists() and not output.is_dir():
+        raise InputError(f"-o {output} is a file; a batch writes into a folder")
+    if not overwrite and output.resolve() in (image_dir.resolve(), masks.resolve()):
+        raise InputError(f"-o {output} is an input folder: its photos would be replaced (give another folder)")
+    _remove_parts(output)
+    pairs, missing = _pair_batch(image_dir, masks)
+    for p in missing:
+        err.print(f"lamamesh: skipping {p.name}: no mask with the stem {p.stem!r} in {masks}", markup=False)
+    subdirs = sorted(p.name for p in image_dir.iterdir() if p.is_dir())
+    if subdirs:
+        shown = ", ".join(subdirs[:5]) + (f" and {len(subdirs) - 5} more" if len(subdirs) > 5 else "")
+        err.print(f"lamamesh: subfolders are not processed: {shown}", markup=False)
+    if not pairs and not missing:
+        raise InputError(f"{image_dir} holds no image ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if not pairs:
+        raise InputError(f"no image in {image_dir} has a matching mask in {masks}")
+    total = len(pairs)
+    done_before = [] if overwrite else [p for p in pairs if _output_of(output, p[0]) is not None]
+    if done_before:
+        pairs = [p for p in pairs if _output_of(output, p[0]) is None]
+        err.print(
+            f"lamamesh: {len(done_before)} of {total} already in {output} (skipped; --overwrite redoes them)",
+            markup=False,
+        )
+    return pairs, missing, done_before, total
+
+
+def _output_of(folder: Path, image: Path) -> Path | None:
+    """The finished output of ``image`` in ``folder``, if there is one (outputs are written
+    atomically, so one that exists is complete)."""
+    for suffix in (".png", ".jpg", ".webp", ".tif", ".bmp"):
+        p = folder / (image.stem + suffix)
+        if p.is_file():
+            return p
+    return None
 
 
 # ---------------------------------------------------------------------------------------
