@@ -102,3 +102,39 @@ def test_output_format() -> None:
     assert images.output_format(".webp", pic) == "WEBP"
     with pytest.raises(InputError, match="unknown output format"):
         images.output_format("gif2", pic)
+
+
+def test_outputs_keep_the_photos_exif_icc_and_dpi_and_a_jpegs_own_quality() -> None:
+    """Issue 15: EXIF (date, camera) and the ICC profile were dropped on every output, and a JPEG
+    was always re-encoded at quality 95 (68 KB -> 107 KB)."""
+    import io
+
+    from PIL import Image, ImageCms
+
+    from mesh.execute import images
+
+    rng = np.random.default_rng(2)
+    arr = (rng.random((64, 96, 3)) * 255).astype(np.uint8)
+    src = Image.fromarray(arr)
+    exif = Image.Exif()
+    exif[0x0110] = "Test Camera"  # Model
+    exif[0x0132] = "2026:12:02 10:00:00"  # DateTime
+    exif[0x0112] = 6  # Orientation: rotated; the output is upright and says 1
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    buf = io.BytesIO()
+    src.save(buf, format="JPEG", quality=70, exif=exif.tobytes(), icc_profile=icc, dpi=(300, 300))
+    data = buf.getvalue()
+    pic = images.decode_image(data)
+    assert pic.size == (64, 96) and pic.meta["quality"] == 70
+    for fmt in ("JPEG", "PNG", "WEBP"):
+        out = Image.open(io.BytesIO(images.encode(pic, fmt)))
+        got = out.getexif()
+        assert got.get(0x0110) == "Test Camera" and got.get(0x0132) == "2026:12:02 10:00:00", fmt
+        assert got.get(0x0112, 1) == 1, fmt  # orientation applied to the pixels, not left to apply twice
+        assert out.info.get("icc_profile") == icc, fmt
+        if fmt in ("JPEG", "PNG"):
+            assert tuple(round(v) for v in out.info["dpi"]) == (300, 300), fmt
+    again = images.encode(pic, "JPEG")
+    assert images.jpeg_quality(Image.open(io.BytesIO(again))) == 70
+    assert len(again) < 1.3 * len(data)  # not re-encoded at 95
+    assert images.jpeg_quality(Image.open(io.BytesIO(images.encode(pic, "JPEG", quality=90)))) == 90

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -34,6 +34,7 @@ class Picture:
     pixels: np.ndarray  # HxW (L, I) or HxWxC (RGB, RGBA, LA) as decoded, orientation applied
     mode: str  # Pillow mode of ``pixels``: RGB, RGBA, L, LA or I (16-bit grey held as int32)
     format: str  # the file format it came in (PNG, JPEG, WEBP ...)
+    meta: dict[str, object] = field(default_factory=dict)  # what the output keeps: exif, icc_profile, dpi, quality
 
     @property
     def size(self) -> tuple[int, int]:
@@ -65,7 +66,7 @@ class Picture:
                 out[mask] = np.clip(np.round(luma), 0, 255).astype(np.uint8)
             else:  # LA
                 out[..., 0][mask] = np.clip(np.round(luma), 0, 255).astype(np.uint8)
-        return Picture(out, self.mode, self.format)
+        return replace(self, pixels=out)
 
 
 def _open(data: bytes, what: str, max_pixels: int) -> tuple[Image.Image, str]:
@@ -88,24 +89,63 @@ def _open(data: bytes, what: str, max_pixels: int) -> tuple[Image.Image, str]:
     if w < 1 or h < 1:
         raise InputError(f"{what} has no pixels ({w}x{h})")
     fmt = (im.format or "PNG").upper()
+    quality = jpeg_quality(im) if fmt == "JPEG" else 0
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im.load()
-            im = ImageOps.exif_transpose(im)
+            im = ImageOps.exif_transpose(im)  # the pixels upright, the orientation tag reset to 1
     except Exception as exc:
         raise InputError(f"{what} is damaged or truncated: {exc}") from None
+    if quality:
+        im.info["lamamesh_quality"] = quality
     return im, fmt
+
+
+# libjpeg's (IJG) luminance quantization table at quality 50: a JPEG's own table against it says
+# the quality it was saved at (the scaling libjpeg, Pillow, Photoshop-alikes and cameras use)
+_IJG_LUMA = (
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+
+
+def jpeg_quality(im: Image.Image) -> int:
+    """The IJG quality (1-100) a JPEG was most likely saved at, from its luminance table; 0 if unknown."""
+    tables = getattr(im, "quantization", None) or {}
+    luma = tables.get(0)
+    if not luma or len(luma) != 64:
+        return 0
+    scale = 100.0 * sum(luma) / sum(_IJG_LUMA)  # libjpeg: table = std * scale / 100
+    quality = (200.0 - scale) / 2 if scale <= 100 else 5000.0 / scale
+    return int(min(100, max(1, round(quality))))
+
+
+def _meta(im: Image.Image) -> dict[str, object]:
+    """What an output keeps of the input: EXIF (orientation already applied), ICC profile, DPI,
+    and the JPEG quality it was saved at."""
+    meta: dict[str, object] = {}
+    exif = im.getexif()
+    if len(exif):
+        meta["exif"] = exif.tobytes()
+    for key in ("icc_profile", "dpi"):
+        if im.info.get(key):
+            meta[key] = im.info[key]
+    if im.info.get("lamamesh_quality"):
+        meta["quality"] = im.info["lamamesh_quality"]
+    return meta
 
 
 def decode_image(data: bytes, max_pixels: int = const.MAX_IMAGE_PIXELS) -> Picture:
     im, fmt = _open(data, "image", max_pixels)
+    meta = _meta(im)
     mode = im.mode
     if mode in _SIXTEEN_BIT:
         arr = np.asarray(im, dtype=np.int32)
         if mode == "I" and (arr.min() < 0 or arr.max() > 65535):
             arr = np.clip(arr, 0, 65535)
-        return Picture(arr, "I", fmt)
+        return Picture(arr, "I", fmt, meta)
     if mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     elif mode == "PA":
@@ -114,7 +154,7 @@ def decode_image(data: bytes, max_pixels: int = const.MAX_IMAGE_PIXELS) -> Pictu
         im = im.convert("L")
     elif mode not in ("RGB", "RGBA", "L", "LA"):
         im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV ...
-    return Picture(np.asarray(im).copy(), im.mode, fmt)
+    return Picture(np.asarray(im).copy(), im.mode, fmt, meta)
 
 
 def decode_mask(data: bytes, size: tuple[int, int], max_pixels: int = const.MAX_IMAGE_PIXELS) -> np.ndarray:
@@ -146,7 +186,19 @@ def output_format(requested: str, picture: Picture) -> str:
     raise InputError(f"unknown output format {requested!r}; use one of png, jpg, webp, tiff, bmp")
 
 
-def encode(picture: Picture, fmt: str) -> bytes:
+_KEEPS = {  # what each output format can hold of the input's metadata
+    "JPEG": ("exif", "icc_profile", "dpi"),
+    "PNG": ("exif", "icc_profile", "dpi"),
+    "WEBP": ("exif", "icc_profile"),
+    "TIFF": ("icc_profile", "dpi"),
+    "BMP": ("dpi",),
+}
+
+
+def encode(picture: Picture, fmt: str, quality: int = 0) -> bytes:
+    """The picture in ``fmt`` with the input's EXIF, ICC profile and DPI where ``fmt`` holds them.
+    JPEG quality: ``quality`` if given, else the input's (estimated from its tables) when it was a
+    JPEG, else ``JPEG_QUALITY``."""
     arr, mode = picture.pixels, picture.mode
     if mode == "I":
         im = Image.fromarray(arr.astype(np.uint16))
@@ -157,13 +209,14 @@ def encode(picture: Picture, fmt: str) -> bytes:
     if fmt in ("JPEG", "BMP") and im.mode in ("RGBA", "LA"):
         im = im.convert(im.mode[:-1] if im.mode == "LA" else "RGB")
     buf = io.BytesIO()
-    options: dict[str, object] = {}
+    options: dict[str, object] = {k: picture.meta[k] for k in _KEEPS.get(fmt, ()) if k in picture.meta}
     if fmt == "JPEG":
-        options = {"quality": const.JPEG_QUALITY, "subsampling": 0}
+        q = quality or int(picture.meta.get("quality", 0) or const.JPEG_QUALITY)  # type: ignore[call-overload]
+        options |= {"quality": min(100, max(1, q)), "subsampling": 0 if q >= 90 else 2}
     elif fmt == "WEBP":
-        options = {"lossless": True}
+        options |= {"lossless": True}
     elif fmt == "PNG":
-        options = {"compress_level": 1}
+        options |= {"compress_level": 1}
     im.save(buf, format=fmt, **options)
     return buf.getvalue()
 

@@ -49,7 +49,8 @@ def run(
     fmt = images.output_format(spec.out_format, picture)
     holes = images.decode_mask(mask, picture.size, max_pixels)
     if not holes.any():
-        data = bytes(image) if fmt == picture.format else images.encode(picture, fmt)
+        same = fmt == picture.format and not spec.quality
+        data = bytes(image) if same else images.encode(picture, fmt, spec.quality)
         return Filled(data, fmt, 0.0, (time.perf_counter() - t0) * 1000)
     if holes.all():
         raise InputError("the mask covers the whole image: there are no known pixels to fill from")
@@ -63,5 +64,5 @@ def run(
         return out
 
     filled = pipeline.inpaint(picture.rgb8(), holes, shape, timed, hd)
-    data = images.encode(picture.merged(filled, holes), fmt)
+    data = images.encode(picture.merged(filled, holes), fmt, spec.quality)
     return Filled(data, fmt, model_ms, (time.perf_counter() - t0) * 1000)

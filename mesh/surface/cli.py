@@ -398,6 +398,16 @@ def submit(
         ),
     ] = None,
     no_local: Annotated[bool, typer.Option("--no-local", help="Fail (exit 3) instead of running locally.")] = False,
+    quality: Annotated[
+        int | None,
+        typer.Option("--quality", help="JPEG quality 1-100 (default: the input's own, estimated; else 95)."),
+    ] = None,
+    out_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="Output format of a batch: png, jpg, webp or same (default: same as each input)."
+        ),
+    ] = None,
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -428,10 +438,17 @@ def submit(
             raise InputError(f"--hd-strategy must be Crop, Resize or Original, not {hd_strategy!r}")
         if timeout is not None and timeout <= 0:
             raise InputError("--timeout must be a positive number of seconds")
+        if quality is not None and not 1 <= quality <= 100:
+            raise InputError("--quality must be from 1 to 100")
+        fmt = (out_format or "same").lower().lstrip(".")
+        if fmt not in ("png", "jpg", "jpeg", "webp", "same"):
+            raise InputError(f"--format must be png, jpg, webp or same, not {out_format!r}")
         common: dict[str, Any] = {"model": model, "session": session, "hd_strategy": hd_strategy}
+        common["quality"] = quality or 0
         from mesh.surface.client import Job
 
         if image.is_dir():
+            common["out_format"] = "" if fmt == "same" else fmt
             return _batch(cfg, image, mask, output, no_local, timeout, common, priority or "batch", overwrite)
         if output is not None and output.is_dir():
             raise InputError(f"-o {output} is a folder; give a file name for a single image")

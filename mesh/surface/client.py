@@ -42,6 +42,7 @@ class Job:
     requires: str = ""  # requirement class: "" any node, cpu, gpu-low, gpu-medium, gpu-high
     task_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     label: str = ""  # the caller's name for it (a file name); not sent
+    quality: int = 0  # JPEG output quality 1-100; 0 = the input's (or 95)
 
     def submit(self) -> Submit:
         return Submit(
@@ -57,6 +58,7 @@ class Job:
             pixels=self.pixels,
             requires=self.requires,
             size=len(self.image) + len(self.mask),
+            quality=self.quality,
         )
 
 

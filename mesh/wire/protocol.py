@@ -75,6 +75,7 @@ class TaskSpec(Message):
     pixels: int = 0  # width x height, read by the client from the image header (0 = unknown)
     requires: str = ""  # requirement class: "" any node, cpu, gpu-low, gpu-medium, gpu-high
     size: int = 0  # bytes of image + mask: placement counts the time to move them
+    quality: int = 0  # JPEG output quality 1-100; 0 = the input's (estimated from its tables), else 95
 
 
 @dataclass(frozen=True)
