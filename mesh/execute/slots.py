@@ -16,6 +16,7 @@ import multiprocessing.connection
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,9 +57,8 @@ def _slot_main(conn: Connection, settings: SlotSettings) -> None:
     """Entry point of a slot process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when slots stop
     logging.basicConfig(level=logging.WARNING)
-    from mesh.execute import engine, inpaint
+    from mesh.execute import engine
     from mesh.execute.models import Registry
-    from mesh.execute.pipeline import ModelShape
 
     registry = Registry(settings.home)
     engines: dict[str, engine.Engine] = {}
@@ -68,6 +68,16 @@ def _slot_main(conn: Connection, settings: SlotSettings) -> None:
             spec, path = registry.resolve(name)
             engines[name] = engine.Engine(spec, path, settings.device, settings.threads)
         return engines[name]
+
+    try:
+        _slot_loop(conn, settings, load)
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        return  # the node is gone (killed): nobody to answer, and nothing to say in its log
+
+
+def _slot_loop(conn: Connection, settings: SlotSettings, load: Callable[[str], Any]) -> None:
+    from mesh.execute import engine, inpaint
+    from mesh.execute.pipeline import ModelShape
 
     try:
         first = [load(n) for n in settings.preload]
