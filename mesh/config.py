@@ -31,6 +31,7 @@ class Config:
     peers: tuple[str, ...] = ()  # HOST:PORT of nodes to reach directly (task ports)
     slots: int = 0  # slot processes; 0 = from the hardware
     device: str = "auto"  # auto | cpu | cuda
+    gpus: str = ""  # which NVIDIA GPUs get a slot each: "" / "all", "none", or indexes "0,2"
     bind: str = "0.0.0.0"  # interface to listen on
     port: int = const.DEFAULT_TASK_PORT  # task port; the backend takes port + 1; 0 = ephemeral
     http: int = 0  # HTTP port; 0 = off

@@ -83,7 +83,7 @@ class Node:
         self.services = list(services)  # started after the sockets are bound, closed on the way out
         self._given_pool = pool  # slots the caller already spawned (join does, to overlap their start-up)
         self.node_id = node_id or ""
-        self.caps = capabilities.detect()
+        self.caps = capabilities.detect(config.gpus)
         self.incarnation = time.time_ns()
         self.host = "127.0.0.1"
         self.task_port = 0
@@ -147,6 +147,7 @@ class Node:
             seq=self._seq,
             provider=self.pool.provider,
             gpu=self.caps.gpu,
+            gpus=[g.line() for g in self.caps.gpus],
             vram_mb=self.caps.vram_mb,
             cores=self.caps.cores,
             ram_mb=self.caps.ram_mb,
@@ -686,6 +687,7 @@ class Node:
                     "leaving": hb.leaving,
                     "provider": hb.provider,
                     "gpu": hb.gpu,
+                    "gpus": list(hb.gpus),
                     "vram_mb": hb.vram_mb,
                     "cores": hb.cores,
                     "slots": hb.slots,

@@ -9,48 +9,95 @@ from dataclasses import dataclass
 
 import psutil
 
+from mesh.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int  # NVML's (and CUDA's, ONNX Runtime's device_id) index
+    name: str
+    vram_mb: int
+    free_mb: int
+
+    def line(self) -> str:
+        return f"{self.index}: {self.name} ({self.vram_mb} MiB)"
+
 
 @dataclass(frozen=True)
 class Capabilities:
     host: str
     cores: int
     ram_mb: int
-    gpu: str  # "" when NVML sees none
-    vram_mb: int
+    gpu: str  # "" when NVML sees none; several GPUs: "2x NAME" or "NAME + NAME"
+    vram_mb: int  # the smallest of the GPUs used: a requirement class is met by every slot, or not claimed
     vram_free_mb: int
+    gpus: tuple[Gpu, ...] = ()  # every NVIDIA GPU this node uses (one slot each)
+
+
+def gpu_list() -> list[Gpu]:
+    """Every NVIDIA GPU NVML sees, or [] (no driver, no device, no nvidia-ml-py)."""
+    try:
+        import pynvml  # from nvidia-ml-py; absent or failing where there is no NVIDIA driver
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+        try:
+            found = []
+            for i in range(pynvml.nvmlDeviceGetCount()):
+                handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+                name = pynvml.nvmlDeviceGetName(handle)
+                mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
+                name = name.decode() if isinstance(name, bytes) else str(name)
+                found.append(Gpu(i, name, int(mem.total) // 2**20, int(mem.free) // 2**20))
+            return found
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # pynvml.NVMLError: no driver, no device
+        return []
 
 
 def gpu_info() -> tuple[str, int, int]:
     """(name, total MiB, free MiB) of the first NVIDIA GPU, or ("", 0, 0)."""
-    try:
-        import pynvml  # from nvidia-ml-py; absent or failing where there is no NVIDIA driver
-    except ImportError:
-        return "", 0, 0
-    try:
-        pynvml.nvmlInit()
-        try:
-            if pynvml.nvmlDeviceGetCount() < 1:
-                return "", 0, 0
-            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-            name = pynvml.nvmlDeviceGetName(handle)
-            mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            name = name.decode() if isinstance(name, bytes) else str(name)
-            return name, int(mem.total) // 2**20, int(mem.free) // 2**20
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # pynvml.NVMLError: no driver, no device
-        return "", 0, 0
+    gpus = gpu_list()
+    return (gpus[0].name, gpus[0].vram_mb, gpus[0].free_mb) if gpus else ("", 0, 0)
 
 
-def detect() -> Capabilities:
-    name, total, free = gpu_info()
+def choose_gpus(found: list[Gpu], wanted: str) -> tuple[Gpu, ...]:
+    """The GPUs ``--gpus`` names ("" or "all": every one; "none": none; else "0,2")."""
+    w = wanted.strip().lower()
+    if w in ("", "all"):
+        return tuple(found)
+    if w == "none":
+        return ()
+    by_index = {g.index: g for g in found}
+    chosen = []
+    for part in w.split(","):
+        if not part.strip().isdigit() or int(part) not in by_index:
+            have = ", ".join(str(g.index) for g in found) or "none"
+            raise ConfigError(f"--gpus {wanted}: no GPU {part.strip()!r} here (NVML sees: {have})")
+        chosen.append(by_index[int(part)])
+    return tuple(chosen)
+
+
+def detect(wanted_gpus: str = "") -> Capabilities:
+    gpus = choose_gpus(gpu_list(), wanted_gpus)
+    names = [g.name for g in gpus]
+    name = (
+        ""
+        if not names
+        else names[0]
+        if len(names) == 1
+        else (f"{len(names)}x {names[0]}" if len(set(names)) == 1 else " + ".join(names))
+    )
     return Capabilities(
         host=socket.gethostname(),
         cores=psutil.cpu_count(logical=True) or os.cpu_count() or 1,
         ram_mb=int(psutil.virtual_memory().total) // 2**20,
         gpu=name,
-        vram_mb=total,
-        vram_free_mb=free,
+        vram_mb=min((g.vram_mb for g in gpus), default=0),
+        vram_free_mb=min((g.free_mb for g in gpus), default=0),
+        gpus=gpus,
     )
 
 
@@ -58,13 +105,13 @@ SLOT_RAM_MB = 2048  # RAM one CPU slot may need (a LaMa session and its activati
 
 
 def default_slots(caps: Capabilities) -> int:
-    """One slot per GPU-backed node; on the CPU one per core, at most 4 and one per 2 GiB of RAM.
+    """One slot per GPU; on the CPU one per core, at most 4 and one per 2 GiB of RAM.
 
     Measured (bench/model_speed.py, 2 cores): two slots of one ORT thread each finish 1.2-1.9x the
     images per second of one slot with two threads (the models' small convolutions scale poorly
     across threads inside one session)."""
-    if caps.gpu:
-        return 1
+    if caps.gpus:
+        return len(caps.gpus)
     return max(1, min(4, caps.cores, caps.ram_mb // SLOT_RAM_MB))
 
 

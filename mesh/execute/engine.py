@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -46,15 +47,22 @@ def _options(threads: int) -> ort.SessionOptions:
     return so
 
 
-def open_session(path: Path, device: str, threads: int) -> tuple[ort.InferenceSession, ProviderChoice]:
-    """A session on CUDA when asked (``cuda``) or possible (``auto``), else on the CPU."""
+def cuda_providers(device_id: int) -> list[Any]:
+    """ONNX Runtime's provider list for a session on GPU ``device_id`` (CPU for what CUDA lacks)."""
+    return [(CUDA, {"device_id": device_id}), CPU]
+
+
+def open_session(
+    path: Path, device: str, threads: int, device_id: int = 0
+) -> tuple[ort.InferenceSession, ProviderChoice]:
+    """A session on CUDA GPU ``device_id`` when asked (``cuda``) or possible (``auto``), else on the CPU."""
     if device not in ("auto", "cpu", "cuda"):
         raise ModelError(f"unknown device {device!r}; use auto, cpu or cuda")
     try:
         if device != "cpu" and CUDA in ort.get_available_providers():
-            sess = ort.InferenceSession(str(path), _options(threads), providers=[CUDA, CPU])
+            sess = ort.InferenceSession(str(path), _options(threads), providers=cuda_providers(device_id))
             if CUDA in sess.get_providers():
-                return sess, ProviderChoice("cuda", "CUDA: the CUDA provider loaded")
+                return sess, ProviderChoice("cuda", f"CUDA: the CUDA provider loaded (GPU {device_id})")
             gpu = gpu_info()[0]
             if not gpu:
                 why = "no NVIDIA GPU found (NVML sees none), so the CUDA provider cannot load"
@@ -93,9 +101,11 @@ def input_shapes(path: Path) -> dict[str, list[int | str | None]]:
 class Engine:
     """One model loaded in one session; ``infer`` follows the model's manifest contract."""
 
-    def __init__(self, spec: ModelSpec, path: Path, device: str = "auto", threads: int | None = None) -> None:
+    def __init__(
+        self, spec: ModelSpec, path: Path, device: str = "auto", threads: int | None = None, device_id: int = 0
+    ) -> None:
         self.spec = spec
-        self.session, self.choice = open_session(path, device, threads or os.cpu_count() or 1)
+        self.session, self.choice = open_session(path, device, threads or os.cpu_count() or 1, device_id)
         inputs = self.session.get_inputs()
         if len(inputs) != 2:
             raise ModelError(f"model {spec.name} has {len(inputs)} inputs; an inpainting model takes image and mask")

@@ -40,6 +40,7 @@ class SlotSettings:
     max_pixels: int = const.MAX_IMAGE_PIXELS
     max_result_bytes: int = const.MAX_RESULT_BYTES
     preload: tuple[str, ...] = ("builtin",)
+    device_ids: tuple[int, ...] = ()  # CUDA device of slot i: device_ids[i % len]; () = device 0
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class SlotResult:
     error: str = ""
 
 
-def _slot_main(conn: Connection, settings: SlotSettings) -> None:
+def _slot_main(conn: Connection, settings: SlotSettings, device_id: int = 0) -> None:
     """Entry point of a slot process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when slots stop
     logging.basicConfig(level=logging.WARNING)
@@ -66,7 +67,7 @@ def _slot_main(conn: Connection, settings: SlotSettings) -> None:
     def load(name: str) -> engine.Engine:
         if name not in engines:
             spec, path = registry.resolve(name)
-            engines[name] = engine.Engine(spec, path, settings.device, settings.threads)
+            engines[name] = engine.Engine(spec, path, settings.device, settings.threads, device_id)
         return engines[name]
 
     try:
@@ -116,6 +117,8 @@ class _Slot:
     def __init__(self, index: int, settings: SlotSettings) -> None:
         self.index = index
         self.settings = settings
+        ids = settings.device_ids
+        self.device_id = ids[index % len(ids)] if ids else 0  # the GPU this slot's sessions run on
         self.proc: Any = None
         self.conn: Connection | None = None
         self.info: dict[str, Any] = {}
@@ -124,7 +127,10 @@ class _Slot:
         """Start the process (it loads its model meanwhile); ``start()`` waits until it is ready."""
         parent, child = _MP.Pipe(duplex=True)
         self.proc = _MP.Process(
-            target=_slot_main, args=(child, self.settings), name=f"lamamesh-slot-{self.index}", daemon=True
+            target=_slot_main,
+            args=(child, self.settings, self.device_id),
+            name=f"lamamesh-slot-{self.index}",
+            daemon=True,
         )
         self.proc.start()
         child.close()
@@ -334,4 +340,5 @@ def make_executor(cfg: Config, caps: Capabilities) -> Executor:
         return SleepPool(slots, cfg.bench_delay_ms)
     threads = max(1, caps.cores // slots)
     limit = min(cfg.max_result_bytes, cfg.max_frame_bytes)
-    return SlotPool(slots, SlotSettings(cfg.home, cfg.device, threads, cfg.max_pixels, limit))
+    ids = tuple(g.index for g in caps.gpus) if cfg.device != "cpu" else ()
+    return SlotPool(slots, SlotSettings(cfg.home, cfg.device, threads, cfg.max_pixels, limit, device_ids=ids))

@@ -141,6 +141,10 @@ def join(
     peer: PeerOpt = None,
     slots: Annotated[int | None, typer.Option("--slots", help="Slot processes (default: from the hardware).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option("--gpus", help="NVIDIA GPUs to use, one slot each: all (default), none, or indexes like 0,2."),
+    ] = None,
     bind: Annotated[
         str | None, typer.Option("--bind", help="Interface address to listen on (default 0.0.0.0).")
     ] = None,
@@ -188,6 +192,7 @@ def join(
             peers=tuple(peer or ()),
             slots=slots,
             device=device,
+            gpus=gpus,
             bind=bind,
             port=port,
             http=http,
@@ -211,7 +216,7 @@ def join(
         from mesh.execute import capabilities
         from mesh.execute.slots import SlotPool, make_executor
 
-        caps = capabilities.detect()
+        caps = capabilities.detect(cfg.gpus)
         pool = make_executor(cfg, caps)
         if isinstance(pool, SlotPool):
             pool.spawn()

@@ -52,6 +52,7 @@ class NodeRow:
     last_heard_s: float
     ready: bool  # its slots are up and it is registered with the leader (takes work)
     dropped: int  # bad messages dropped and handshakes refused since it started
+    gpus: tuple[str, ...] = ()  # "index: name (MiB)" of each GPU it runs a slot on
 
     @classmethod
     def parse(cls, d: dict[str, Any], leader: str) -> NodeRow:
@@ -61,6 +62,7 @@ class NodeRow:
         role = "dead" if not alive else "leaving" if leaving else "leader" if node_id == leader else "worker"
         ewma = d.get("ewma_ms")
         models = d.get("models")
+        gpus = d.get("gpus")
         return cls(
             id=node_id,
             host=_str(d, "host"),
@@ -86,6 +88,7 @@ class NodeRow:
             last_heard_s=_float(d, "last_heard_s"),
             ready=d.get("ready") is True,
             dropped=_int(d, "dropped"),
+            gpus=tuple(g for g in gpus if isinstance(g, str)) if isinstance(gpus, list) else (),
         )
 
 
@@ -153,7 +156,10 @@ class Snapshot:
             "term": self.term,
             "answered_by": self.answered_by,
             "taken_at": self.taken_at,
-            "nodes": [{**asdict(n), "ewma_ms": dict(n.ewma_ms), "models": list(n.models)} for n in self.nodes],
+            "nodes": [
+                {**asdict(n), "ewma_ms": dict(n.ewma_ms), "models": list(n.models), "gpus": list(n.gpus)}
+                for n in self.nodes
+            ],
             "queued": self.queued,
             "done": self.done,
             "failed": self.failed,
@@ -190,7 +196,9 @@ ROLE_STYLE = {"leader": "bold green", "worker": "", "leaving": "yellow", "dead":
 
 
 def node_cells(n: NodeRow) -> tuple[str, ...]:
-    provider = n.provider.upper() + (f" {n.gpu}" if n.gpu else "")
+    provider = (
+        n.provider.upper() + (f" {n.gpu}" if n.gpu else "") + (f" ({len(n.gpus)} GPUs)" if len(n.gpus) > 1 else "")
+    )
     ms = ", ".join(f"{k} {v:.0f}" for k, v in n.ewma_ms) or "-"
     style = ROLE_STYLE.get(n.role, "")
     role = f"[{style}]{n.role}[/]" if style else n.role

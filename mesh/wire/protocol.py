@@ -184,6 +184,7 @@ class Heartbeat(Message):
     # capabilities
     provider: str = ""  # cpu | cuda
     gpu: str = ""
+    gpus: list[str] = dataclasses.field(default_factory=list)  # "index: name (MiB)" of each GPU it runs a slot on
     vram_mb: int = 0
     cores: int = 0
     ram_mb: int = 0
