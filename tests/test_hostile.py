@@ -63,6 +63,11 @@ def _formed(c: Cluster, n: int) -> dict[str, Any]:
     return s if s.get("leader") and len(ready) == n else {}
 
 
+def lm_status(port: int, *flags: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "mesh", "status", *flags, "--peer", f"127.0.0.1:{port}"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+
+
 def leader_port(c: Cluster, s: dict[str, Any]) -> int:
     return int(next(x["port"] for x in s["nodes"] if x["id"] == s["leader"]))
 
@@ -129,23 +134,13 @@ def test_a_flood_of_fake_members_keeps_status_readable(mesh2: Cluster) -> None:
     try:
         asyncio.run(attack())
         port = mesh2.nodes[0].port
-        p = subprocess.run(
-            [sys.executable, "-m", "mesh", "status", "--json", "--peer", f"127.0.0.1:{port}"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        p = lm_status(port, "--json")
         assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-2000:]
         got = json.loads(p.stdout)
         listed = len(got["nodes"])
         assert 100 < listed + got["omitted"] <= const.MAX_MEMBERS, (listed, got["omitted"])  # capped
         assert any(x["id"] == got["leader"] for x in got["nodes"])  # the leader's row is always kept
-        text = subprocess.run(
-            [sys.executable, "-m", "mesh", "status", "--once", "--peer", f"127.0.0.1:{port}"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        text = lm_status(port, "--once")
         assert text.returncode == 0 and "Traceback" not in text.stderr, text.stderr[-2000:]
     finally:
         hp.close()
