@@ -75,6 +75,7 @@ STATUS_REFRESH = 0.5  # s between two snapshots the live status screen asks for
 STATUS_MAX_BYTES = 60 * 1024  # bytes of a status answer: rows past it are left out and counted (header limit 64 KiB)
 STATUS_TIMEOUT = 2.0  # s a status request waits before the client looks for the leader again
 HTTP_MAX_BODY = 96 * 1024 * 1024  # bytes of one HTTP request body (base64 image + mask)
+PROGRESS_LINE_EVERY = 5.0  # s between two progress lines of a batch when stderr is not a terminal
 HTTP_PARSE_CONCURRENCY = 2  # request bodies parsed at once, in threads (a 90 MiB JSON body takes 2-3 s)
 MAX_NAME_CHARS = 256  # characters of a model name or session id a client may send
 HTTP_TASK_TIMEOUT = 300.0  # s an HTTP inpaint request waits for its result

@@ -142,6 +142,7 @@ def test_a_batch_resumes_and_never_writes_over_its_inputs(node: int, tmp_path: P
     first = run("submit", str(imgs), str(masks), "-o", str(outd), *peer)
     assert first.returncode == 0 and "3 of 3 inpainted" in first.stdout, first.stderr
     assert "subfolders are not processed: sub" in first.stderr
+    assert re.search(r"lamamesh: 3 of 3 done in \d+ s \([\d.]+/s\)", first.stderr), first.stderr  # not a terminal
     (outd / "rocket.png").unlink()  # as if the first run had been killed before writing it
     stamp = (outd / "coffee.png").stat().st_mtime_ns
     again = run("submit", str(imgs), str(masks), "-o", str(outd), *peer)

@@ -16,8 +16,19 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from mesh import config as config_mod
 from mesh import const
@@ -499,16 +510,65 @@ def submit(
     raise typer.Exit(code)
 
 
-def _task_bar() -> Progress:
-    """The progress bar of a run of photos (batch submit, demo): count, time, the last one done."""
+def _task_bar() -> Progress | _ProgressLines:
+    """The progress of a run of photos (batch submit, demo): count, rate, elapsed, ETA, the last one
+    done. On a terminal a live bar; otherwise (a log, a pipe, CI) a line every few seconds."""
+    if not err.is_terminal:
+        return _ProgressLines()
     return Progress(
         TextColumn("[bold]inpainting"),
         BarColumn(),
         MofNCompleteColumn(),
+        _RateColumn(),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
         TextColumn("{task.fields[last]}"),
         console=err,
     )
+
+
+class _RateColumn(ProgressColumn):
+    """Photos per second (Rich's own speed columns show bytes)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.2f}/s" if speed else "-/s")
+
+
+class _ProgressLines:
+    """The progress bar's interface for a stderr that is not a terminal: one plain line every
+    ``PROGRESS_LINE_EVERY`` seconds (and at the end), with rate and ETA."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.done = 0
+        self.started = time.monotonic()
+        self.last_line = self.started
+
+    def __enter__(self) -> _ProgressLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.done:
+            self._line()
+
+    def add_task(self, name: str, total: int, **fields: Any) -> TaskID:
+        self.total = total
+        return TaskID(0)
+
+    def update(self, tid: TaskID, advance: int = 0, **fields: Any) -> None:
+        self.done += advance
+        now = time.monotonic()
+        if now - self.last_line >= const.PROGRESS_LINE_EVERY:
+            self.last_line = now
+            self._line()
+
+    def _line(self) -> None:
+        secs = max(1e-6, time.monotonic() - self.started)
+        rate = self.done / secs
+        eta = f", about {(self.total - self.done) / rate:.0f} s left" if rate > 0 and self.done < self.total else ""
+        err.print(f"lamamesh: {self.done} of {self.total} done in {secs:.0f} s ({rate:.2f}/s{eta})", markup=False)
 
 
 def _error_of(res: JobResult) -> MeshError:
