@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from blockbuster import blockbuster_ctx
 from PIL import Image
 
 from .cluster import wait_until
@@ -53,6 +54,27 @@ def no_leaks() -> Iterator[None]:
         10,
         f"threads started by the test to end: {[t.name for t in _new_threads(before_threads)]}",
     )
+
+
+@pytest.fixture(autouse=True)
+def no_blocking_calls() -> Iterator[None]:
+    """Fail a test whose event loop makes a blocking call (file or socket I/O, sleep, a lock) on the
+    loop thread: blockbuster wraps those functions while an asyncio loop runs (as python-zeroconf
+    and anyio test themselves). Startup reads that happen once (the registry, the key file, psutil
+    at start) are allowed where they are, by function."""
+    with blockbuster_ctx(["mesh"]) as bb:
+        for path, functions in ALLOWED_BLOCKING:
+            for wrapped in bb.functions.values():
+                wrapped.can_block_in(path, functions)
+        yield
+
+
+ALLOWED_BLOCKING: list[tuple[str, list[str]]] = [
+    # once, when a node starts: its capabilities (psutil, NVML), its registry and key files
+    ("mesh/cluster/node.py", ["__init__", "_wire", "run"]),
+    # /proc/self/stat for the heartbeat's CPU figure: made by the kernel on read, no disk behind it
+    ("mesh/cluster/node.py", ["_cpu_percent"]),
+]
 
 
 @pytest.fixture

@@ -72,6 +72,7 @@ def _resume_point(part: Path, size: int | None) -> tuple[int, Any]:
     """(bytes already copied, their running sha256) of a ``.part`` from an earlier copy; one longer
     than the file can be is dropped (it can never finish)."""
     h = hashlib.sha256()
+    part.parent.mkdir(parents=True, exist_ok=True)
     if not part.exists():
         return 0, h
     if size is not None and part.stat().st_size > size:
@@ -107,7 +108,6 @@ async def copy_model(
     (``ModelError``), never the node. ``holders()`` is asked again whenever one stops answering."""
     part = dest.with_name(dest.name + ".part")
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
         offset, h = await asyncio.to_thread(_resume_point, part, size)
     except OSError as exc:
         raise ModelError(f"model {name!r}: cannot prepare {part}: {exc.strerror or exc}") from None
@@ -153,9 +153,9 @@ async def copy_model(
                 if offset >= msg.total or not data:
                     digest = h.hexdigest()
                     if digest != sha256 or offset != msg.total:
-                        part.unlink(missing_ok=True)
+                        await asyncio.to_thread(part.unlink, missing_ok=True)
                         raise ModelError(f"model {name!r} copied with sha256 {digest}, expected {sha256}; deleted")
-                    part.replace(dest)
+                    await asyncio.to_thread(part.replace, dest)
                     return digest, sources
         finally:
             d.close()

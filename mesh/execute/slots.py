@@ -138,14 +138,14 @@ class _Slot:
 
     async def start(self) -> dict[str, Any]:
         if self.proc is None or self.conn is None:
-            self.spawn()
+            await asyncio.to_thread(self.spawn)  # starting a process reads the disk: off the loop
         try:
             ready = await asyncio.wait_for(asyncio.to_thread(self._recv_ready), const.SLOT_START_TIMEOUT)
         except (TimeoutError, EOFError, OSError):
-            self.kill()
+            await asyncio.to_thread(self.kill)
             raise ModelError(f"slot {self.index} did not start (exit code {self.proc.exitcode})") from None
         if not ready.get("ready"):
-            self.kill()
+            await asyncio.to_thread(self.kill)
             raise ModelError(ready.get("error", "slot failed to start"))
         self.info = ready
         return ready
@@ -241,7 +241,7 @@ class SlotPool:
                     return await self._hung(slot, spec, timeout or 0.0)
                 except (EOFError, OSError):
                     code = slot.proc.exitcode if slot.proc is not None else None
-                    slot.kill()
+                    await asyncio.to_thread(slot.kill)
                     self.restarts += 1
                     log.warning(
                         "slot %d died running task %s (exit code %s); restarting it", slot.index, spec.task_id, code
