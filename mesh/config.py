@@ -16,6 +16,7 @@ from typing import Any
 
 from mesh import const
 from mesh.errors import ConfigError
+from mesh.kinds import Policy
 
 ENV_PREFIX = "LAMAMESH_"
 
@@ -52,7 +53,7 @@ class Config:
     heartbeat_interval: float = const.HEARTBEAT_INTERVAL  # s
     dead_timeout: float = const.DEAD_TIMEOUT  # s
     election_wait: float = const.ELECTION_WAIT  # s
-    placement: str = "completion"  # completion | least-loaded (the contrast the benchmarks show)
+    placement: str = Policy.COMPLETION  # completion | least-loaded (the contrast the benchmarks show)
     bench_delay_ms: float = -1.0  # BENCHMARK ONLY: >= 0 replaces the model by a sleep of this many ms (0: a null task)
 
     @property
@@ -119,7 +120,7 @@ def build(flags: Mapping[str, Any], env: Mapping[str, str] | None = None, config
         raise ConfigError(f"device must be auto, cpu or cuda, not {cfg.device!r}")
     if not 0 <= cfg.port <= 65534:
         raise ConfigError(f"port must be between 0 and 65534, not {cfg.port}")
-    if cfg.placement not in ("completion", "least-loaded"):
+    if cfg.placement not in tuple(Policy):
         raise ConfigError(f"placement must be completion or least-loaded, not {cfg.placement!r}")
     if not 0.05 <= cfg.heartbeat_interval <= cfg.dead_timeout / 2:
         raise ConfigError(

@@ -45,6 +45,7 @@ from mesh.errors import MeshError
 from mesh.execute import capabilities
 from mesh.execute.models import Registry
 from mesh.execute.slots import Executor, SleepPool, make_executor
+from mesh.kinds import Role
 from mesh.wire.protocol import Heartbeat, Ping, Pong
 from mesh.wire.transport import Context, Dealer, Pub, Router, Sub, load_key
 
@@ -342,7 +343,7 @@ class Node:
             status=state,
             node=self.node_id,
             mesh=self.config.mesh,
-            role="leader" if self.scheduler is not None and self.scheduler.leading else "worker",
+            role=Role.LEADER if self.scheduler is not None and self.scheduler.leading else Role.WORKER,
             leader=self.decision.leader,
             term=self.decision.term,
             nodes=len(alive),
@@ -682,7 +683,7 @@ class Node:
                     "id": hb.node_id,
                     "host": hb.host,
                     "port": hb.task_port,
-                    "role": "leader" if hb.node_id == self.decision.leader else "worker",
+                    "role": Role.LEADER if hb.node_id == self.decision.leader else Role.WORKER,
                     "alive": m.alive,
                     "leaving": hb.leaving,
                     "provider": hb.provider,

@@ -33,6 +33,7 @@ import msgpack
 from mesh import const
 from mesh.control import placement
 from mesh.errors import Overloaded
+from mesh.kinds import Policy, Priority, Role
 from mesh.wire.protocol import (
     HUNG,
     MOVED,
@@ -58,7 +59,7 @@ from mesh.wire.protocol import (
 from mesh.wire.transport import Router
 
 log = logging.getLogger("lamamesh.scheduler")
-PRIORITY = {"interactive": 0, "batch": 1}
+PRIORITY: dict[str, int] = {Priority.INTERACTIVE: 0, Priority.BATCH: 1}
 ABANDONED = "abandoned"  # the outcome of a task dropped because its client went silent
 
 
@@ -145,7 +146,7 @@ class Scheduler:
         front: Router,
         back: Router,
         advertised: str,
-        policy: str = "completion",
+        policy: str = Policy.COMPLETION,
     ) -> None:
         self.node_id = node_id
         self.mesh = mesh
@@ -631,7 +632,7 @@ def _fit(st: Status) -> Status:
         return st
     budget = const.STATUS_MAX_BYTES - len(encode(replace(st, nodes=[], omitted=len(st.nodes))))
     rank = sorted(
-        range(len(st.nodes)), key=lambda i: (st.nodes[i].get("role") != "leader", not st.nodes[i].get("ready"), i)
+        range(len(st.nodes)), key=lambda i: (st.nodes[i].get("role") != Role.LEADER, not st.nodes[i].get("ready"), i)
     )
     keep: list[int] = []
     for i in rank:

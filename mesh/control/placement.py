@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from mesh import const
+from mesh.kinds import Policy, Requirement
 
 DEFAULT_SERVICE_MS = 500.0  # ms assumed when no worker has run this model at this size yet
 EWMA_ALPHA = 0.3  # weight of the newest service-time sample
@@ -35,7 +36,13 @@ WAIT_GAIN_MS = 2.0  # ms: a task waits for a busy worker only when that finishes
 WAIT_GAIN_FRACTION = 0.25  # ... and by this fraction of the soonest estimate (estimates are noisy: a LAN's
 # transfer times vary by tens of percent; waiting on noise leaves credits, and links, idle)
 MIB = 1024 * 1024  # bytes
-REQUIREMENTS = {"": 0, "cpu": -1, "gpu-low": 1, "gpu-medium": 8192, "gpu-high": 16384}  # min VRAM MiB
+REQUIREMENTS: dict[str, int] = {  # min VRAM MiB (-1: no GPU)
+    Requirement.ANY: 0,
+    Requirement.CPU: -1,
+    Requirement.GPU_LOW: 1,
+    Requirement.GPU_MEDIUM: 8192,
+    Requirement.GPU_HIGH: 16384,
+}
 
 
 def size_class(pixels: int) -> str:
@@ -190,7 +197,7 @@ def plan(
     workers: Mapping[str, WorkerLoad],
     tasks: Iterable[TaskNeeds],
     affinity: Mapping[str, str] | None = None,
-    policy: str = "completion",
+    policy: str = Policy.COMPLETION,
 ) -> list[Placement | None]:
     """Place queued tasks in priority order, one pass: each task either goes to a worker with
     credit now, or waits and *reserves* its best worker (its expected work counts against
@@ -207,7 +214,7 @@ def plan(
     if credits <= 0:
         return out
     for task in tasks:
-        if policy == "least-loaded":
+        if policy == Policy.LEAST_LOADED:
             fleet = everyone
             node = least_loaded(loads, task)
         else:

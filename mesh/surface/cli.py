@@ -35,6 +35,7 @@ from mesh import const
 from mesh.config import Config
 from mesh.errors import InputError, MeshError, NoMesh, TaskFailed
 from mesh.execute.models import Registry
+from mesh.kinds import Priority
 from mesh.surface.snapshot import NODE_COLUMNS, Snapshot, node_cells, summary
 
 if TYPE_CHECKING:
@@ -448,7 +449,7 @@ def submit(
             log_level=log_level or "warning",
         )
         _setup_logging(cfg.log_level)
-        if priority not in (None, "interactive", "batch"):
+        if priority is not None and priority not in tuple(Priority):
             raise InputError(f"--priority must be interactive or batch, not {priority!r}")
         if hd_strategy.lower() not in ("crop", "resize", "original"):
             raise InputError(f"--hd-strategy must be Crop, Resize or Original, not {hd_strategy!r}")
@@ -465,7 +466,7 @@ def submit(
 
         if image.is_dir():
             common["out_format"] = "" if fmt == "same" else fmt
-            return _batch(cfg, image, mask, output, no_local, timeout, common, priority or "batch", overwrite)
+            return _batch(cfg, image, mask, output, no_local, timeout, common, priority or Priority.BATCH, overwrite)
         if output is not None and output.is_dir():
             raise InputError(f"-o {output} is a folder; give a file name for a single image")
         if (
@@ -487,7 +488,7 @@ def submit(
             data,
             _read(mask, "mask"),
             out_format=out_fmt,
-            priority=priority or "interactive",
+            priority=priority or Priority.INTERACTIVE,
             label=str(image),
             pixels=pixels(data),
             **common,
@@ -775,7 +776,7 @@ def demo(
             Job(
                 p.read_bytes(),
                 m.read_bytes(),
-                priority="batch",
+                priority=Priority.BATCH,
                 label=f"{p.stem}-{k + 1}" if copies > 1 else p.stem,
                 pixels=pixels(p.read_bytes()),
             )

@@ -19,6 +19,7 @@ from typing import Any
 
 from mesh import const
 from mesh.errors import NoMesh
+from mesh.kinds import Priority
 from mesh.surface.snapshot import Snapshot, from_status
 from mesh.wire.protocol import MOVED, RETRY, Data, Message, Ping, Place, Pong, Result, Status, StatusRequest, Submit
 from mesh.wire.transport import Context, Dealer, recv_any
@@ -31,7 +32,7 @@ class Job:
     image: bytes
     mask: bytes
     model: str = "builtin"
-    priority: str = "interactive"
+    priority: str = Priority.INTERACTIVE
     session: str = ""
     out_format: str = ""
     hd_strategy: str = "Crop"

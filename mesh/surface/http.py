@@ -34,6 +34,7 @@ from mesh import const
 from mesh.cluster.face import NodeFace
 from mesh.errors import ConfigError, NoMesh
 from mesh.execute.images import pixels
+from mesh.kinds import Priority
 from mesh.surface.client import Client, Job
 from mesh.surface.metrics import Metrics
 
@@ -128,7 +129,7 @@ def job_from_body(body: Any) -> Job:
         image,
         mask,
         model=name_field(body, "model", "builtin"),  # ours, not IOPaint's
-        priority="interactive",
+        priority=Priority.INTERACTIVE,
         hd_strategy=HD_STRATEGIES[strategy.lower()],
         crop_margin=int_field(body, "hd_strategy_crop_margin", const.HD_CROP_MARGIN),
         crop_trigger=int_field(body, "hd_strategy_crop_trigger_size", const.HD_CROP_TRIGGER),

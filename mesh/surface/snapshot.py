@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from mesh.kinds import Role
 from mesh.wire.protocol import Status
 
 
@@ -59,7 +60,9 @@ class NodeRow:
         alive = d.get("alive") is True
         leaving = d.get("leaving") is True
         node_id = _str(d, "id")
-        role = "dead" if not alive else "leaving" if leaving else "leader" if node_id == leader else "worker"
+        role = (
+            Role.DEAD if not alive else Role.LEAVING if leaving else Role.LEADER if node_id == leader else Role.WORKER
+        )
         ewma = d.get("ewma_ms")
         models = d.get("models")
         gpus = d.get("gpus")
@@ -192,7 +195,7 @@ def from_status(status: Status, now: float | None = None) -> Snapshot:
 # ---- text shown by the live screen and by ``status --once`` (Rich markup) ----
 
 NODE_COLUMNS = ("node", "address", "role", "provider", "slots", "queued", "done", "ms/task", "tasks/s", "heard")
-ROLE_STYLE = {"leader": "bold green", "worker": "", "leaving": "yellow", "dead": "red"}
+ROLE_STYLE: dict[str, str] = {Role.LEADER: "bold green", Role.WORKER: "", Role.LEAVING: "yellow", Role.DEAD: "red"}
 
 
 def node_cells(n: NodeRow) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ import msgpack
 
 from mesh import const
 from mesh.errors import ProtocolError, VersionMismatch
+from mesh.kinds import Priority
 
 log = logging.getLogger("lamamesh.protocol")
 
@@ -65,7 +66,7 @@ class TaskSpec(Message):
 
     task_id: str = ""
     model: str = "builtin"
-    priority: str = "interactive"  # interactive | batch
+    priority: str = Priority.INTERACTIVE  # interactive | batch
     session: str = ""
     out_format: str = ""  # "" = the input's format
     hd_strategy: str = "Crop"
