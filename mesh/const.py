@@ -34,6 +34,7 @@ CLIENT_FAILOVER_RETRY = 0.05  # s between two rounds of asking the members who l
 CLIENT_PING_INTERVAL = 0.25  # s between a client's pings to the leader while tasks are pending
 CLIENT_GONE_AFTER = 6.0  # s a leader hears nothing (no ping, no submit) from a client before it drops its tasks
 # (a client pings every CLIENT_PING_INTERVAL while it has tasks; 6 s leaves room for a loop busy writing a result)
+CANCEL_LINGER_MS = 500  # ms a closing client gives its Cancel to reach the leader
 CLIENT_RESEND_AFTER = 30.0  # s a task may go unanswered while its leader answers pings before it is sent again
 CLIENT_MDNS_BROWSE = 1.5  # s a client browses mDNS for a mesh when no --peer is given and none is local
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -249,6 +250,10 @@ def test_ctrl_c_on_a_batch_says_how_far_it_got_and_the_same_command_finishes_it(
     assert m and "Traceback" not in se, se
     written = len(list(outd.glob("*.png")))
     assert int(m.group(1)) <= written < 40
+    # the client told the leader as it stopped: its queued tasks are dropped now, not 6 s later
+    st = run("status", "--json", "--peer", f"127.0.0.1:{node}")
+    outcomes = json.loads(st.stdout)["outcomes"]
+    assert outcomes.get("cancelled", 0) > 0 and "abandoned" not in outcomes, outcomes
     again = run(*cmd[3:])
     assert again.returncode == 0 and f"{40 - written} of {40 - written} inpainted" in again.stdout, again.stderr
     assert len(list(outd.glob("*.png"))) == 40

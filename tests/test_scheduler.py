@@ -8,7 +8,7 @@ from typing import Any
 
 from mesh import const
 from mesh.cluster.scheduler import Scheduler
-from mesh.wire.protocol import HUNG, NO_DATA, WITHDRAWN, Bye, Done, Message, Place, Ready, Result, Submit, Task
+from mesh.wire.protocol import HUNG, NO_DATA, WITHDRAWN, Bye, Cancel, Done, Message, Place, Ready, Result, Submit, Task
 
 
 class FakeRouter:
@@ -264,3 +264,19 @@ def test_the_status_answer_stays_under_the_header_limit_whatever_the_member_coun
     assert len(encode(st)) <= const.STATUS_MAX_BYTES and st.omitted == 1100 - len(st.nodes) > 0
     kept = {r["id"] for r in st.nodes}
     assert {"n0700", "n0900"} <= kept  # the leader and the registered worker first
+
+
+def test_a_client_that_cancels_has_its_tasks_dropped_at_once() -> None:
+    async def go() -> None:
+        leader, front, back = _leader()
+        await leader._on_back(b"w1", Ready("w1", credits=1, slots=1), [])
+        for t in ("a1", "a2", "a3"):
+            await leader._submit(b"quitter", Submit(t))
+        await leader._submit(b"other", Submit("b1"))
+        await leader._on_front(b"quitter", Cancel(), [])
+        assert set(leader.tasks) == {"b1"} and leader.outcomes["cancelled"] == 3
+        await leader._on_back(b"w1", Done("a1", False, NO_DATA, "no bytes", "w1"), [])  # a1 was placed
+        assert [m.task_id for _, m, _ in back.sent if isinstance(m, Task)] == ["a1", "b1"]
+        assert leader.status().failed == 0 and not [m for _, m, _ in front.sent if isinstance(m, Result)]
+
+    asyncio.run(go())

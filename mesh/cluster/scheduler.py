@@ -40,6 +40,7 @@ from mesh.wire.protocol import (
     NO_DATA,
     WITHDRAWN,
     Bye,
+    Cancel,
     Data,
     Done,
     Message,
@@ -61,6 +62,7 @@ from mesh.wire.transport import Router
 log = logging.getLogger("lamamesh.scheduler")
 PRIORITY: dict[str, int] = {Priority.INTERACTIVE: 0, Priority.BATCH: 1}
 ABANDONED = "abandoned"  # the outcome of a task dropped because its client went silent
+CANCELLED = "cancelled"  # the outcome of a task its client cancelled (it stopped)
 
 
 _FIELD_NAMES: dict[type[Message], tuple[str, ...]] = {}
@@ -237,6 +239,11 @@ class Scheduler:
                 self.on_data(client, msg, blobs)
         elif isinstance(msg, Submit):
             await self._submit(client, msg)
+        elif isinstance(msg, Cancel):
+            if client in self.per_client:
+                n = self._drop_client(client, CANCELLED)
+                log.info("client %s cancelled: dropped its %d tasks", client.hex(), n)
+                await self.dispatch()
         elif isinstance(msg, Ping):
             if msg.node_id and self.on_ping is not None:
                 self.on_ping(msg)
@@ -464,25 +471,22 @@ class Scheduler:
         another leader across a partition): nobody would take their answers, and a placed one would
         hold a worker's slot for bytes that never come. A placed task's slot comes back with the
         worker's ``Done`` (``no_data`` at worst), which then finds no task to place again."""
-        gone = {c for c, seen in self.client_seen.items() if now - seen > const.CLIENT_GONE_AFTER}
-        if not gone:
-            return
-        dropped: Counter[bytes] = Counter()
-        for task_id, p in list(self.tasks.items()):
-            if p.client in gone:
-                del self.tasks[task_id]  # its queue entry is skipped when next popped
-                dropped[p.client] += 1
+        gone = [c for c, seen in self.client_seen.items() if now - seen > const.CLIENT_GONE_AFTER]
         for client in gone:
-            self.per_client.pop(client, None)
-            del self.client_seen[client]
-            log.info(
-                "client %s silent for %g s: dropped its %d tasks",
-                client.hex(),
-                const.CLIENT_GONE_AFTER,
-                dropped[client],
-            )
-        self.outcomes[ABANDONED] += dropped.total()  # shown in status and /metrics, not as failed
+            n = self._drop_client(client, ABANDONED)
+            log.info("client %s silent for %g s: dropped its %d tasks", client.hex(), const.CLIENT_GONE_AFTER, n)
+
+    def _drop_client(self, client: bytes, outcome: str) -> int:
+        """Forget every task of ``client``, counted under ``outcome`` (status and /metrics, not as
+        failed). A placed one's slot comes back with the worker's ``Done`` (``no_data`` at worst)."""
+        mine = [task_id for task_id, p in self.tasks.items() if p.client == client]
+        for task_id in mine:
+            del self.tasks[task_id]  # its queue entry is skipped when next popped
+        self.per_client.pop(client, None)
+        self.client_seen.pop(client, None)
+        self.outcomes[outcome] += len(mine)
         self._changed.set()
+        return len(mine)
 
     async def drop_worker(self, node_id: str, why: str) -> None:
         """A worker died or left: re-queue every task it held."""
@@ -616,7 +620,7 @@ class Scheduler:
                 nodes,
                 queued=len(self.queue),
                 done=self.outcomes["ok"],
-                failed=sum(v for k, v in self.outcomes.items() if k not in ("ok", ABANDONED)),
+                failed=sum(v for k, v in self.outcomes.items() if k not in ("ok", ABANDONED, CANCELLED)),
                 outcomes=dict(self.outcomes),
                 recent=list(self.recent),
                 node_id=self.node_id,

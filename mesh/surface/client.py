@@ -21,7 +21,20 @@ from mesh import const
 from mesh.errors import NoMesh
 from mesh.kinds import Priority
 from mesh.surface.snapshot import Snapshot, from_status
-from mesh.wire.protocol import MOVED, RETRY, Data, Message, Ping, Place, Pong, Result, Status, StatusRequest, Submit
+from mesh.wire.protocol import (
+    MOVED,
+    RETRY,
+    Cancel,
+    Data,
+    Message,
+    Ping,
+    Place,
+    Pong,
+    Result,
+    Status,
+    StatusRequest,
+    Submit,
+)
 from mesh.wire.transport import Context, Dealer, recv_any
 
 log = logging.getLogger("lamamesh.client")
@@ -102,6 +115,7 @@ class Client:
         self.leader: Pong | None = None
         self.known: list[tuple[str, int]] = list(self.peers)  # every member address learned so far
         self.failovers = 0
+        self.submitted = False  # some task was submitted on this connection (close then cancels)
         self.resubmitted = 0  # tasks submitted to a leader again (a worker or the leader was lost, moved, retry)
         self.resent = 0  # tasks whose bytes were sent a second time (placed again)
         self._answered = False  # some node answered a probe (a mesh exists, perhaps still electing)
@@ -207,8 +221,13 @@ class Client:
         return self._answered
 
     def close(self) -> None:
+        """Close the connection; if tasks were submitted on it, tell the leader to drop any it still
+        holds (a Ctrl-C mid-batch frees the mesh at once, not after ``CLIENT_GONE_AFTER``)."""
         if self.dealer is not None:
-            self.dealer.close()
+            if self.submitted and self.dealer.send_now(Cancel()):
+                self.dealer.close(linger=const.CANCEL_LINGER_MS)
+            else:
+                self.dealer.close()
             self.dealer = None
 
     async def status(self, timeout: float = 3.0) -> Status:
@@ -391,6 +410,7 @@ class _Batch:
             self.client.resubmitted += 1
         sent.worker = ""
         sent.last = time.monotonic()
+        self.client.submitted = True
         await self.leader.send(sent.job.submit())
 
     async def deliver(self, r: JobResult) -> None:

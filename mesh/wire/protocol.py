@@ -215,6 +215,13 @@ class Bye(Message):
 
 
 @dataclass(frozen=True)
+class Cancel(Message):
+    """client -> leader: drop every task of mine you hold (the client stops: Ctrl-C, an error)."""
+
+    t: ClassVar[str] = "cancel"
+
+
+@dataclass(frozen=True)
 class StatusRequest(Message):
     t: ClassVar[str] = "status?"
 
@@ -282,6 +289,7 @@ MESSAGES: dict[str, type[Message]] = {
         Ready,
         Heartbeat,
         Bye,
+        Cancel,
         StatusRequest,
         Status,
         ModelWant,

@@ -357,6 +357,15 @@ class Router(_Bound):
 class Dealer(_Socket):
     """A connected DEALER: ``recv()`` -> (message, data frames)."""
 
+    def send_now(self, msg: Message) -> bool:
+        """Queue ``msg`` without waiting (for a caller that is closing, maybe outside the loop);
+        False when ZeroMQ cannot take it now."""
+        try:
+            self.sock.send(protocol.encode(msg), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            return False
+        return True
+
     kind = zmq.DEALER
 
     def __init__(self, ctx: Context, identity: bytes | None = None) -> None:
