@@ -23,6 +23,16 @@ class Requirement(StrEnum):
     GPU_HIGH = "gpu-high"
 
 
+# the GPU memory (MiB) a requirement class needs of the slot that runs it (-1: a CPU node only)
+MIN_VRAM_MB: dict[str, int] = {
+    Requirement.ANY: 0,
+    Requirement.CPU: -1,
+    Requirement.GPU_LOW: 1,
+    Requirement.GPU_MEDIUM: 8192,
+    Requirement.GPU_HIGH: 16384,
+}
+
+
 class Policy(StrEnum):
     """How the leader places: by expected completion, or the benchmarks' least-loaded contrast."""
 

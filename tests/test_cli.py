@@ -257,3 +257,60 @@ def test_ctrl_c_on_a_batch_says_how_far_it_got_and_the_same_command_finishes_it(
     again = run(*cmd[3:])
     assert again.returncode == 0 and f"{40 - written} of {40 - written} inpainted" in again.stdout, again.stderr
     assert len(list(outd.glob("*.png"))) == 40
+
+
+def test_a_killed_batch_reruns_without_rewriting_and_the_leader_drains_its_queue(node: int, tmp_path: Path) -> None:
+    """Issue 15: SIGKILL mid-batch (no goodbye at all), the same command again: every output is
+    written exactly once (the earlier ones keep their mtimes) and the dead client's queue drains."""
+    imgs, masks, outd = tmp_path / "imgs", tmp_path / "masks", tmp_path / "out"
+    imgs.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(6)
+    for k in range(40):
+        Image.fromarray((rng.random((192, 256, 3)) * 255).astype(np.uint8)).save(imgs / f"p{k:02d}.png")
+        Image.fromarray(box_mask(192, 256, (40, 50, 120, 140))).save(masks / f"p{k:02d}.png")
+    cmd = [*EXE, "submit", str(imgs), str(masks), "-o", str(outd), "--peer", f"127.0.0.1:{node}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list(outd.glob("*.png"))) < 3:
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    before = {p.name: p.stat().st_mtime_ns for p in outd.glob("*.png")}
+    assert 3 <= len(before) < 40 and not list(outd.glob(".*.part"))
+    again = run(*cmd[3:])
+    assert again.returncode == 0 and f"{len(before)} of 40 already in" in again.stderr, again.stderr
+    assert len(list(outd.glob("*.png"))) == 40
+    assert {n: (outd / n).stat().st_mtime_ns for n in before} == before  # none rewritten
+
+    def drained() -> dict:
+        st = json.loads(run("status", "--json", "--peer", f"127.0.0.1:{node}").stdout)
+        return st if st["queued"] == 0 and st["outcomes"].get("abandoned", 0) > 0 else {}
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not drained():
+        time.sleep(0.2)
+    assert drained(), "the dead client's tasks were not dropped"
+
+
+def test_exif_and_icc_survive_the_mesh_jpeg_to_jpeg_and_to_png(node: int, tmp_path: Path) -> None:
+    from PIL import ImageCms
+
+    a = photo("coffee")[:192, :256]
+    exif = Image.Exif()
+    exif[0x0132] = "2026:12:02 10:00:00"  # DateTime
+    exif[0x0110] = "Test Camera"
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    src = tmp_path / "photo.jpg"
+    Image.fromarray(a).save(src, quality=80, exif=exif.tobytes(), icc_profile=icc)
+    mask = tmp_path / "mask.png"
+    Image.fromarray(box_mask(192, 256, (40, 50, 120, 140))).save(mask)
+    for out in (tmp_path / "out.jpg", tmp_path / "out.png"):
+        p = run("submit", str(src), str(mask), "-o", str(out), "--peer", f"127.0.0.1:{node}")
+        assert p.returncode == 0, p.stderr
+        with Image.open(out) as im:
+            got = im.getexif()
+            assert got.get(0x0132) == "2026:12:02 10:00:00" and got.get(0x0110) == "Test Camera", out.name
+            assert im.info.get("icc_profile") == icc, out.name

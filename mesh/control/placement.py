@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from mesh import const
-from mesh.kinds import Policy, Requirement
+from mesh.kinds import MIN_VRAM_MB, Policy
 
 DEFAULT_SERVICE_MS = 500.0  # ms assumed when no worker has run this model at this size yet
 EWMA_ALPHA = 0.3  # weight of the newest service-time sample
@@ -36,13 +36,7 @@ WAIT_GAIN_MS = 2.0  # ms: a task waits for a busy worker only when that finishes
 WAIT_GAIN_FRACTION = 0.25  # ... and by this fraction of the soonest estimate (estimates are noisy: a LAN's
 # transfer times vary by tens of percent; waiting on noise leaves credits, and links, idle)
 MIB = 1024 * 1024  # bytes
-REQUIREMENTS: dict[str, int] = {  # min VRAM MiB (-1: no GPU)
-    Requirement.ANY: 0,
-    Requirement.CPU: -1,
-    Requirement.GPU_LOW: 1,
-    Requirement.GPU_MEDIUM: 8192,
-    Requirement.GPU_HIGH: 16384,
-}
+REQUIREMENTS = MIN_VRAM_MB  # min VRAM MiB of a worker's largest GPU (-1: no GPU)
 
 
 def size_class(pixels: int) -> str:

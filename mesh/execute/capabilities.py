@@ -29,7 +29,7 @@ class Capabilities:
     cores: int
     ram_mb: int
     gpu: str  # "" when NVML sees none; several GPUs: "2x NAME" or "NAME + NAME"
-    vram_mb: int  # the smallest of the GPUs used: a requirement class is met by every slot, or not claimed
+    vram_mb: int  # the largest of the GPUs used: a task of a class it meets runs on a slot whose GPU meets it
     vram_free_mb: int
     gpus: tuple[Gpu, ...] = ()  # every NVIDIA GPU this node uses (one slot each)
 
@@ -95,8 +95,8 @@ def detect(wanted_gpus: str = "") -> Capabilities:
         cores=psutil.cpu_count(logical=True) or os.cpu_count() or 1,
         ram_mb=int(psutil.virtual_memory().total) // 2**20,
         gpu=name,
-        vram_mb=min((g.vram_mb for g in gpus), default=0),
-        vram_free_mb=min((g.free_mb for g in gpus), default=0),
+        vram_mb=max((g.vram_mb for g in gpus), default=0),
+        vram_free_mb=max((g.free_mb for g in gpus), default=0),
         gpus=gpus,
     )
 

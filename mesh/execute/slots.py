@@ -25,6 +25,7 @@ from mesh import const
 from mesh.config import Config
 from mesh.errors import MeshError, ModelError, Overloaded, TaskFailed
 from mesh.execute.capabilities import Capabilities, default_slots
+from mesh.kinds import MIN_VRAM_MB
 from mesh.wire.protocol import HUNG, TaskSpec
 
 log = logging.getLogger("lamamesh.slots")
@@ -41,6 +42,7 @@ class SlotSettings:
     max_result_bytes: int = const.MAX_RESULT_BYTES
     preload: tuple[str, ...] = ("builtin",)
     device_ids: tuple[int, ...] = ()  # CUDA device of slot i: device_ids[i % len]; () = device 0
+    device_vram: tuple[int, ...] = ()  # MiB of each of those devices (a task's requirement class picks the slot)
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,8 @@ class _Slot:
         self.settings = settings
         ids = settings.device_ids
         self.device_id = ids[index % len(ids)] if ids else 0  # the GPU this slot's sessions run on
+        vram = settings.device_vram
+        self.vram_mb = vram[index % len(vram)] if vram else 0
         self.proc: Any = None
         self.conn: Connection | None = None
         self.info: dict[str, Any] = {}
@@ -197,7 +201,8 @@ class SlotPool:
     def __init__(self, n: int, settings: SlotSettings) -> None:
         self.settings = settings
         self.slots = [_Slot(i, settings) for i in range(max(1, n))]
-        self._free: asyncio.Queue[_Slot] = asyncio.Queue()
+        self._free: list[_Slot] = []
+        self._freed = asyncio.Condition()
         self.provider = "cpu"
         self.reason = ""
         self.restarts = 0
@@ -224,14 +229,13 @@ class SlotPool:
             await self.close()
             raise
         self.provider, self.reason = infos[0]["provider"], infos[0]["reason"]
-        for s in self.slots:
-            self._free.put_nowait(s)
+        self._free = list(self.slots)
 
     async def run(self, spec: TaskSpec, image: Any, mask: Any, timeout: float | None = None) -> SlotResult:
         """Run one task in a free slot. ``timeout`` (s in the slot): past it the slot is hung (a wedged
         driver, a stopped process): it is killed and started again, and the task answers ``hung``."""
         header = {f.name: getattr(spec, f.name) for f in fields(TaskSpec)}
-        slot = await self._free.get()
+        slot = await self._take(MIN_VRAM_MB.get(spec.requires, 0))
         self.busy += 1
         try:
             for attempt in range(const.SLOT_MAX_RETRIES + 1):
@@ -259,7 +263,23 @@ class SlotPool:
             return SlotResult(False, error_code=exc.code, error=str(exc))
         finally:
             self.busy -= 1
-            self._free.put_nowait(slot)
+            await self._give(slot)
+
+    async def _take(self, need_mb: int) -> _Slot:
+        """A free slot whose GPU has ``need_mb`` MiB (a requirement class), waiting for one: on a box
+        of 24/12/6 GiB GPUs a gpu-high task runs on the 24 GiB one only."""
+        async with self._freed:
+            while True:
+                for s in self._free:
+                    if need_mb <= 0 or s.vram_mb >= need_mb:
+                        self._free.remove(s)
+                        return s
+                await self._freed.wait()
+
+    async def _give(self, slot: _Slot) -> None:
+        async with self._freed:
+            self._free.append(slot)
+            self._freed.notify_all()
 
     async def _hung(self, slot: _Slot, spec: TaskSpec, timeout: float) -> SlotResult:
         log.warning(
@@ -340,5 +360,7 @@ def make_executor(cfg: Config, caps: Capabilities) -> Executor:
         return SleepPool(slots, cfg.bench_delay_ms)
     threads = max(1, caps.cores // slots)
     limit = min(cfg.max_result_bytes, cfg.max_frame_bytes)
-    ids = tuple(g.index for g in caps.gpus) if cfg.device != "cpu" else ()
-    return SlotPool(slots, SlotSettings(cfg.home, cfg.device, threads, cfg.max_pixels, limit, device_ids=ids))
+    gpus = caps.gpus if cfg.device != "cpu" else ()
+    ids, vram = tuple(g.index for g in gpus), tuple(g.vram_mb for g in gpus)
+    settings = SlotSettings(cfg.home, cfg.device, threads, cfg.max_pixels, limit, device_ids=ids, device_vram=vram)
+    return SlotPool(slots, settings)
