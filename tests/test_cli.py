@@ -142,7 +142,7 @@ def test_a_batch_resumes_and_never_writes_over_its_inputs(node: int, tmp_path: P
     peer = ("--peer", f"127.0.0.1:{node}")
     first = run("submit", str(imgs), str(masks), "-o", str(outd), *peer)
     assert first.returncode == 0 and "3 of 3 inpainted" in first.stdout, first.stderr
-    assert "subfolders are not processed: sub" in first.stderr
+    assert "subfolders are not processed (--recursive does): sub" in first.stderr
     assert re.search(r"lamamesh: 3 of 3 done in \d+ s \([\d.]+/s\)", first.stderr), first.stderr  # not a terminal
     (outd / "rocket.png").unlink()  # as if the first run had been killed before writing it
     stamp = (outd / "coffee.png").stat().st_mtime_ns
@@ -156,6 +156,13 @@ def test_a_batch_resumes_and_never_writes_over_its_inputs(node: int, tmp_path: P
     assert same.returncode == 2 and "is an input folder" in one_line_error(same)
     single = run("submit", str(imgs / "coffee.png"), str(masks / "coffee.png"), "-o", str(imgs / "coffee.png"), *peer)
     assert single.returncode == 2 and "is an input" in one_line_error(single)
+    # --recursive: a subfolder's photo (its mask at the same place under MASKS) goes to the same place under OUT
+    Image.fromarray(photo("coffee")[:128, :160]).save(imgs / "sub" / "deep.png")
+    (masks / "sub").mkdir()
+    Image.fromarray(box_mask(128, 160, (40, 50, 80, 110))).save(masks / "sub" / "deep.png")
+    rec = run("submit", str(imgs), str(masks), "-o", str(outd), "--recursive", *peer)
+    assert rec.returncode == 0 and "3 of 4 already in" in rec.stderr and "1 of 1 inpainted" in rec.stdout, rec.stderr
+    assert (outd / "sub" / "deep.png").is_file() and not (outd / "deep.png").exists()
     empty = tmp_path / "empty"
     empty.mkdir()
     none = run("submit", str(empty), str(masks), "-o", str(outd), *peer)

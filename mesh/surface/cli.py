@@ -317,20 +317,34 @@ def _suffix_for(fmt: str) -> str:
     return {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}.get(fmt, ".png")
 
 
-def _pair_batch(image_dir: Path, masks: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
-    images = sorted(p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def _images_in(folder: Path, recursive: bool, skip: Path | None = None) -> list[Path]:
+    """The image files of ``folder`` (and its subfolders when ``recursive``, but not ``skip``)."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    out = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if skip is not None and skip.exists():
+        s = skip.resolve()
+        out = [p for p in out if s not in p.resolve().parents]
+    return sorted(out)
+
+
+def _pair_batch(
+    image_dir: Path, masks: Path, recursive: bool = False, skip: Path | None = None
+) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """(image, mask) pairs and the images with no mask. Masks are matched by file stem at the same
+    place under MASKS as the image under IMAGE_DIR (or at MASKS' top), or one mask file for all."""
+    images = _images_in(image_dir, recursive, skip)
     if masks.is_file():
         return [(p, masks) for p in images], []
     if not masks.is_dir():
         raise InputError(f"mask {masks} does not exist")
-    by_stem: dict[str, Path] = {}
-    for m in sorted(masks.iterdir()):
-        if m.is_file() and m.suffix.lower() in IMAGE_SUFFIXES:
-            by_stem.setdefault(m.stem, m)
+    by_place: dict[tuple[Path, str], Path] = {}
+    for m in _images_in(masks, recursive, skip):
+        by_place.setdefault((m.parent.relative_to(masks), m.stem), m)
     pairs: list[tuple[Path, Path]] = []
     missing: list[Path] = []
     for p in images:
-        found = by_stem.get(p.stem)
+        rel = p.parent.relative_to(image_dir)
+        found = by_place.get((rel, p.stem)) or by_place.get((Path("."), p.stem))
         if found is None or found.resolve() == p.resolve():
             missing.append(p)
         else:
@@ -425,6 +439,12 @@ def submit(
             "--format", help="Output format of a batch: png, jpg, webp or same (default: same as each input)."
         ),
     ] = None,
+    recursive: Annotated[
+        bool,
+        typer.Option(
+            "--recursive", "-r", help="A batch takes the photos of subfolders too; outputs mirror them under OUT."
+        ),
+    ] = False,
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -466,7 +486,8 @@ def submit(
 
         if image.is_dir():
             common["out_format"] = "" if fmt == "same" else fmt
-            return _batch(cfg, image, mask, output, no_local, timeout, common, priority or Priority.BATCH, overwrite)
+            prio = priority or Priority.BATCH
+            return _batch(cfg, image, mask, output, no_local, timeout, common, prio, overwrite, recursive)
         if output is not None and output.is_dir():
             raise InputError(f"-o {output} is a folder; give a file name for a single image")
         if (
@@ -588,10 +609,11 @@ def _batch(
     common: dict[str, Any],
     priority: str,
     overwrite: bool = False,
+    recursive: bool = False,
 ) -> int:
     if output is None:
         raise InputError("a folder of images needs -o OUT_DIR")
-    pairs, missing, done_before, total = _plan_batch(image_dir, masks, output, overwrite)
+    pairs, missing, done_before, total = _plan_batch(image_dir, masks, output, overwrite, recursive)
     output.mkdir(parents=True, exist_ok=True)
     mask_cache: dict[Path, bytes] = {}
     from mesh.surface.client import Job
@@ -612,14 +634,16 @@ def _batch(
                     mask_cache[m] = _read(m, "mask")
                 data = _read(img, "image")
             except InputError as exc:
-                failures.append(f"{img.name}: {exc}")
+                failures.append(f"{img.relative_to(image_dir)}: {exc}")
                 bar.update(tid, advance=1, last=img.name)
                 continue
-            yield Job(data, mask_cache[m], priority=priority, label=img.name, pixels=pixels(data), **common)
+            label = str(img.relative_to(image_dir))
+            yield Job(data, mask_cache.pop(m) if m != masks else mask_cache[m], priority=priority, label=label,
+                      pixels=pixels(data), **common)  # fmt: skip
 
     async def on_result(r: JobResult) -> None:
         if r.ok:
-            dest = output / (Path(r.job.label).stem + _suffix_for(r.out_format))
+            dest = _output_path(output, Path(r.job.label), _suffix_for(r.out_format))
             await asyncio.to_thread(_write, dest, r.data)
             counts[r.node_id] += 1
         else:
@@ -656,7 +680,7 @@ def _batch(
 
 
 def _plan_batch(
-    image_dir: Path, masks: Path, output: Path, overwrite: bool
+    image_dir: Path, masks: Path, output: Path, overwrite: bool, recursive: bool = False
 ) -> tuple[list[tuple[Path, Path]], list[Path], list[tuple[Path, Path]], int]:
     """(pairs to do, images with no mask, pairs done by an earlier run, pairs in all); refuses an
     output folder that is an input and says what it skips and why."""
@@ -665,21 +689,22 @@ def _plan_batch(
     if not overwrite and output.resolve() in (image_dir.resolve(), masks.resolve()):
         raise InputError(f"-o {output} is an input folder: its photos would be replaced (give another folder)")
     _remove_parts(output)
-    pairs, missing = _pair_batch(image_dir, masks)
+    pairs, missing = _pair_batch(image_dir, masks, recursive, output)
     for p in missing:
-        err.print(f"lamamesh: skipping {p.name}: no mask with the stem {p.stem!r} in {masks}", markup=False)
-    subdirs = sorted(p.name for p in image_dir.iterdir() if p.is_dir())
+        where = p.relative_to(image_dir)
+        err.print(f"lamamesh: skipping {where}: no mask with the stem {p.stem!r} in {masks}", markup=False)
+    subdirs = [] if recursive else sorted(p.name for p in image_dir.iterdir() if p.is_dir())
     if subdirs:
         shown = ", ".join(subdirs[:5]) + (f" and {len(subdirs) - 5} more" if len(subdirs) > 5 else "")
-        err.print(f"lamamesh: subfolders are not processed: {shown}", markup=False)
+        err.print(f"lamamesh: subfolders are not processed (--recursive does): {shown}", markup=False)
     if not pairs and not missing:
         raise InputError(f"{image_dir} holds no image ({', '.join(sorted(IMAGE_SUFFIXES))})")
     if not pairs:
         raise InputError(f"no image in {image_dir} has a matching mask in {masks}")
     total = len(pairs)
-    done_before = [] if overwrite else [p for p in pairs if _output_of(output, p[0]) is not None]
+    done_before = [] if overwrite else [p for p in pairs if _output_of(output, p[0].relative_to(image_dir))]
     if done_before:
-        pairs = [p for p in pairs if _output_of(output, p[0]) is None]
+        pairs = [p for p in pairs if _output_of(output, p[0].relative_to(image_dir)) is None]
         err.print(
             f"lamamesh: {len(done_before)} of {total} already in {output} (skipped; --overwrite redoes them)",
             markup=False,
@@ -687,11 +712,17 @@ def _plan_batch(
     return pairs, missing, done_before, total
 
 
-def _output_of(folder: Path, image: Path) -> Path | None:
-    """The finished output of ``image`` in ``folder``, if there is one (outputs are written
-    atomically, so one that exists is complete)."""
+def _output_path(folder: Path, rel: Path, suffix: str) -> Path:
+    """Where the output of the image at ``rel`` (relative to the input folder) goes: the same place
+    under ``folder``, the input's stem, the output format's suffix."""
+    return folder / rel.parent / (rel.stem + suffix)
+
+
+def _output_of(folder: Path, rel: Path) -> Path | None:
+    """The finished output of the image at ``rel`` in ``folder``, if there is one (outputs are
+    written atomically, so one that exists is complete)."""
     for suffix in (".png", ".jpg", ".webp", ".tif", ".bmp"):
-        p = folder / (image.stem + suffix)
+        p = _output_path(folder, rel, suffix)
         if p.is_file():
             return p
     return None
