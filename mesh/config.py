@@ -33,6 +33,7 @@ class Config:
     slots: int = 0  # slot processes; 0 = from the hardware
     device: str = "auto"  # auto | cpu | cuda
     gpus: str = ""  # which NVIDIA GPUs get a slot each: "" / "all", "none", or indexes "0,2"
+    cpu_slots: int = 0  # CPU slots beside the GPU ones (a machine with GPUs runs none unless asked)
     bind: str = "0.0.0.0"  # interface to listen on
     port: int = const.DEFAULT_TASK_PORT  # task port; the backend takes port + 1; 0 = ephemeral
     http: int = 0  # HTTP port; 0 = off
@@ -116,6 +117,12 @@ def build(flags: Mapping[str, Any], env: Mapping[str, str] | None = None, config
             continue
         merged[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
     cfg = Config(**merged)
+    _check(cfg)
+    return cfg
+
+
+def _check(cfg: Config) -> None:
+    """Refuse values no node can run with, one line each."""
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device must be auto, cpu or cuda, not {cfg.device!r}")
     if not 0 <= cfg.port <= 65534:
@@ -129,9 +136,10 @@ def build(flags: Mapping[str, Any], env: Mapping[str, str] | None = None, config
         )
     if cfg.slots < 0:
         raise ConfigError(f"slots must be 0 (automatic) or more, not {cfg.slots}")
+    if not 0 <= cfg.cpu_slots <= 64:
+        raise ConfigError(f"cpu slots must be from 0 to 64, not {cfg.cpu_slots}")
     for peer in cfg.peers:
         parse_peer(peer)
-    return cfg
 
 
 def parse_peer(text: str) -> tuple[str, int]:

@@ -55,6 +55,14 @@ def test_a_four_gpu_box_gets_a_slot_per_gpu_each_on_its_own_device(
     cpu_only = make_executor(replace(Config(), home=tmp_path, device="cpu"), caps)
     assert [s.device_id for s in cpu_only.slots] == [0, 0, 0, 0]  # type: ignore[attr-defined]
     assert capabilities.detect("none").gpus == ()
+    beside = make_executor(replace(Config(), home=tmp_path, cpu_slots=2), caps)  # asked for: 2 CPU slots more
+    assert [(s.device, s.device_id, s.vram_mb) for s in beside.slots][3:] == [  # type: ignore[attr-defined]
+        ("", 3, 3072),
+        ("cpu", 0, 0),
+        ("cpu", 0, 0),
+    ]
+    no_gpu = capabilities.Capabilities("h", 2, 8192, "", 0, 0)
+    assert make_executor(replace(Config(), home=tmp_path, cpu_slots=2), no_gpu).size == 2  # only beside GPUs
     with pytest.raises(ConfigError, match="no GPU '7'"):
         capabilities.detect("0,7")
     assert [g.line() for g in chosen.gpus] == ["1: RTX 3060 (12288 MiB)", "3: GT 1030 (3072 MiB)"]

@@ -43,6 +43,7 @@ class SlotSettings:
     preload: tuple[str, ...] = ("builtin",)
     device_ids: tuple[int, ...] = ()  # CUDA device of slot i: device_ids[i % len]; () = device 0
     device_vram: tuple[int, ...] = ()  # MiB of each of those devices (a task's requirement class picks the slot)
+    cpu_after: int = 0  # > 0: slots from this index on run on the CPU, beside the GPU ones (join --cpu-slots)
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class SlotResult:
     error: str = ""
 
 
-def _slot_main(conn: Connection, settings: SlotSettings, device_id: int = 0) -> None:
+def _slot_main(conn: Connection, settings: SlotSettings, device_id: int = 0, device: str = "") -> None:
     """Entry point of a slot process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when slots stop
     logging.basicConfig(level=logging.WARNING)
@@ -69,7 +70,7 @@ def _slot_main(conn: Connection, settings: SlotSettings, device_id: int = 0) -> 
     def load(name: str) -> engine.Engine:
         if name not in engines:
             spec, path = registry.resolve(name)
-            engines[name] = engine.Engine(spec, path, settings.device, settings.threads, device_id)
+            engines[name] = engine.Engine(spec, path, device or settings.device, settings.threads, device_id)
         return engines[name]
 
     try:
@@ -123,6 +124,9 @@ class _Slot:
         self.device_id = ids[index % len(ids)] if ids else 0  # the GPU this slot's sessions run on
         vram = settings.device_vram
         self.vram_mb = vram[index % len(vram)] if vram else 0
+        self.device = ""  # "" = the node's --device
+        if settings.cpu_after and index >= settings.cpu_after:
+            self.device, self.device_id, self.vram_mb = "cpu", 0, 0
         self.proc: Any = None
         self.conn: Connection | None = None
         self.info: dict[str, Any] = {}
@@ -132,7 +136,7 @@ class _Slot:
         parent, child = _MP.Pipe(duplex=True)
         self.proc = _MP.Process(
             target=_slot_main,
-            args=(child, self.settings, self.device_id),
+            args=(child, self.settings, self.device_id, self.device),
             name=f"lamamesh-slot-{self.index}",
             daemon=True,
         )
@@ -355,12 +359,16 @@ class SleepPool:
 
 def make_executor(cfg: Config, caps: Capabilities) -> Executor:
     """The slots of a node: processes running the model, or the benchmark's sleep executor."""
+    gpus = caps.gpus if cfg.device != "cpu" else ()
     slots = cfg.slots or default_slots(caps)
+    cpu_after = slots if gpus and cfg.cpu_slots else 0  # CPU slots only beside GPU ones, and only if asked
+    slots += cfg.cpu_slots if gpus else 0
     if cfg.bench_delay_ms >= 0:
         return SleepPool(slots, cfg.bench_delay_ms)
     threads = max(1, caps.cores // slots)
     limit = min(cfg.max_result_bytes, cfg.max_frame_bytes)
-    gpus = caps.gpus if cfg.device != "cpu" else ()
     ids, vram = tuple(g.index for g in gpus), tuple(g.vram_mb for g in gpus)
-    settings = SlotSettings(cfg.home, cfg.device, threads, cfg.max_pixels, limit, device_ids=ids, device_vram=vram)
+    settings = SlotSettings(
+        cfg.home, cfg.device, threads, cfg.max_pixels, limit, device_ids=ids, device_vram=vram, cpu_after=cpu_after
+    )
     return SlotPool(slots, settings)

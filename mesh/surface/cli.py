@@ -157,6 +157,9 @@ def join(
         str | None,
         typer.Option("--gpus", help="NVIDIA GPUs to use, one slot each: all (default), none, or indexes like 0,2."),
     ] = None,
+    cpu_slots: Annotated[
+        int | None, typer.Option("--cpu-slots", help="CPU slots beside the GPU ones (default 0 on a GPU machine).")
+    ] = None,
     bind: Annotated[
         str | None, typer.Option("--bind", help="Interface address to listen on (default 0.0.0.0).")
     ] = None,
@@ -205,6 +208,7 @@ def join(
             slots=slots,
             device=device,
             gpus=gpus,
+            cpu_slots=cpu_slots,
             bind=bind,
             port=port,
             http=http,
