@@ -232,20 +232,30 @@ def test_models_add_and_list(tmp_path: Path) -> None:
     assert p.returncode == 2 and "does not exist" in one_line_error(p)
 
 
-def test_ctrl_c_on_a_batch_says_how_far_it_got_and_the_same_command_finishes_it(node: int, tmp_path: Path) -> None:
+def forty_photos(tmp_path: Path, node: int, seed: int) -> tuple[Path, list[str]]:
+    """40 random photos with box masks; returns the output folder and the `submit` command line."""
     imgs, masks, outd = tmp_path / "imgs", tmp_path / "masks", tmp_path / "out"
     imgs.mkdir()
     masks.mkdir()
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng(seed)
     for k in range(40):
         Image.fromarray((rng.random((192, 256, 3)) * 255).astype(np.uint8)).save(imgs / f"p{k:02d}.png")
         Image.fromarray(box_mask(192, 256, (40, 50, 120, 140))).save(masks / f"p{k:02d}.png")
-    cmd = [*EXE, "submit", str(imgs), str(masks), "-o", str(outd), "--peer", f"127.0.0.1:{node}"]
+    return outd, [*EXE, "submit", str(imgs), str(masks), "-o", str(outd), "--peer", f"127.0.0.1:{node}"]
+
+
+def until_outputs(outd: Path, n: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(list(outd.glob("*.png"))) < n:
+        time.sleep(0.05)
+    assert len(list(outd.glob("*.png"))) >= n, f"fewer than {n} outputs within {timeout} s"
+
+
+def test_ctrl_c_on_a_batch_says_how_far_it_got_and_the_same_command_finishes_it(node: int, tmp_path: Path) -> None:
+    outd, cmd = forty_photos(tmp_path, node, seed=5)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(list(outd.glob("*.png"))) < 3:
-            time.sleep(0.05)
+        until_outputs(outd, 3)
         proc.send_signal(signal.SIGINT)
         _, se = proc.communicate(timeout=30)
     finally:
@@ -269,19 +279,10 @@ def test_ctrl_c_on_a_batch_says_how_far_it_got_and_the_same_command_finishes_it(
 def test_a_killed_batch_reruns_without_rewriting_and_the_leader_drains_its_queue(node: int, tmp_path: Path) -> None:
     """Issue 15: SIGKILL mid-batch (no goodbye at all), the same command again: every output is
     written exactly once (the earlier ones keep their mtimes) and the dead client's queue drains."""
-    imgs, masks, outd = tmp_path / "imgs", tmp_path / "masks", tmp_path / "out"
-    imgs.mkdir()
-    masks.mkdir()
-    rng = np.random.default_rng(6)
-    for k in range(40):
-        Image.fromarray((rng.random((192, 256, 3)) * 255).astype(np.uint8)).save(imgs / f"p{k:02d}.png")
-        Image.fromarray(box_mask(192, 256, (40, 50, 120, 140))).save(masks / f"p{k:02d}.png")
-    cmd = [*EXE, "submit", str(imgs), str(masks), "-o", str(outd), "--peer", f"127.0.0.1:{node}"]
+    outd, cmd = forty_photos(tmp_path, node, seed=6)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(list(outd.glob("*.png"))) < 3:
-            time.sleep(0.05)
+        until_outputs(outd, 3)
     finally:
         proc.kill()
         proc.wait(10)
