@@ -53,17 +53,15 @@ log = logging.getLogger("lamamesh.node")
 _logged: set[str] = set()
 
 
-def _once_info(what: str) -> None:
-    if what not in _logged and len(_logged) <= 256:
-        _logged.add(what)
-        log.info("%s", what)
-
-
-def _once(what: str, exc: BaseException | None = None) -> None:
-    """Log an error of a loop pass the first time it is seen (a flood repeats it thousands of times)."""
+def _once(what: str, exc: BaseException | None = None, level: int = logging.ERROR) -> None:
+    """Log a line the first time it is seen (a flood repeats an error thousands of times); an error
+    of a loop pass says the loop goes on, with its traceback unless it is an OSError."""
     if what in _logged or len(_logged) > 256:
         return
     _logged.add(what)
+    if level < logging.ERROR:
+        log.log(level, "%s", what)
+        return
     log.error("%s (the loop goes on; logged once)", what, exc_info=exc is not None and not isinstance(exc, OSError))
 
 
@@ -79,12 +77,13 @@ class Node:
         node_id: str | None = None,
         pool: Executor | None = None,
         services: tuple[Service, ...] = (),
+        caps: capabilities.Capabilities | None = None,
     ) -> None:
         self.config = config
         self.services = list(services)  # started after the sockets are bound, closed on the way out
         self._given_pool = pool  # slots the caller already spawned (join does, to overlap their start-up)
         self.node_id = node_id or ""
-        self.caps = capabilities.detect(config.gpus)
+        self.caps = caps or capabilities.detect(config.gpus)  # join passes what it read for its slots
         self.incarnation = time.time_ns()
         self.host = "127.0.0.1"
         self.task_port = 0
@@ -569,9 +568,10 @@ class Node:
             dest, sha = reg.destination(name)
             spec = next(e.spec for e in reg.entries() if e.spec.name == name)
             if sha is None:
-                _once_info(
+                _once(
                     f"model {name} is held by a peer but no checksum is pinned for it here; not copied "
-                    f"(lamamesh models add FILE --name {name} --sha256 ..., or copy the file by hand)"
+                    f"(lamamesh models add FILE --name {name} --sha256 ..., or copy the file by hand)",
+                    level=logging.INFO,
                 )
                 return False
             log.info("copying model %s from a peer", name)

@@ -384,16 +384,14 @@ class Scheduler:
             return await self.dispatch()
         if msg.error_code == WITHDRAWN:
             if p.worker == ident:  # its client has the answer (it ran elsewhere): nothing to send
-                del self.tasks[msg.task_id]
-                self._client_done(p.client)
+                self._forget(p)
                 log.debug("task %s withdrawn by its client", msg.task_id[:12])
             return await self.dispatch()
         if p.worker is not None and p.worker != ident:
             other = self.workers.get(p.worker)
             if other is not None:
                 other.assigned.pop(msg.task_id, None)
-        del self.tasks[msg.task_id]
-        self._client_done(p.client)
+        self._forget(p)
         self._record(
             msg.task_id, msg.node_id, "ok" if msg.ok else (msg.error_code or "failed"), msg.error, msg.model_ms
         )
@@ -416,13 +414,18 @@ class Scheduler:
         t = p.task
         p.worker = None
         if t.attempt + 1 >= const.DATA_TRIES:
-            del self.tasks[t.task_id]
-            self._client_done(p.client)
+            self._forget(p)
             why = f"the task's bytes never reached a worker ({const.DATA_TRIES} tries; last {msg.node_id})"
             return await self._reject(p.client, t.task_id, "no_mesh", why)
         p.task = replace(t, attempt=t.attempt + 1)
         heapq.heappush(self.queue, (p.key, t.task_id))
         return None
+
+    def _forget(self, p: Pending) -> None:
+        """The leader no longer holds ``p`` (answered, withdrawn, failed); a queue entry left for it
+        is skipped when popped."""
+        del self.tasks[p.task.task_id]
+        self._client_done(p.client)
 
     def _client_done(self, client: bytes) -> None:
         self.per_client[client] -= 1
@@ -454,8 +457,7 @@ class Scheduler:
         p.worker = None
         p.expired += 1
         if p.expired >= const.TASK_TRIES:
-            del self.tasks[t.task_id]
-            self._client_done(p.client)
+            self._forget(p)
             err = f"{why} ({const.TASK_TRIES} placements; last on {node})"
             return await self._reject(p.client, t.task_id, "timeout", err)
         log.warning("task %s: %s on %s; placing it elsewhere", t.task_id[:12], why, node)

@@ -241,18 +241,18 @@ def join(
                 "this mesh has no key: any machine that reaches this node can join it and submit tasks "
                 "(lamamesh keygen > mesh.key, then --secret-file mesh.key on every node and client)"
             )
-        _arun(_run_node(cfg, pool))
+        _arun(_run_node(cfg, pool, caps))
 
     _guard(body)
 
 
-async def _run_node(cfg: Config, pool: Any) -> None:
+async def _run_node(cfg: Config, pool: Any, caps: Any) -> None:
     """The node of ``join`` (with HTTP when asked) until a signal: the first leaves gracefully, a
     second exits at once (its slot processes killed with it)."""
     from mesh.cluster.node import Node
     from mesh.execute.slots import SlotPool
 
-    node = Node(cfg, pool=pool)
+    node = Node(cfg, pool=pool, caps=caps)
     if cfg.http:
         from mesh.surface.http import HttpApi  # aiohttp is imported only by nodes that serve HTTP
 
