@@ -6,7 +6,7 @@ Read these as ``const.NAME`` at call time (or pass them in through ``Config``): 
 
 from __future__ import annotations
 
-PROTOCOL_VERSION = 2  # wire protocol version: the `v` of every message and the mDNS TXT record
+PROTOCOL_VERSION = 3  # wire protocol version: the `v` of every message and the mDNS TXT record
 
 # ports
 DEFAULT_TASK_PORT = 5555  # the node's client-facing ROUTER; backend ROUTER port + 1, gossip PUB port + 2
@@ -94,6 +94,7 @@ BAD_MESSAGE_SEEN_MAX = 512  # peers remembered by the rate-limited logger
 
 # pipeline (IOPaint's defaults)
 MASK_THRESHOLD = 127  # a mask pixel >= this is filled
+MASK_WARN_SHARE = 0.5  # a mask filling more than this share of the image gets a warning (inverted?)
 HD_CROP_TRIGGER = 800  # px: CROP applies when the image's longer side exceeds this
 HD_CROP_MARGIN = 128  # px added around each mask blob's box
 HD_RESIZE_LIMIT = 1280  # px: RESIZE scales the longer side down to this

@@ -46,4 +46,5 @@ class Role(StrEnum):
     LEADER = "leader"
     WORKER = "worker"
     LEAVING = "leaving"
-    DEAD = "dead"
+    LEFT = "left"  # stopped after saying so (Ctrl-C, SIGTERM): not a failure
+    DEAD = "dead"  # went silent without a word (crash, kill -9, power, network)

@@ -100,6 +100,33 @@ def test_join_then_submit_single(
     assert snap["nodes"][0]["port"] == node and snap["nodes"][0]["done"] == 1
 
 
+def test_masks_people_export_from_editors(
+    node: int, photo_files: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    """Red strokes on a transparent layer at half the photo's size (before: exit 0, nothing changed
+    and no word), and an inverted mask (before: 97% of the photo filled, no word)."""
+    ip, _, img, mask = photo_files
+    layer = np.zeros((256, 256, 4), np.uint8)
+    layer[90:130, 100:165] = (230, 20, 20, 255)  # the box of photo_files, at half size
+    red = tmp_path / "red.png"
+    Image.fromarray(layer, "RGBA").save(red)
+    out = tmp_path / "out.png"
+    p = run("submit", str(ip), str(red), "-o", str(out), "--peer", f"127.0.0.1:{node}", "--no-local")
+    assert p.returncode == 0, p.stderr
+    warned = [ln for ln in p.stderr.splitlines() if ln.startswith("lamamesh: warning:")]
+    assert warned == [
+        "lamamesh: warning: the mask is 256x256 and the image 512x512: the mask was resized to the image (nearest)"
+    ]
+    res = np.asarray(Image.open(out))
+    assert (res[~mask] == img[~mask]).all() and not (res[mask] == img[mask]).all()
+
+    inverted = tmp_path / "inverted.png"
+    Image.fromarray(np.where(mask, 0, 255).astype(np.uint8)).save(inverted)
+    p = run("submit", str(ip), str(inverted), "-o", str(out), "--peer", f"127.0.0.1:{node}", "--no-local")
+    assert p.returncode == 0, p.stderr
+    assert "lamamesh: warning: the mask covers 96.0% of the image" in p.stderr and "invert the mask" in p.stderr
+
+
 def test_batch_with_mask_dir_and_progress(node: int, tmp_path: Path) -> None:
     imgs, masks, outd = tmp_path / "imgs", tmp_path / "masks", tmp_path / "out"
     imgs.mkdir()
@@ -176,12 +203,12 @@ def test_bad_input_is_one_line_with_the_right_code(
     peer = ["--peer", f"127.0.0.1:{node}", "--no-local"]
     junk = tmp_path / "junk.jpg"
     junk.write_text("this is not a picture")
-    small = tmp_path / "small.png"
-    Image.fromarray(np.zeros((10, 10), np.uint8)).save(small)
+    full = tmp_path / "full.png"
+    Image.fromarray(np.full((10, 10), 255, np.uint8)).save(full)  # another size (resized) and all white
     cases = [
         (["submit", str(tmp_path / "missing.jpg"), str(mp)], 2, "does not exist"),
         (["submit", str(junk), str(mp)], 2, "not an image"),
-        (["submit", str(ip), str(small)], 2, "mask is 10x10"),
+        (["submit", str(ip), str(full)], 2, "the mask covers the whole image"),
         (["submit", str(ip), str(mp), "--model", "nope"], 2, "unknown model"),
         (["submit", str(ip), str(mp), "-o", str(tmp_path / "x.gif2")], 2, "cannot write"),
         (["submit", str(ip), str(mp), "--priority", "urgent"], 2, "priority"),

@@ -77,7 +77,12 @@ def test_iopaint_api_health_status_metrics_through_a_two_node_mesh(tmp_path: Pat
                 await bad([1, 2], 400, "JSON object")
                 await bad({**body, "image": "%%%not base64"}, 400, "not valid base64")
                 await bad({**body, "mask": None}, 400, "'mask' must be a base64 string")
-                await bad({**body, "mask": other_size}, 400, "must match")
+                async with s.post(f"{base}/api/v1/inpaint", json={**body, "mask": other_size}) as r:
+                    assert r.status == 200  # another size: resized, and said so
+                    assert r.headers["X-Lamamesh-Warning"] == (
+                        "the mask is 10x10 and the image 128x96: the mask was resized to the image (nearest) | "
+                        "the mask is empty (nothing painted): the image comes back unchanged"
+                    )
                 await bad({**body, "image": base64.b64encode(b"hello").decode()}, 400, "image")
                 await bad({**body, "hd_strategy": "Zoom"}, 400, "hd_strategy")
                 await bad({**body, "hd_strategy_resize_limit": -5}, 400, "whole number")
@@ -101,8 +106,8 @@ def test_iopaint_api_health_status_metrics_through_a_two_node_mesh(tmp_path: Pat
                     assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
                 for line in (
                     'lamamesh_nodes{state="alive"} 2.0',
-                    'lamamesh_http_inpaint_seconds_count{code="200"} 9.0',
-                    'lamamesh_http_inpaint_seconds_count{code="400"} 12.0',
+                    'lamamesh_http_inpaint_seconds_count{code="200"} 10.0',
+                    'lamamesh_http_inpaint_seconds_count{code="400"} 11.0',
                     "lamamesh_leader_term ",
                     "lamamesh_queue_depth ",
                     'lamamesh_task_seconds_bucket{le="+Inf",model="builtin"}',

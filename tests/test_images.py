@@ -89,10 +89,43 @@ def test_decompression_bomb_header_refused_before_decoding() -> None:
 
 def test_mask_threshold_and_size() -> None:
     m = np.array([[0, 126, 127, 255]], np.uint8)
-    got = images.decode_mask(_bytes(Image.fromarray(m)), (4, 1))
-    assert got.tolist() == [[False, False, True, True]]
-    with pytest.raises(InputError, match="mask is 4x1 but the image is 5x1"):
-        images.decode_mask(_bytes(Image.fromarray(m)), (5, 1))
+    got, notes = images.decode_mask(_bytes(Image.fromarray(m)), (4, 1))
+    assert got.tolist() == [[False, False, True, True]] and notes == ()
+    # another size: resized to the image (nearest), with one line saying so
+    got, notes = images.decode_mask(_bytes(Image.fromarray(m)), (8, 2))
+    assert got.tolist() == [[False, False, False, False, True, True, True, True]] * 2
+    assert notes == ("the mask is 4x1 and the image 8x2: the mask was resized to the image (nearest)",)
+
+
+def test_mask_with_transparency_is_read_by_its_alpha() -> None:
+    """Red strokes on a transparent layer (as editors export them) fill where painted; before, the
+    red read as dark grey and nothing was filled."""
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[1:3, 1:3] = (255, 0, 0, 255)  # red, opaque
+    rgba[0, 0] = (255, 255, 255, 0)  # white but transparent: not painted
+    got, _ = images.decode_mask(_bytes(Image.fromarray(rgba, "RGBA")), (4, 4))
+    want = np.zeros((4, 4), bool)
+    want[1:3, 1:3] = True
+    assert (got == want).all()
+    # an RGBA mask that is opaque everywhere is read by its grey, as before
+    rgba[..., :] = (0, 0, 0, 255)
+    rgba[1:3, 1:3] = (255, 255, 255, 255)
+    got, _ = images.decode_mask(_bytes(Image.fromarray(rgba, "RGBA")), (4, 4))
+    assert (got == want).all()
+    # grey + alpha (LA) with a transparent background: alpha decides
+    la = np.zeros((4, 4, 2), np.uint8)
+    la[2, 2] = (0, 200)  # black stroke, opaque enough
+    got, _ = images.decode_mask(_bytes(Image.fromarray(la, "LA")), (4, 4))
+    assert got.sum() == 1 and got[2, 2]
+
+
+def test_coverage_notes() -> None:
+    assert images.coverage_note(np.zeros((10, 10), bool)).startswith("the mask is empty")
+    m = np.ones((10, 10), bool)
+    m[0, :3] = False
+    assert "covers 97.0% of the image" in images.coverage_note(m) and "invert" in images.coverage_note(m)
+    m[:6] = False
+    assert images.coverage_note(m) == ""
 
 
 def test_output_format() -> None:

@@ -76,7 +76,10 @@ def test_round_trip_and_bad_tasks_do_not_hurt_the_node(tmp_path: Path) -> None:
         m = MASK >= 127
         assert (out[~m] == IMG[~m]).all() and not (out[m] == IMG[m]).all()
         assert "not an image" in results["junk"].error
-        assert "mask is 512x100" in results["size"].error
+        assert results["size"].ok and results["size"].notes == (  # another size: resized, and said so
+            "the mask is 512x100 and the image 512x512: the mask was resized to the image (nearest)",
+            "the mask is empty (nothing painted): the image comes back unchanged",  # the box is below row 100
+        )
         assert "whole image" in results["all"].error
         assert "unknown model" in results["model"].error
         assert "truncated" in results["truncated"].error or "damaged" in results["truncated"].error
@@ -86,7 +89,7 @@ def test_round_trip_and_bad_tasks_do_not_hurt_the_node(tmp_path: Path) -> None:
         (again,) = await client.run([Job(png(IMG), png(MASK))], timeout=30)
         assert again.ok
         st = await client.status()
-        assert st.done == 2 and st.failed == 6 and st.nodes[0]["role"] == "leader"
+        assert st.done == 3 and st.failed == 5 and st.nodes[0]["role"] == "leader"
 
     run_with_node(body, tmp_path)
 
@@ -96,6 +99,7 @@ def test_empty_mask_returns_the_input_unchanged(tmp_path: Path) -> None:
         data = png(IMG)
         (r,) = await client.run([Job(data, png(np.zeros_like(MASK)))], timeout=30)
         assert r.ok and r.data == data
+        assert r.notes == ("the mask is empty (nothing painted): the image comes back unchanged",)
 
     run_with_node(body, tmp_path)
 

@@ -147,12 +147,12 @@ class Node:
             seq=self._seq,
             provider=self.pool.provider,
             gpu=self.caps.gpu,
-            gpus=[g.line() for g in self.caps.gpus],
+            gpus=tuple(g.line() for g in self.caps.gpus),
             vram_mb=self.caps.vram_mb,
             cores=self.caps.cores,
             ram_mb=self.caps.ram_mb,
             slots=self.pool.size,
-            models=self.models,
+            models=tuple(self.models),
             queued=len(self.scheduler.queue) if self.scheduler.leading else 0,
             running=self.pool.busy,
             done=self.worker.done,
@@ -162,8 +162,8 @@ class Node:
             ewma_ms=ewma,
             rate=round(self.worker.rate(), 3),
             dropped=self._ctx.bad.total + sum(self._ctx.refused.values()) if self._ctx is not None else 0,
-            workers=[w.node_id for w in self.scheduler.workers.values()] if self.scheduler.leading else [],
-            peers=peers[:64],
+            workers=tuple(w.node_id for w in self.scheduler.workers.values()) if self.scheduler.leading else (),
+            peers=tuple(peers[:64]),
         )
 
     def _cpu_percent(self) -> float:

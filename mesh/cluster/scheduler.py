@@ -228,7 +228,7 @@ class Scheduler:
             self.advertised.rsplit(":", 1)[0],
             self.gossip_port,
             0,
-            list(self.members),
+            tuple(self.members),
         )
 
     async def _on_front(self, client: bytes, msg: Message, blobs: list[Any]) -> None:
@@ -619,12 +619,12 @@ class Scheduler:
                 self.mesh,
                 self.leader_id,
                 self.term,
-                nodes,
+                tuple(nodes),
                 queued=len(self.queue),
                 done=self.outcomes["ok"],
                 failed=sum(v for k, v in self.outcomes.items() if k not in ("ok", ABANDONED, CANCELLED)),
                 outcomes=dict(self.outcomes),
-                recent=list(self.recent),
+                recent=tuple(self.recent),
                 node_id=self.node_id,
             )
         )
@@ -636,7 +636,7 @@ def _fit(st: Status) -> Status:
     then the workers registered with it, then the others in order, and the rest counted in ``omitted``."""
     if len(encode(st)) <= const.STATUS_MAX_BYTES:
         return st
-    budget = const.STATUS_MAX_BYTES - len(encode(replace(st, nodes=[], omitted=len(st.nodes))))
+    budget = const.STATUS_MAX_BYTES - len(encode(replace(st, nodes=(), omitted=len(st.nodes))))
     rank = sorted(
         range(len(st.nodes)), key=lambda i: (st.nodes[i].get("role") != Role.LEADER, not st.nodes[i].get("ready"), i)
     )
@@ -647,5 +647,5 @@ def _fit(st: Status) -> Status:
             break
         budget -= size
         keep.append(i)
-    kept = [st.nodes[i] for i in sorted(keep)]
+    kept = tuple(st.nodes[i] for i in sorted(keep))
     return replace(st, nodes=kept, omitted=len(st.nodes) - len(kept))

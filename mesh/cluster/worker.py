@@ -207,7 +207,7 @@ class Worker:
             provider=self.pool.provider,
             host=self.host,
             vram_mb=self.vram_mb,
-            models=self.models,
+            models=tuple(self.models),
             task_port=self.task_port,
         )
         await self._send(ready)
@@ -242,7 +242,9 @@ class Worker:
             self.failed += 1
             if res.error_code == "failed":
                 log.warning("task %s failed: %s", task.task_id, res.error)
-        result = Result(task.task_id, res.ok, res.error_code, res.error, self.node_id, res.out_format, res.total_ms)
+        result = Result(
+            task.task_id, res.ok, res.error_code, res.error, self.node_id, res.out_format, res.total_ms, res.notes
+        )
         if self.reply is not None and res.error_code != HUNG:  # hung: the leader places it elsewhere, not an answer
             await self.reply(client, result, [res.data] if res.ok else [])
         done = Done(

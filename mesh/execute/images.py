@@ -157,21 +157,49 @@ def decode_image(data: bytes, max_pixels: int = const.MAX_IMAGE_PIXELS) -> Pictu
     return Picture(np.asarray(im).copy(), im.mode, fmt, meta)
 
 
-def decode_mask(data: bytes, size: tuple[int, int], max_pixels: int = const.MAX_IMAGE_PIXELS) -> np.ndarray:
-    """A bool HxW mask, True where the image is to be filled (grey >= 127, as IOPaint)."""
+def decode_mask(
+    data: bytes, size: tuple[int, int], max_pixels: int = const.MAX_IMAGE_PIXELS
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """A bool HxW mask, True where the image is to be filled, and a note for the user where the
+    mask was not what it should be.
+
+    - A mask with transparency (some pixel not fully opaque) is read by its alpha: painted (alpha
+      >= 127) = fill, whatever the colour of the strokes (red strokes on a transparent layer, as
+      editors export them). Otherwise grey >= 127 = fill, as IOPaint reads masks.
+    - A mask of another size than the image is resized to it (nearest), with a note, as
+      ``iopaint run`` does.
+    """
     im, _ = _open(data, "mask", max_pixels)
+    notes: list[str] = []
     if im.size != size:
-        raise InputError(f"mask is {im.size[0]}x{im.size[1]} but the image is {size[0]}x{size[1]}; they must match")
+        notes.append(
+            f"the mask is {im.size[0]}x{im.size[1]} and the image {size[0]}x{size[1]}: "
+            "the mask was resized to the image (nearest)"
+        )
+        if im.mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "L")
+        im = im.resize(size, Image.Resampling.NEAREST)
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = np.asarray(im.convert("RGBA"))
-        grey = np.asarray(Image.fromarray(rgba[:, :, :3]).convert("L"))
-        if rgba[:, :, 3].min() < 255:
-            # a mask drawn on a transparent layer: painted = opaque and bright
-            grey = np.minimum(grey, rgba[:, :, 3])
-        return grey >= const.MASK_THRESHOLD
+        alpha = np.asarray(im.convert("RGBA"))[:, :, 3]
+        if alpha.min() < 255:
+            return alpha >= const.MASK_THRESHOLD, tuple(notes)
+        return np.asarray(im.convert("L")) >= const.MASK_THRESHOLD, tuple(notes)
     if im.mode in _SIXTEEN_BIT:
-        return np.asarray(im, dtype=np.int32) >= const.MASK_THRESHOLD * 257
-    return np.asarray(im.convert("L")) >= const.MASK_THRESHOLD
+        return np.asarray(im, dtype=np.int32) >= const.MASK_THRESHOLD * 257, tuple(notes)
+    return np.asarray(im.convert("L")) >= const.MASK_THRESHOLD, tuple(notes)
+
+
+def coverage_note(mask: np.ndarray) -> str:
+    """A warning for a mask that is most likely not what its maker meant: empty, or over half the image."""
+    share = float(mask.mean()) if mask.size else 0.0
+    if share == 0.0:
+        return "the mask is empty (nothing painted): the image comes back unchanged"
+    if share > const.MASK_WARN_SHARE:
+        return (
+            f"the mask covers {share:.1%} of the image: painted (white or opaque) pixels are the ones filled; "
+            "if you meant the opposite, invert the mask"
+        )
+    return ""
 
 
 def output_format(requested: str, picture: Picture) -> str:

@@ -23,6 +23,7 @@ class Filled:
     out_format: str
     model_ms: float  # time spent in the model itself
     total_ms: float  # decode + model + encode
+    notes: tuple[str, ...] = ()  # lines for the user: mask resized, empty, covering most of the image
 
 
 def hd_config(spec: TaskSpec) -> HDConfig:
@@ -47,13 +48,15 @@ def run(
     hd = hd_config(spec)
     picture = images.decode_image(image, max_pixels)
     fmt = images.output_format(spec.out_format, picture)
-    holes = images.decode_mask(mask, picture.size, max_pixels)
+    holes, notes = images.decode_mask(mask, picture.size, max_pixels)
+    if holes.all():
+        raise InputError("the mask covers the whole image: there are no known pixels to fill from")
+    warn = images.coverage_note(holes)
+    notes = (*notes, warn) if warn else notes
     if not holes.any():
         same = fmt == picture.format and not spec.quality
         data = bytes(image) if same else images.encode(picture, fmt, spec.quality)
-        return Filled(data, fmt, 0.0, (time.perf_counter() - t0) * 1000)
-    if holes.all():
-        raise InputError("the mask covers the whole image: there are no known pixels to fill from")
+        return Filled(data, fmt, 0.0, (time.perf_counter() - t0) * 1000, notes)
     model_ms = 0.0
 
     def timed(rgb: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -65,4 +68,4 @@ def run(
 
     filled = pipeline.inpaint(picture.rgb8(), holes, shape, timed, hd)
     data = images.encode(picture.merged(filled, holes), fmt, spec.quality)
-    return Filled(data, fmt, model_ms, (time.perf_counter() - t0) * 1000)
+    return Filled(data, fmt, model_ms, (time.perf_counter() - t0) * 1000, notes)

@@ -55,6 +55,7 @@ class SlotResult:
     total_ms: float = 0.0
     error_code: str = ""
     error: str = ""
+    notes: tuple[str, ...] = ()
 
 
 def _slot_main(conn: Connection, settings: SlotSettings, device_id: int = 0, device: str = "") -> None:
@@ -108,7 +109,15 @@ def _slot_loop(conn: Connection, settings: SlotSettings, load: Callable[[str], A
                     f"the result is {len(out.data):,} bytes, over the limit of {settings.max_result_bytes:,} "
                     "(max_result_bytes); ask for JPEG or WebP output"
                 )
-            conn.send({"ok": True, "out_format": out.out_format, "model_ms": out.model_ms, "total_ms": out.total_ms})
+            conn.send(
+                {
+                    "ok": True,
+                    "out_format": out.out_format,
+                    "model_ms": out.model_ms,
+                    "total_ms": out.total_ms,
+                    "notes": out.notes,
+                }
+            )
             conn.send_bytes(out.data)
         except MeshError as exc:
             conn.send({"ok": False, "error_code": exc.code, "error": str(exc)})
@@ -178,7 +187,10 @@ class _Slot:
         self.conn.send_bytes(mask)
         reply: dict[str, Any] = self.conn.recv()
         if reply.get("ok"):
-            return SlotResult(True, self.conn.recv_bytes(), reply["out_format"], reply["model_ms"], reply["total_ms"])
+            data = self.conn.recv_bytes()
+            return SlotResult(
+                True, data, reply["out_format"], reply["model_ms"], reply["total_ms"], notes=reply.get("notes", ())
+            )
         return SlotResult(False, error_code=reply.get("error_code", "failed"), error=reply.get("error", ""))
 
     def kill(self) -> None:

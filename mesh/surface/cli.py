@@ -523,6 +523,8 @@ def submit(
             return await client.run([job], timeout=timeout or const.SUBMIT_TIMEOUT)
 
         (res,) = _arun(_with_mesh(cfg, no_local, False, work))
+        for note in res.notes:
+            err.print(f"lamamesh: warning: {note}", markup=False)
         if not res.ok:
             raise _error_of(res)
         dest = output or Path(f"{image.stem}_inpainted{_suffix_for(res.out_format)}")
@@ -624,6 +626,7 @@ def _batch(
 
     counts: Counter[str] = Counter()
     failures: list[str] = []
+    notes: list[str] = []  # the workers' warnings (mask resized, empty, covering most of a photo)
     started = time.monotonic()
 
     bar = _task_bar()
@@ -646,6 +649,7 @@ def _batch(
                       pixels=pixels(data), **common)  # fmt: skip
 
     async def on_result(r: JobResult) -> None:
+        notes.extend(f"{r.job.label}: {n}" for n in r.notes)
         if r.ok:
             dest = _output_path(output, Path(r.job.label), _suffix_for(r.out_format))
             await asyncio.to_thread(_write, dest, r.data)
@@ -667,6 +671,8 @@ def _batch(
             markup=False,
         )
         raise typer.Exit(130) from None
+    for line in notes:
+        err.print(f"lamamesh: warning: {line}", markup=False)
     for line in failures:
         err.print(f"lamamesh: failed {line}", markup=False)
     done = sum(counts.values())

@@ -87,6 +87,7 @@ class JobResult:
     error: str = ""
     slot_ms: float = 0.0
     latency_ms: float = 0.0
+    notes: tuple[str, ...] = ()  # lines the worker had for the user (mask resized, mask empty ...)
 
 
 class Client:
@@ -501,6 +502,7 @@ class _Batch:
                 msg.error,
                 msg.model_ms,
                 (time.monotonic() - sent.first) * 1000,
+                msg.notes,
             )
         )
 

@@ -4,6 +4,9 @@ aiohttp because it runs inside the node's own asyncio loop (no second server pro
 thread, unlike a WSGI/ASGI stack that needs uvicorn beside it), is one well-kept package,
 and its client serves the tests.
 
+- ``GET /``: the editor (brush a mask over a photo, run it through the mesh); ``GET /mesh``: the
+  mesh live (the ``status`` snapshot, polled). Static files from ``web/`` in the package, no CDN.
+  ``GET /samples`` lists the bundled sample photos, ``GET /samples/NAME`` serves one.
 - ``GET /health``: this node's state and a one-line mesh summary, from the node's own view
   (no network round trip): 200 when it serves, 503 while it starts or leaves.
 - ``GET /api/v1/status``: the same snapshot as ``lamamesh status --json`` (asked of the leader).
@@ -26,6 +29,7 @@ import logging
 import math
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -34,6 +38,7 @@ from mesh import const
 from mesh.cluster.face import NodeFace
 from mesh.errors import ConfigError, NoMesh
 from mesh.execute.images import pixels
+from mesh.execute.models import data_dir
 from mesh.kinds import Priority
 from mesh.surface.client import Client, Job
 from mesh.surface.metrics import Metrics
@@ -51,6 +56,10 @@ STATUS_BY_CODE = {
     "no_mesh": 503,
     "no_capable_node": 503,
 }
+WEB = Path(__file__).parent / "web"  # the pages' HTML, JS and CSS, shipped in the package
+SAMPLES = data_dir() / "samples" / "images"
+SAMPLE_NAMES = tuple(sorted(p.name for p in SAMPLES.glob("*.jpg")))  # read once, at import
+PAGE_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
 HD_STRATEGIES = {"crop": "Crop", "resize": "Resize", "original": "Original"}
 MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "TIFF": "image/tiff", "BMP": "image/bmp"}
 
@@ -165,6 +174,11 @@ class HttpApi:
         self._runner: web.AppRunner | None = None
         self._parsing = asyncio.Semaphore(const.HTTP_PARSE_CONCURRENCY)  # bodies parsed at once (memory, CPU)
         app = web.Application(client_max_size=const.HTTP_MAX_BODY, middlewares=[self._errors])
+        app.router.add_get("/", self._page("index.html"))
+        app.router.add_get("/mesh", self._page("mesh.html"))
+        app.router.add_static("/static", WEB)
+        app.router.add_get("/samples", self.samples)
+        app.router.add_get("/samples/{name}", self.sample)
         app.router.add_get("/health", self.health)
         app.router.add_get("/api/v1/status", self.status)
         app.router.add_get("/metrics", self.prometheus)
@@ -192,7 +206,12 @@ class HttpApi:
         sockets = getattr(server, "sockets", None) or []
         if sockets:
             self.port = sockets[0].getsockname()[1]
-        log.info("HTTP on http://%s:%d (/health, /api/v1/status, /metrics, POST /api/v1/inpaint)", self.bind, self.port)
+        log.info(
+            "HTTP on http://%s:%d (editor at /, the mesh at /mesh; /health, /api/v1/status, /metrics, "
+            "POST /api/v1/inpaint)",
+            self.bind,
+            self.port,
+        )
         return self.port
 
     async def close(self) -> None:
@@ -241,6 +260,22 @@ class HttpApi:
                 client.close()
 
     # ---- handlers ----------------------------------------------------------------------
+    @staticmethod
+    def _page(name: str) -> Any:
+        async def page(request: web.Request) -> web.FileResponse:
+            return web.FileResponse(WEB / name, headers=PAGE_HEADERS)
+
+        return page
+
+    async def samples(self, request: web.Request) -> web.Response:
+        return web.json_response(list(SAMPLE_NAMES))
+
+    async def sample(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in SAMPLE_NAMES:  # only the listed names: no path ever built from the request
+            return error(404, f"no sample named {name[:80]!r}; GET /samples lists them")
+        return web.FileResponse(SAMPLES / name, headers=PAGE_HEADERS)
+
     async def health(self, request: web.Request) -> web.Response:
         health = self.node.health()
         body = asdict(health)
@@ -279,12 +314,13 @@ class HttpApi:
         if not res.ok:
             code = res.error_code or "failed"
             return error(STATUS_BY_CODE.get(code, 500), res.error, code)
-        return web.Response(
-            body=res.data,
-            headers={
-                "Content-Type": MEDIA_TYPES.get(res.out_format, "application/octet-stream"),
-                "X-Lamamesh-Node": res.node_id,
-                "X-Lamamesh-Slot-Ms": f"{res.slot_ms:.1f}",
-                "X-Seed": "0",
-            },
-        )
+        headers = {
+            "Content-Type": MEDIA_TYPES.get(res.out_format, "application/octet-stream"),
+            "X-Lamamesh-Node": res.node_id,
+            "X-Lamamesh-Slot-Ms": f"{res.slot_ms:.1f}",
+            "X-Seed": "0",
+        }
+        if res.notes:  # the worker's warnings (mask resized, empty, covering most of the image)
+            headers["X-Lamamesh-Warning"] = " | ".join(res.notes).encode("ascii", "replace").decode()
+            log.info("HTTP inpaint: %s", "; ".join(res.notes))
+        return web.Response(body=res.data, headers=headers)

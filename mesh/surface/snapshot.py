@@ -36,7 +36,7 @@ class NodeRow:
     id: str
     host: str
     port: int
-    role: str  # leader | worker | leaving | dead
+    role: str  # leader | worker | leaving | left | dead
     alive: bool
     provider: str
     gpu: str
@@ -60,9 +60,10 @@ class NodeRow:
         alive = d.get("alive") is True
         leaving = d.get("leaving") is True
         node_id = _str(d, "id")
-        role = (
-            Role.DEAD if not alive else Role.LEAVING if leaving else Role.LEADER if node_id == leader else Role.WORKER
-        )
+        if not alive:
+            role = Role.LEFT if leaving else Role.DEAD
+        else:
+            role = Role.LEAVING if leaving else Role.LEADER if node_id == leader else Role.WORKER
         ewma = d.get("ewma_ms")
         models = d.get("models")
         gpus = d.get("gpus")
@@ -195,7 +196,13 @@ def from_status(status: Status, now: float | None = None) -> Snapshot:
 # ---- text shown by the live screen and by ``status --once`` (Rich markup) ----
 
 NODE_COLUMNS = ("node", "address", "role", "provider", "slots", "queued", "done", "ms/task", "tasks/s", "heard")
-ROLE_STYLE: dict[str, str] = {Role.LEADER: "bold green", Role.WORKER: "", Role.LEAVING: "yellow", Role.DEAD: "red"}
+ROLE_STYLE: dict[str, str] = {
+    Role.LEADER: "bold green",
+    Role.WORKER: "",
+    Role.LEAVING: "yellow",
+    Role.LEFT: "dim",
+    Role.DEAD: "red",
+}
 
 
 def node_cells(n: NodeRow) -> tuple[str, ...]:
@@ -205,6 +212,9 @@ def node_cells(n: NodeRow) -> tuple[str, ...]:
     ms = ", ".join(f"{k} {v:.0f}" for k, v in n.ewma_ms) or "-"
     style = ROLE_STYLE.get(n.role, "")
     role = f"[{style}]{n.role}[/]" if style else n.role
+    if not n.alive:  # a gone node's last load figures are stale: not shown
+        return (n.id, f"{n.host}:{n.port}", role, provider, f"-/{n.slots}", "-", str(n.done), "-", "-",
+                f"{n.last_heard_s:.1f} s ago")  # fmt: skip
     return (
         n.id,
         f"{n.host}:{n.port}",

@@ -57,7 +57,7 @@ class Pong(Message):
     host: str = ""  # the answering node's advertised address and ports
     gossip_port: int = 0
     backend_port: int = 0
-    members: list[str] = dataclasses.field(default_factory=list)  # host:task_port of every live member
+    members: tuple[str, ...] = ()  # host:task_port of every live member
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,7 @@ class Outcome(Message):
     node_id: str = ""  # the node whose slot ran it
     out_format: str = ""
     model_ms: float = 0.0  # time inside the slot (decode + model + encode)
+    notes: tuple[str, ...] = ()  # one line each the user should read (mask resized, mask empty ...)
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ class Ready(Message):
     provider: str = ""
     host: str = ""
     vram_mb: int = 0
-    models: list[str] = dataclasses.field(default_factory=list)
+    models: tuple[str, ...] = ()
     task_port: int = 0  # where clients send it the bytes of the tasks placed on it (at ``host``)
 
 
@@ -185,12 +186,12 @@ class Heartbeat(Message):
     # capabilities
     provider: str = ""  # cpu | cuda
     gpu: str = ""
-    gpus: list[str] = dataclasses.field(default_factory=list)  # "index: name (MiB)" of each GPU it runs a slot on
+    gpus: tuple[str, ...] = ()  # "index: name (MiB)" of each GPU it runs a slot on
     vram_mb: int = 0
     cores: int = 0
     ram_mb: int = 0
     slots: int = 0
-    models: list[str] = dataclasses.field(default_factory=list)
+    models: tuple[str, ...] = ()
     # load
     queued: int = 0  # tasks waiting in its leader queue (leader only)
     running: int = 0  # tasks its slots hold
@@ -201,9 +202,9 @@ class Heartbeat(Message):
     ewma_ms: dict[str, float] = dataclasses.field(default_factory=dict)  # per "model@size-class"
     rate: float = 0.0  # tasks/s it finished over the last minute
     dropped: int = 0  # messages it dropped undecoded plus handshakes it refused, since it started
-    workers: list[str] = dataclasses.field(default_factory=list)  # leader only: node ids of its registered workers
+    workers: tuple[str, ...] = ()  # leader only: node ids of its registered workers
     # gossip of membership: gossip endpoints "node_id@host:gossip_port" of the live members it knows
-    peers: list[str] = dataclasses.field(default_factory=list)
+    peers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -234,12 +235,12 @@ class Status(Message):
     mesh: str = ""
     leader: str = ""
     term: int = 0
-    nodes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    nodes: tuple[dict[str, Any], ...] = ()
     queued: int = 0
     done: int = 0
     failed: int = 0
     outcomes: dict[str, int] = dataclasses.field(default_factory=dict)  # tasks answered by this leader, by outcome
-    recent: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # its latest outcomes, oldest first
+    recent: tuple[dict[str, Any], ...] = ()  # its latest outcomes, oldest first
     node_id: str = ""  # the node that answered
     omitted: int = 0  # node rows left out to keep the answer under the header limit (dead ones first)
 
@@ -316,7 +317,7 @@ def _field_checks(cls: type[Message]) -> tuple[tuple[str, Any, int], ...]:
                 kind = _FLOAT
             elif hint is int:
                 kind = _INT
-            elif origin is list and args and args[0] is str:
+            elif origin is tuple and args == (str, ...):
                 kind = _STR_LIST
             elif origin is dict and args == (str, float):
                 kind = _NUM_MAP
@@ -332,6 +333,8 @@ def _check(name: str, value: Any, origin: Any, kind: int) -> Any:
         return float(value)
     if kind == _INT and isinstance(value, bool):
         raise ProtocolError(f"field {name!r} should be int, got bool")
+    if origin is tuple and isinstance(value, list):  # msgpack arrays arrive as lists; messages hold tuples
+        value = tuple(value)
     if not isinstance(value, origin):
         raise ProtocolError(
             f"field {name!r} should be {getattr(origin, '__name__', origin)}, got {type(value).__name__}"
