@@ -27,7 +27,15 @@ def test_an_unanswered_task_is_sent_again(monkeypatch: pytest.MonkeyPatch) -> No
             while True:
                 peer, msg, _ = await router.recv()
                 if isinstance(msg, Ping):
-                    pong = Pong(msg.nonce, "L", "default", "L", f"127.0.0.1:{port}", 1, "127.0.0.1", 0, 0, [])
+                    pong = Pong(
+                        nonce=msg.nonce,
+                        node_id="L",
+                        mesh="default",
+                        leader_id="L",
+                        leader_addr=f"127.0.0.1:{port}",
+                        term=1,
+                        host="127.0.0.1",
+                    )
                     await router.send(peer, pong)
                 elif isinstance(msg, Submit):
                     submits += 1

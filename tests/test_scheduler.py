@@ -250,16 +250,20 @@ def test_a_hung_slot_sends_its_task_elsewhere_at_once() -> None:
 
 
 def test_the_status_answer_stays_under_the_header_limit_whatever_the_member_count() -> None:
-    from mesh.wire.protocol import encode
+    from mesh.wire.protocol import NodeRow, encode
 
     leader, _front, _back = _leader()
     rows = [
-        {"id": f"n{i:04d}", "role": "worker", "alive": True, "ready": False, "models": ["m" * 100] * 5}
+        NodeRow(
+            id=f"n{i:04d}",
+            role="leader" if i == 700 else "worker",
+            alive=True,
+            ready=i == 900,
+            models=("m" * 100,) * 5,
+        )
         for i in range(1100)
     ]
-    rows[700]["role"] = "leader"
-    rows[900]["ready"] = True
-    leader.status_extra = lambda: {"nodes": rows}
+    leader.status_rows = lambda: tuple(rows)
     st = leader.status()
     assert len(encode(st)) <= const.STATUS_MAX_BYTES and st.omitted == 1100 - len(st.nodes) > 0
     kept = {r["id"] for r in st.nodes}

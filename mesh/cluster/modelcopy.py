@@ -27,7 +27,7 @@ from mesh import const
 from mesh.errors import ModelError
 from mesh.execute.models import Registry, sha256_file
 from mesh.wire.protocol import ModelPart, ModelWant
-from mesh.wire.transport import Context
+from mesh.wire.transport import Context, Dealer
 
 log = logging.getLogger("lamamesh.modelcopy")
 
@@ -123,18 +123,12 @@ async def copy_model(
         d.connect(host, port)
         try:
             while True:
-                await d.send(ModelWant(name, sha256, offset, chunk))
-                try:
-                    async with asyncio.timeout(const.MODEL_CHUNK_TIMEOUT):
-                        while True:
-                            msg, blobs = await d.recv()
-                            if isinstance(msg, ModelPart) and msg.name == name and msg.offset == offset:
-                                break
-                except TimeoutError:
+                got = await _chunk(d, name, sha256, offset, chunk)
+                if got is None:
                     log.info("model copy: %s:%d silent, going on from byte %d with another peer", host, port, offset)
                     failed.add((host, port))
                     break
-                data = bytes(blobs[0].buffer) if blobs else b""
+                msg, data = got
                 why = msg.error or _refuse(msg, sha256, limit, offset, len(data))
                 if why:
                     log.info("model copy from %s:%d: %s", host, port, why)
@@ -144,21 +138,42 @@ async def copy_model(
                 if msg.node_id and msg.node_id not in sources:
                     sources.append(msg.node_id)
                 if data:
-                    try:
-                        await asyncio.to_thread(_append, part, data)
-                    except OSError as exc:  # a full disk: the copy fails, the part is kept to resume
-                        raise ModelError(f"model {name!r}: cannot write {part}: {exc.strerror or exc}") from None
+                    await _append_part(part, data, name)
                     h.update(data)
                     offset += len(data)
                 if offset >= msg.total or not data:
-                    digest = h.hexdigest()
-                    if digest != sha256 or offset != msg.total:
-                        await asyncio.to_thread(part.unlink, missing_ok=True)
-                        raise ModelError(f"model {name!r} copied with sha256 {digest}, expected {sha256}; deleted")
-                    await asyncio.to_thread(part.replace, dest)
-                    return digest, sources
+                    await _adopt(part, dest, name, h.hexdigest(), sha256, offset == msg.total)
+                    return h.hexdigest(), sources
         finally:
             d.close()
+
+
+async def _chunk(d: Dealer, name: str, sha256: str, offset: int, chunk: int) -> tuple[ModelPart, bytes] | None:
+    """Ask a holder for the chunk at ``offset``; ``None`` when it is silent for ``MODEL_CHUNK_TIMEOUT``."""
+    await d.send(ModelWant(name, sha256, offset, chunk))
+    try:
+        async with asyncio.timeout(const.MODEL_CHUNK_TIMEOUT):
+            while True:
+                msg, blobs = await d.recv()
+                if isinstance(msg, ModelPart) and msg.name == name and msg.offset == offset:
+                    return msg, (bytes(blobs[0].buffer) if blobs else b"")
+    except TimeoutError:
+        return None
+
+
+async def _append_part(part: Path, data: bytes, name: str) -> None:
+    try:
+        await asyncio.to_thread(_append, part, data)
+    except OSError as exc:  # a full disk: the copy fails, the part is kept to resume
+        raise ModelError(f"model {name!r}: cannot write {part}: {exc.strerror or exc}") from None
+
+
+async def _adopt(part: Path, dest: Path, name: str, digest: str, sha256: str, whole: bool) -> None:
+    """The finished ``.part`` becomes the model if its checksum is the pinned one; else it is deleted."""
+    if digest != sha256 or not whole:
+        await asyncio.to_thread(part.unlink, missing_ok=True)
+        raise ModelError(f"model {name!r} copied with sha256 {digest}, expected {sha256}; deleted")
+    await asyncio.to_thread(part.replace, dest)
 
 
 def _refuse(msg: ModelPart, sha256: str, limit: int | None, offset: int, n: int) -> str:

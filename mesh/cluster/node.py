@@ -46,7 +46,7 @@ from mesh.execute import capabilities
 from mesh.execute.models import Registry
 from mesh.execute.slots import Executor, SleepPool, make_executor
 from mesh.kinds import Role
-from mesh.wire.protocol import Heartbeat, Ping, Pong
+from mesh.wire.protocol import Heartbeat, NodeRow, Ping, Pong
 from mesh.wire.transport import Context, Dealer, Pub, Router, Sub, load_key
 
 log = logging.getLogger("lamamesh.node")
@@ -235,7 +235,7 @@ class Node:
         cfg = self.config
         sched = self.scheduler = Scheduler(self.node_id, cfg.mesh, front, back, self.address, cfg.placement)
         sched.gossip_port = self.gossip_port
-        sched.status_extra = self.status_nodes
+        sched.status_rows = self.status_nodes
         sched.on_ping = self._on_ping
         sched.max_queued_per_client = cfg.max_queued_per_client
         sched.on_model_want = ModelServer(cfg.home, self.node_id).answer
@@ -669,44 +669,44 @@ class Node:
             self._decided.set()
 
     # ---- status ------------------------------------------------------------------------------
-    def status_nodes(self) -> dict[str, Any]:
+    def status_nodes(self) -> tuple[NodeRow, ...]:
         """Every member as this node sees it, for ``status``."""
         assert self.view is not None and self.scheduler is not None
         now = time.monotonic()
-        rows = self.scheduler.worker_rows() if self.scheduler.leading else {}
-        nodes = []
+        leading = self.scheduler.leading
+        measured = self.scheduler.measured_ms() if leading else {}
+        rows = []
         for m in sorted(self.view.members.values(), key=lambda m: m.node_id):
             hb = m.hb
-            here = rows.get(hb.node_id, {})
-            nodes.append(
-                {
-                    "id": hb.node_id,
-                    "host": hb.host,
-                    "port": hb.task_port,
-                    "role": Role.LEADER if hb.node_id == self.decision.leader else Role.WORKER,
-                    "alive": m.alive,
-                    "leaving": hb.leaving,
-                    "provider": hb.provider,
-                    "gpu": hb.gpu,
-                    "gpus": list(hb.gpus),
-                    "vram_mb": hb.vram_mb,
-                    "cores": hb.cores,
-                    "slots": hb.slots,
-                    "busy": hb.running,
-                    "queued": hb.queued,
-                    "done": hb.done,
-                    "failed": hb.failed,
-                    "cpu_percent": round(hb.cpu_percent, 1),
-                    "ewma_ms": here.get("ewma_ms", {}),
-                    "rate": hb.rate,
-                    "dropped": hb.dropped,
-                    "models": list(hb.models),
-                    "last_heard_s": round(now - m.last_heard, 2),
-                    "ready": hb.node_id in rows if self.scheduler.leading else None,
-                    "term": hb.term,
-                }
+            rows.append(
+                NodeRow(
+                    id=hb.node_id,
+                    host=hb.host,
+                    port=hb.task_port,
+                    role=Role.LEADER if hb.node_id == self.decision.leader else Role.WORKER,
+                    alive=m.alive,
+                    leaving=hb.leaving,
+                    provider=hb.provider,
+                    gpu=hb.gpu,
+                    gpus=hb.gpus,
+                    vram_mb=hb.vram_mb,
+                    cores=hb.cores,
+                    slots=hb.slots,
+                    busy=hb.running,
+                    queued=hb.queued,
+                    done=hb.done,
+                    failed=hb.failed,
+                    cpu_percent=round(hb.cpu_percent, 1),
+                    ewma_ms=tuple(sorted(measured.get(hb.node_id, {}).items())),
+                    rate=hb.rate,
+                    dropped=hb.dropped,
+                    models=hb.models,
+                    last_heard_s=round(now - m.last_heard, 2),
+                    ready=hb.node_id in measured,
+                    term=hb.term,
+                )
             )
-        return {"nodes": nodes}
+        return tuple(rows)
 
 
 @contextlib.asynccontextmanager

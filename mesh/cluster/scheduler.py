@@ -46,6 +46,7 @@ from mesh.wire.protocol import (
     Message,
     ModelPart,
     ModelWant,
+    NodeRow,
     Ping,
     Place,
     Pong,
@@ -173,7 +174,7 @@ class Scheduler:
         self.outcomes: Counter[str] = Counter()
         self.recent: deque[dict[str, Any]] = deque(maxlen=const.STATUS_RECENT)  # latest outcomes, for status
         self.accepting = True
-        self.status_extra: Callable[[], dict[str, Any]] | None = None  # the node adds its view to status
+        self.status_rows: Callable[[], tuple[NodeRow, ...]] | None = None  # the node's view of every member
         self.on_ping: Callable[[Ping], None] | None = None  # the node learns pinging peers
         self.on_model_want: Callable[[ModelWant], Awaitable[tuple[ModelPart, list[bytes]]]] | None = None
         self.max_queued_per_client = const.MAX_QUEUED_PER_CLIENT
@@ -219,16 +220,15 @@ class Scheduler:
 
     def pong(self, nonce: int) -> Pong:
         return Pong(
-            nonce,
-            self.node_id,
-            self.mesh,
-            self.leader_id,
-            self.leader_addr,
-            self.term,
-            self.advertised.rsplit(":", 1)[0],
-            self.gossip_port,
-            0,
-            tuple(self.members),
+            nonce=nonce,
+            node_id=self.node_id,
+            mesh=self.mesh,
+            leader_id=self.leader_id,
+            leader_addr=self.leader_addr,
+            term=self.term,
+            host=self.advertised.rsplit(":", 1)[0],
+            gossip_port=self.gossip_port,
+            members=tuple(self.members),
         )
 
     async def _on_front(self, client: bytes, msg: Message, blobs: list[Any]) -> None:
@@ -600,26 +600,18 @@ class Scheduler:
         self.tasks.clear()
         self.queue.clear()
 
-    def worker_rows(self) -> dict[str, dict[str, Any]]:
-        return {
-            w.node_id: {
-                "busy": len(w.assigned),
-                "credits": w.credits,
-                "done_here": w.done,
-                "ewma_ms": {k: round(v, 1) for k, v in w.service_ms.items()},
-            }
-            for w in self.workers.values()
-        }
+    def measured_ms(self) -> dict[str, dict[str, float]]:
+        """Each registered worker's measured ms per task, by model and size class (for ``status``)."""
+        return {w.node_id: {k: round(v, 1) for k, v in w.service_ms.items()} for w in self.workers.values()}
 
     def status(self) -> Status:
-        extra = self.status_extra() if self.status_extra is not None else {}
-        nodes: list[dict[str, Any]] = extra.get("nodes", [])
+        rows = self.status_rows() if self.status_rows is not None else ()
         return _fit(
             Status(
                 self.mesh,
                 self.leader_id,
                 self.term,
-                tuple(nodes),
+                tuple(r.to_wire() for r in rows),
                 queued=len(self.queue),
                 done=self.outcomes["ok"],
                 failed=sum(v for k, v in self.outcomes.items() if k not in ("ok", ABANDONED, CANCELLED)),

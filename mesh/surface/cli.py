@@ -69,6 +69,83 @@ KeyOpt = Annotated[
     str | None,
     typer.Option("--secret-file", help="Mesh key file (lamamesh keygen); env LAMAMESH_SECRET_FILE."),
 ]
+# the options of join and submit, one name each (their command signatures stay one line per option)
+SlotsOpt = Annotated[int | None, typer.Option("--slots", help="Slot processes (default: from the hardware).")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")]
+GpusOpt = Annotated[
+    str | None,
+    typer.Option("--gpus", help="NVIDIA GPUs to use, one slot each: all (default), none, or indexes like 0,2."),
+]
+CpuSlotsOpt = Annotated[
+    int | None, typer.Option("--cpu-slots", help="CPU slots beside the GPU ones (default 0 on a GPU machine).")
+]
+BindOpt = Annotated[str | None, typer.Option("--bind", help="Interface address to listen on (default 0.0.0.0).")]
+HttpOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--http",
+        help="Serve HTTP on this port: the web editor at /, the mesh at /mesh, health, status, metrics, IOPaint API.",
+    ),
+]
+HttpBindOpt = Annotated[
+    str | None,
+    typer.Option("--http-bind", help="Address HTTP listens on (default 127.0.0.1; 0.0.0.0 = the LAN)."),
+]
+AdvertiseOpt = Annotated[
+    str | None,
+    typer.Option("--advertise", help="Address peers should reach this node at (default: --bind or the LAN address)."),
+]
+MdnsOpt = Annotated[
+    bool | None, typer.Option("--mdns/--no-mdns", help="Find peers over mDNS (default on; off: only --peer).")
+]
+DeadTimeoutOpt = Annotated[
+    float | None, typer.Option("--dead-timeout", help="Seconds of silence before a peer is dead (default 2).")
+]
+CopyModelsOpt = Annotated[
+    bool | None,
+    typer.Option("--copy-models/--no-copy-models", help="Copy models peers hold that this node lacks (default on)."),
+]
+HeartbeatOpt = Annotated[float | None, typer.Option("--heartbeat", help="Seconds between heartbeats (default 0.3).")]
+LogJsonOpt = Annotated[bool | None, typer.Option("--log-json", help="Log one JSON object per line.")]
+ImageOpt = Annotated[Path, typer.Argument(help="An image file, or a folder of images (batch).")]
+MaskOpt = Annotated[Path, typer.Argument(help="Its mask (white = fill), or a folder of masks matched by file stem.")]
+SubmitOutputOpt = Annotated[Path | None, typer.Option("-o", "--output", help="Output file (folder for a batch).")]
+ModelOpt = Annotated[str, typer.Option("--model", help="Model name (lamamesh models list).")]
+PriorityOpt = Annotated[str | None, typer.Option("--priority", help="interactive or batch.")]
+SessionOpt = Annotated[str, typer.Option("--session", help="Keep successive edits on one node.")]
+HdStrategyOpt = Annotated[str, typer.Option("--hd-strategy", help="Crop, Resize or Original.")]
+TimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        help="Seconds to wait for all results (one image: default "
+        f"{const.SUBMIT_TIMEOUT:g}, the leader's deadlines for every try; a folder: none, "
+        "each task is answered or failed by the leader's deadlines).",
+    ),
+]
+NoLocalOpt = Annotated[bool, typer.Option("--no-local", help="Fail (exit 3) instead of running locally.")]
+QualityOpt = Annotated[
+    int | None,
+    typer.Option("--quality", help="JPEG quality 1-100 (default: the input's own, estimated; else 95)."),
+]
+OutFormatOpt = Annotated[
+    str | None,
+    typer.Option("--format", help="Output format of a batch: png, jpg, webp or same (default: same as each input)."),
+]
+RecursiveOpt = Annotated[
+    bool,
+    typer.Option(
+        "--recursive", "-r", help="A batch takes the photos of subfolders too; outputs mirror them under OUT."
+    ),
+]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Redo photos whose output exists (a batch skips them by default: run the same command "
+        "again to continue), and allow writing over an input.",
+    ),
+]
 
 
 class JsonLines(logging.Formatter):
@@ -151,53 +228,25 @@ def _raise_open_file_limit() -> None:
 def join(
     mesh: MeshOpt = None,
     peer: PeerOpt = None,
-    slots: Annotated[int | None, typer.Option("--slots", help="Slot processes (default: from the hardware).")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
-    gpus: Annotated[
-        str | None,
-        typer.Option("--gpus", help="NVIDIA GPUs to use, one slot each: all (default), none, or indexes like 0,2."),
-    ] = None,
-    cpu_slots: Annotated[
-        int | None, typer.Option("--cpu-slots", help="CPU slots beside the GPU ones (default 0 on a GPU machine).")
-    ] = None,
-    bind: Annotated[
-        str | None, typer.Option("--bind", help="Interface address to listen on (default 0.0.0.0).")
-    ] = None,
+    slots: SlotsOpt = None,
+    device: DeviceOpt = None,
+    gpus: GpusOpt = None,
+    cpu_slots: CpuSlotsOpt = None,
+    bind: BindOpt = None,
     port: PortOpt = None,
-    http: Annotated[
-        int | None, typer.Option("--http", help="Serve HTTP (health, status, metrics, IOPaint API) on this port.")
-    ] = None,
-    http_bind: Annotated[
-        str | None,
-        typer.Option("--http-bind", help="Address HTTP listens on (default 127.0.0.1; 0.0.0.0 = the LAN)."),
-    ] = None,
+    http: HttpOpt = None,
+    http_bind: HttpBindOpt = None,
     secret_file: KeyOpt = None,
-    advertise: Annotated[
-        str | None,
-        typer.Option(
-            "--advertise", help="Address peers should reach this node at (default: --bind or the LAN address)."
-        ),
-    ] = None,
-    mdns: Annotated[
-        bool | None, typer.Option("--mdns/--no-mdns", help="Find peers over mDNS (default on; off: only --peer).")
-    ] = None,
-    dead_timeout: Annotated[
-        float | None, typer.Option("--dead-timeout", help="Seconds of silence before a peer is dead (default 2).")
-    ] = None,
-    copy_models: Annotated[
-        bool | None,
-        typer.Option(
-            "--copy-models/--no-copy-models", help="Copy models peers hold that this node lacks (default on)."
-        ),
-    ] = None,
-    heartbeat: Annotated[
-        float | None, typer.Option("--heartbeat", help="Seconds between heartbeats (default 0.3).")
-    ] = None,
+    advertise: AdvertiseOpt = None,
+    mdns: MdnsOpt = None,
+    dead_timeout: DeadTimeoutOpt = None,
+    copy_models: CopyModelsOpt = None,
+    heartbeat: HeartbeatOpt = None,
     placement: Annotated[str | None, typer.Option("--placement", hidden=True)] = None,
     bench_delay_ms: Annotated[float | None, typer.Option("--bench-delay-ms", hidden=True)] = None,
     config: ConfigOpt = None,
     log_level: LogOpt = None,
-    log_json: Annotated[bool | None, typer.Option("--log-json", help="Log one JSON object per line.")] = None,
+    log_json: LogJsonOpt = None,
 ) -> None:
     """Run a node in the foreground until Ctrl-C (a graceful leave; a second Ctrl-C exits at once)."""
 
@@ -225,25 +274,30 @@ def join(
             log_level=log_level,
             log_json=log_json,
         )
-        _setup_logging(cfg.log_level, cfg.log_json)
-        _raise_open_file_limit()
-        # the slot processes start first: they load ONNX Runtime and the model while this process
-        # imports the node and binds its sockets (join -> first task is mostly these two)
-        from mesh.execute import capabilities
-        from mesh.execute.slots import SlotPool, make_executor
-
-        caps = capabilities.detect(cfg.gpus)
-        pool = make_executor(cfg, caps)
-        if isinstance(pool, SlotPool):
-            pool.spawn()
-        if not cfg.secret_file:
-            log.warning(
-                "this mesh has no key: any machine that reaches this node can join it and submit tasks "
-                "(lamamesh keygen > mesh.key, then --secret-file mesh.key on every node and client)"
-            )
-        _arun(_run_node(cfg, pool, caps))
+        _join(cfg)
 
     _guard(body)
+
+
+def _join(cfg: Config) -> None:
+    """The node of ``join``: slots first, then the node, until a signal."""
+    _setup_logging(cfg.log_level, cfg.log_json)
+    _raise_open_file_limit()
+    # the slot processes start first: they load ONNX Runtime and the model while this process
+    # imports the node and binds its sockets (join -> first task is mostly these two)
+    from mesh.execute import capabilities
+    from mesh.execute.slots import SlotPool, make_executor
+
+    caps = capabilities.detect(cfg.gpus)
+    pool = make_executor(cfg, caps)
+    if isinstance(pool, SlotPool):
+        pool.spawn()
+    if not cfg.secret_file:
+        log.warning(
+            "this mesh has no key: any machine that reaches this node can join it and submit tasks "
+            "(lamamesh keygen > mesh.key, then --secret-file mesh.key on every node and client)"
+        )
+    _arun(_run_node(cfg, pool, caps))
 
 
 async def _run_node(cfg: Config, pool: Any, caps: Any) -> None:
@@ -413,50 +467,22 @@ async def _connect_over_mdns(cfg: Config, client: Client, quiet: bool) -> None:
 
 @app.command()
 def submit(
-    image: Annotated[Path, typer.Argument(help="An image file, or a folder of images (batch).")],
-    mask: Annotated[Path, typer.Argument(help="Its mask (white = fill), or a folder of masks matched by file stem.")],
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Output file (folder for a batch).")] = None,
-    model: Annotated[str, typer.Option("--model", help="Model name (lamamesh models list).")] = "builtin",
-    priority: Annotated[str | None, typer.Option("--priority", help="interactive or batch.")] = None,
-    session: Annotated[str, typer.Option("--session", help="Keep successive edits on one node.")] = "",
-    hd_strategy: Annotated[str, typer.Option("--hd-strategy", help="Crop, Resize or Original.")] = "Crop",
+    image: ImageOpt,
+    mask: MaskOpt,
+    output: SubmitOutputOpt = None,
+    model: ModelOpt = "builtin",
+    priority: PriorityOpt = None,
+    session: SessionOpt = "",
+    hd_strategy: HdStrategyOpt = "Crop",
     mesh: MeshOpt = None,
     peer: PeerOpt = None,
     port: PortOpt = None,
-    timeout: Annotated[
-        float | None,
-        typer.Option(
-            "--timeout",
-            help="Seconds to wait for all results (one image: default "
-            f"{const.SUBMIT_TIMEOUT:g}, the leader's deadlines for every try; a folder: none, "
-            "each task is answered or failed by the leader's deadlines).",
-        ),
-    ] = None,
-    no_local: Annotated[bool, typer.Option("--no-local", help="Fail (exit 3) instead of running locally.")] = False,
-    quality: Annotated[
-        int | None,
-        typer.Option("--quality", help="JPEG quality 1-100 (default: the input's own, estimated; else 95)."),
-    ] = None,
-    out_format: Annotated[
-        str | None,
-        typer.Option(
-            "--format", help="Output format of a batch: png, jpg, webp or same (default: same as each input)."
-        ),
-    ] = None,
-    recursive: Annotated[
-        bool,
-        typer.Option(
-            "--recursive", "-r", help="A batch takes the photos of subfolders too; outputs mirror them under OUT."
-        ),
-    ] = False,
-    overwrite: Annotated[
-        bool,
-        typer.Option(
-            "--overwrite",
-            help="Redo photos whose output exists (a batch skips them by default: run the same command "
-            "again to continue), and allow writing over an input.",
-        ),
-    ] = False,
+    timeout: TimeoutOpt = None,
+    no_local: NoLocalOpt = False,
+    quality: QualityOpt = None,
+    out_format: OutFormatOpt = None,
+    recursive: RecursiveOpt = False,
+    overwrite: OverwriteOpt = False,
     secret_file: KeyOpt = None,
     config: ConfigOpt = None,
     log_level: LogOpt = None,
@@ -473,69 +499,85 @@ def submit(
             log_level=log_level or "warning",
         )
         _setup_logging(cfg.log_level)
-        if priority is not None and priority not in tuple(Priority):
-            raise InputError(f"--priority must be interactive or batch, not {priority!r}")
-        if hd_strategy.lower() not in ("crop", "resize", "original"):
-            raise InputError(f"--hd-strategy must be Crop, Resize or Original, not {hd_strategy!r}")
-        if timeout is not None and timeout <= 0:
-            raise InputError("--timeout must be a positive number of seconds")
-        if quality is not None and not 1 <= quality <= 100:
-            raise InputError("--quality must be from 1 to 100")
-        fmt = (out_format or "same").lower().lstrip(".")
-        if fmt not in ("png", "jpg", "jpeg", "webp", "same"):
-            raise InputError(f"--format must be png, jpg, webp or same, not {out_format!r}")
+        fmt = _submit_checks(priority, hd_strategy, timeout, quality, out_format)
         common: dict[str, Any] = {"model": model, "session": session, "hd_strategy": hd_strategy}
         common["quality"] = quality or 0
-        from mesh.surface.client import Job
-
         if image.is_dir():
             common["out_format"] = "" if fmt == "same" else fmt
             prio = priority or Priority.BATCH
             return _batch(cfg, image, mask, output, no_local, timeout, common, prio, overwrite, recursive)
-        if output is not None and output.is_dir():
-            raise InputError(f"-o {output} is a folder; give a file name for a single image")
-        if (
-            output is not None
-            and not overwrite
-            and output.exists()
-            and output.resolve() in (image.resolve(), mask.resolve())
-        ):
-            raise InputError(f"-o {output} is an input; give another file name (or --overwrite to replace it)")
-        out_fmt = ""
-        if output is not None and output.suffix:
-            from mesh.execute.images import OUTPUT_FORMATS
-
-            if output.suffix.lower().lstrip(".") not in OUTPUT_FORMATS:
-                raise InputError(f"cannot write {output.suffix} files; use .png, .jpg, .webp, .tif or .bmp")
-            out_fmt = output.suffix.lower().lstrip(".")
-        data = _read(image, "image")
-        job = Job(
-            data,
-            _read(mask, "mask"),
-            out_format=out_fmt,
-            priority=priority or Priority.INTERACTIVE,
-            label=str(image),
-            pixels=pixels(data),
-            **common,
-        )
-
-        async def work(client: Client) -> list[JobResult]:
-            return await client.run([job], timeout=timeout or const.SUBMIT_TIMEOUT)
-
-        (res,) = _arun(_with_mesh(cfg, no_local, False, work))
-        for note in res.notes:
-            err.print(f"lamamesh: warning: {note}", markup=False)
-        if not res.ok:
-            raise _error_of(res)
-        dest = output or Path(f"{image.stem}_inpainted{_suffix_for(res.out_format)}")
-        if not dest.suffix:
-            dest = dest.with_suffix(_suffix_for(res.out_format))
-        _write(dest, res.data)
-        out.print(f"wrote {dest} ({res.node_id}, {res.slot_ms:.0f} ms in the slot, {res.latency_ms:.0f} ms in all)")
-        return 0
+        return _submit_one(cfg, image, mask, output, no_local, timeout, common, priority, overwrite)
 
     code = _guard(body)
     raise typer.Exit(code)
+
+
+def _submit_checks(
+    priority: str | None, hd_strategy: str, timeout: float | None, quality: int | None, out_format: str | None
+) -> str:
+    """Refuse bad ``submit`` options with one line; returns the batch output format (or "same")."""
+    if priority is not None and priority not in tuple(Priority):
+        raise InputError(f"--priority must be interactive or batch, not {priority!r}")
+    if hd_strategy.lower() not in ("crop", "resize", "original"):
+        raise InputError(f"--hd-strategy must be Crop, Resize or Original, not {hd_strategy!r}")
+    if timeout is not None and timeout <= 0:
+        raise InputError("--timeout must be a positive number of seconds")
+    if quality is not None and not 1 <= quality <= 100:
+        raise InputError("--quality must be from 1 to 100")
+    fmt = (out_format or "same").lower().lstrip(".")
+    if fmt not in ("png", "jpg", "jpeg", "webp", "same"):
+        raise InputError(f"--format must be png, jpg, webp or same, not {out_format!r}")
+    return fmt
+
+
+def _submit_one(
+    cfg: Config,
+    image: Path,
+    mask: Path,
+    output: Path | None,
+    no_local: bool,
+    timeout: float | None,
+    common: dict[str, Any],
+    priority: str | None,
+    overwrite: bool,
+) -> int:
+    """``submit IMAGE MASK``: one task, its warnings, the output written."""
+    from mesh.surface.client import Job
+
+    if output is not None and output.is_dir():
+        raise InputError(f"-o {output} is a folder; give a file name for a single image")
+    if (
+        output is not None
+        and not overwrite
+        and output.exists()
+        and output.resolve() in (image.resolve(), mask.resolve())
+    ):
+        raise InputError(f"-o {output} is an input; give another file name (or --overwrite to replace it)")
+    out_fmt = ""
+    if output is not None and output.suffix:
+        from mesh.execute.images import OUTPUT_FORMATS
+
+        if output.suffix.lower().lstrip(".") not in OUTPUT_FORMATS:
+            raise InputError(f"cannot write {output.suffix} files; use .png, .jpg, .webp, .tif or .bmp")
+        out_fmt = output.suffix.lower().lstrip(".")
+    data = _read(image, "image")
+    job = Job(data, _read(mask, "mask"), out_format=out_fmt, priority=priority or Priority.INTERACTIVE,
+              label=str(image), pixels=pixels(data), **common)  # fmt: skip
+
+    async def work(client: Client) -> list[JobResult]:
+        return await client.run([job], timeout=timeout or const.SUBMIT_TIMEOUT)
+
+    (res,) = _arun(_with_mesh(cfg, no_local, False, work))
+    for note in res.notes:
+        err.print(f"lamamesh: warning: {note}", markup=False)
+    if not res.ok:
+        raise _error_of(res)
+    dest = output or Path(f"{image.stem}_inpainted{_suffix_for(res.out_format)}")
+    if not dest.suffix:
+        dest = dest.with_suffix(_suffix_for(res.out_format))
+    _write(dest, res.data)
+    out.print(f"wrote {dest} ({res.node_id}, {res.slot_ms:.0f} ms in the slot, {res.latency_ms:.0f} ms in all)")
+    return 0
 
 
 def _task_bar() -> Progress | _ProgressLines:
@@ -621,9 +663,6 @@ def _batch(
         raise InputError("a folder of images needs -o OUT_DIR")
     pairs, missing, done_before, total = _plan_batch(image_dir, masks, output, overwrite, recursive)
     output.mkdir(parents=True, exist_ok=True)
-    mask_cache: dict[Path, bytes] = {}
-    from mesh.surface.client import Job
-
     counts: Counter[str] = Counter()
     failures: list[str] = []
     notes: list[str] = []  # the workers' warnings (mask resized, empty, covering most of a photo)
@@ -632,21 +671,9 @@ def _batch(
     bar = _task_bar()
     tid = bar.add_task("batch", total=len(pairs), last="")
 
-    def jobs() -> Iterator[Job]:
-        """Read each pair only when the client has room for it: a folder of any size holds no more
-        than the client's window in memory. An unreadable file is one failure line, not the end."""
-        for img, m in pairs:
-            try:
-                if m not in mask_cache:
-                    mask_cache[m] = _read(m, "mask")
-                data = _read(img, "image")
-            except InputError as exc:
-                failures.append(f"{img.relative_to(image_dir)}: {exc}")
-                bar.update(tid, advance=1, last=img.name)
-                continue
-            label = str(img.relative_to(image_dir))
-            yield Job(data, mask_cache.pop(m) if m != masks else mask_cache[m], priority=priority, label=label,
-                      pixels=pixels(data), **common)  # fmt: skip
+    def skipped(img: Path, why: str) -> None:
+        failures.append(f"{img.relative_to(image_dir)}: {why}")
+        bar.update(tid, advance=1, last=img.name)
 
     async def on_result(r: JobResult) -> None:
         notes.extend(f"{r.job.label}: {n}" for n in r.notes)
@@ -660,7 +687,8 @@ def _batch(
 
     async def work(client: Client) -> None:
         with bar:
-            await client.run(jobs(), on_result, timeout=timeout, keep=False)
+            jobs = _batch_jobs(pairs, image_dir, masks, priority, common, skipped)
+            await client.run(jobs, on_result, timeout=timeout, keep=False)
 
     try:
         _arun(_with_mesh(cfg, no_local, False, work))
@@ -675,18 +703,49 @@ def _batch(
         err.print(f"lamamesh: warning: {line}", markup=False)
     for line in failures:
         err.print(f"lamamesh: failed {line}", markup=False)
-    done = sum(counts.values())
-    secs = time.monotonic() - started
-    split = ", ".join(f"{n} {k}" for k, n in counts.most_common())
     extra = [f"{len(done_before)} already there"] if done_before else []
     extra += [f"{len(missing)} skipped (no mask)"] if missing else []
     extra += [f"{len(failures)} failed"] if failures else []
+    _batch_summary(counts, len(pairs), output, time.monotonic() - started, extra)
+    return 1 if failures else 0
+
+
+def _batch_jobs(
+    pairs: list[tuple[Path, Path]],
+    image_dir: Path,
+    masks: Path,
+    priority: str,
+    common: dict[str, Any],
+    skipped: Callable[[Path, str], None],
+) -> Iterator[Job]:
+    """Read each pair only when the client has room for it: a folder of any size holds no more than
+    the client's window in memory. An unreadable file is one failure line (``skipped``), not the end.
+    One mask for every photo (``masks`` a file) is read once."""
+    from mesh.surface.client import Job
+
+    cache: dict[Path, bytes] = {}
+    for img, m in pairs:
+        try:
+            if m not in cache:
+                cache[m] = _read(m, "mask")
+            data = _read(img, "image")
+        except InputError as exc:
+            skipped(img, str(exc))
+            continue
+        label = str(img.relative_to(image_dir))
+        yield Job(data, cache.pop(m) if m != masks else cache[m], priority=priority, label=label,
+                  pixels=pixels(data), **common)  # fmt: skip
+
+
+def _batch_summary(counts: Counter[str], todo: int, output: Path, secs: float, extra: list[str]) -> None:
+    """The batch's last line: how many, how fast, what else happened, which node did how many."""
+    done = sum(counts.values())
+    split = ", ".join(f"{n} {k}" for k, n in counts.most_common())
     out.print(
-        f"{done} of {len(pairs)} inpainted into {output} in {secs:.1f} s ({done / secs:.2f}/s)"
+        f"{done} of {todo} inpainted into {output} in {secs:.1f} s ({done / secs:.2f}/s)"
         + (f"; {', '.join(extra)}" if extra else "")
         + f"; by node: {split or '-'}"
     )
-    return 1 if failures else 0
 
 
 def _plan_batch(
@@ -800,9 +859,6 @@ def demo(
     copies: Annotated[int, typer.Option("--copies", help="Times each sample is inpainted (more work to spread).")] = 1,
 ) -> None:
     """Start a small mesh of local nodes, inpaint the bundled samples through it, shut it down."""
-    from mesh.execute.models import data_dir
-    from mesh.surface.client import Job
-    from mesh.surface.demo import local_mesh, wait_ready
 
     def body() -> None:
         if not 1 <= nodes <= 16:
@@ -811,71 +867,88 @@ def demo(
             raise InputError("--copies must be between 1 and 100")
         if output.exists() and not output.is_dir():
             raise InputError(f"-o {output} is a file; give a folder")
-        src = data_dir() / "samples"
-        pairs = [(p, src / "masks" / f"{p.stem}.png") for p in sorted((src / "images").iterdir())]
-        todo = [
-            Job(
-                p.read_bytes(),
-                m.read_bytes(),
-                priority=Priority.BATCH,
-                label=f"{p.stem}-{k + 1}" if copies > 1 else p.stem,
-                pixels=pixels(p.read_bytes()),
-            )
-            for k in range(copies)
-            for p, m in pairs
-        ]
+        from mesh.surface.demo import local_mesh
+
+        todo = _demo_jobs(copies)
         results = output / "results"
         results.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         with local_mesh(nodes, output / "logs") as procs:
             err.print(f"lamamesh demo: starting {nodes} nodes on 127.0.0.1 (logs in {output}/logs)", markup=False)
-
-            async def main() -> tuple[list[JobResult], float]:
-                client, ctx, snap = await wait_ready(procs)
-                try:
-                    up = time.monotonic() - started
-                    err.print(
-                        f"lamamesh demo: {len(snap.nodes)} nodes up in {up:.1f} s, leader {snap.leader} "
-                        f"(term {snap.term}); inpainting {len(todo)} photos",
-                        markup=False,
-                    )
-                    t0 = time.monotonic()
-                    with _task_bar() as bar:
-                        tid = bar.add_task("demo", total=len(todo), last="")
-
-                        def on_result(r: JobResult) -> None:
-                            if r.ok:
-                                _write(results / f"{r.job.label}{_suffix_for(r.out_format)}", r.data)
-                            where = r.node_id if r.ok else f"FAILED: {r.error}"
-                            bar.update(tid, advance=1, last=f"{r.job.label} <- {where}")
-
-                        got = await client.run(todo, on_result, timeout=600)
-                    return got, time.monotonic() - t0
-                finally:
-                    client.close()
-                    ctx.close()
-
-            got, secs = _arun(main())
+            got, secs = _arun(_demo_run(procs, todo, results, started))
             err.print("lamamesh demo: stopping the nodes", markup=False)
-        table = Table(title="who did what")
-        for col in ("node", "photos", "mean ms in the slot"):
-            table.add_column(col)
-        by_node: dict[str, list[float]] = {}
-        for r in got:
-            if r.ok:
-                by_node.setdefault(r.node_id, []).append(r.slot_ms)
-        for node_id, ms in sorted(by_node.items()):
-            table.add_row(node_id, str(len(ms)), f"{sum(ms) / len(ms):.0f}")
-        out.print(table)
-        failed = [r for r in got if not r.ok]
-        for r in failed:
-            err.print(f"lamamesh: failed {r.job.label}: {r.error}", markup=False)
-        ok = len(got) - len(failed)
-        out.print(f"{ok} of {len(todo)} photos inpainted in {secs:.1f} s; results in {results}/")
-        if failed:
-            raise TaskFailed(f"{len(failed)} of {len(todo)} demo tasks failed")
+        _demo_report(got, len(todo), results, secs)
 
     _guard(body)
+
+
+def _demo_jobs(copies: int) -> list[Job]:
+    """The bundled samples, ``copies`` times each."""
+    from mesh.execute.models import data_dir
+    from mesh.surface.client import Job
+
+    src = data_dir() / "samples"
+    pairs = [(p, src / "masks" / f"{p.stem}.png") for p in sorted((src / "images").iterdir())]
+    return [
+        Job(
+            p.read_bytes(),
+            m.read_bytes(),
+            priority=Priority.BATCH,
+            label=f"{p.stem}-{k + 1}" if copies > 1 else p.stem,
+            pixels=pixels(p.read_bytes()),
+        )
+        for k in range(copies)
+        for p, m in pairs
+    ]
+
+
+async def _demo_run(procs: Any, todo: list[Job], results: Path, started: float) -> tuple[list[JobResult], float]:
+    """Wait for the demo's nodes, send every photo through them with a progress bar, write the results."""
+    from mesh.surface.demo import wait_ready
+
+    client, ctx, snap = await wait_ready(procs)
+    try:
+        up = time.monotonic() - started
+        err.print(
+            f"lamamesh demo: {len(snap.nodes)} nodes up in {up:.1f} s, leader {snap.leader} "
+            f"(term {snap.term}); inpainting {len(todo)} photos",
+            markup=False,
+        )
+        t0 = time.monotonic()
+        with _task_bar() as bar:
+            tid = bar.add_task("demo", total=len(todo), last="")
+
+            def on_result(r: JobResult) -> None:
+                if r.ok:
+                    _write(results / f"{r.job.label}{_suffix_for(r.out_format)}", r.data)
+                where = r.node_id if r.ok else f"FAILED: {r.error}"
+                bar.update(tid, advance=1, last=f"{r.job.label} <- {where}")
+
+            got = await client.run(todo, on_result, timeout=600)
+        return got, time.monotonic() - t0
+    finally:
+        client.close()
+        ctx.close()
+
+
+def _demo_report(got: list[JobResult], total: int, results: Path, secs: float) -> None:
+    """Who did what, the failures, and the one-line summary; raises when any task failed."""
+    table = Table(title="who did what")
+    for col in ("node", "photos", "mean ms in the slot"):
+        table.add_column(col)
+    by_node: dict[str, list[float]] = {}
+    for r in got:
+        if r.ok:
+            by_node.setdefault(r.node_id, []).append(r.slot_ms)
+    for node_id, ms in sorted(by_node.items()):
+        table.add_row(node_id, str(len(ms)), f"{sum(ms) / len(ms):.0f}")
+    out.print(table)
+    failed = [r for r in got if not r.ok]
+    for r in failed:
+        err.print(f"lamamesh: failed {r.job.label}: {r.error}", markup=False)
+    out.print(f"{total - len(failed)} of {total} photos inpainted in {secs:.1f} s; results in {results}/")
+    if failed:
+        raise TaskFailed(f"{len(failed)} of {total} demo tasks failed")
 
 
 # ---------------------------------------------------------------------------------------

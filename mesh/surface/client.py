@@ -14,7 +14,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from mesh import const
@@ -44,6 +44,7 @@ log = logging.getLogger("lamamesh.client")
 class Job:
     image: bytes
     mask: bytes
+    _: KW_ONLY  # every other field by name
     model: str = "builtin"
     priority: str = Priority.INTERACTIVE
     session: str = ""

@@ -1,4 +1,5 @@
-"""One immutable picture of the mesh, built from a node's ``Status`` answer.
+"""One immutable picture of the mesh, built from a node's ``Status`` answer (its rows are
+``NodeRow``s, the type the node builds them with, from ``wire/protocol.py``).
 
 Every surface shows the same snapshot: ``lamamesh status`` (the live screen renders one
 per refresh), ``status --json``, ``GET /api/v1/status`` and ``GET /health``. The status
@@ -13,87 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from mesh.kinds import Role
-from mesh.wire.protocol import Status
-
-
-def _int(d: dict[str, Any], key: str) -> int:
-    v = d.get(key)
-    return v if isinstance(v, int) and not isinstance(v, bool) else 0
-
-
-def _float(d: dict[str, Any], key: str) -> float:
-    v = d.get(key)
-    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0.0
-
-
-def _str(d: dict[str, Any], key: str) -> str:
-    v = d.get(key)
-    return v if isinstance(v, str) else ""
-
-
-@dataclass(frozen=True)
-class NodeRow:
-    id: str
-    host: str
-    port: int
-    role: str  # leader | worker | leaving | left | dead
-    alive: bool
-    provider: str
-    gpu: str
-    vram_mb: int
-    slots: int
-    busy: int
-    queued: int
-    done: int
-    failed: int
-    rate: float  # tasks/s over the last minute
-    cpu_percent: float
-    ewma_ms: tuple[tuple[str, float], ...]  # (model@size-class, ms) as the leader measured it
-    models: tuple[str, ...]
-    last_heard_s: float
-    ready: bool  # its slots are up and it is registered with the leader (takes work)
-    dropped: int  # bad messages dropped and handshakes refused since it started
-    gpus: tuple[str, ...] = ()  # "index: name (MiB)" of each GPU it runs a slot on
-
-    @classmethod
-    def parse(cls, d: dict[str, Any], leader: str) -> NodeRow:
-        alive = d.get("alive") is True
-        leaving = d.get("leaving") is True
-        node_id = _str(d, "id")
-        if not alive:
-            role = Role.LEFT if leaving else Role.DEAD
-        else:
-            role = Role.LEAVING if leaving else Role.LEADER if node_id == leader else Role.WORKER
-        ewma = d.get("ewma_ms")
-        models = d.get("models")
-        gpus = d.get("gpus")
-        return cls(
-            id=node_id,
-            host=_str(d, "host"),
-            port=_int(d, "port"),
-            role=role,
-            alive=alive,
-            provider=_str(d, "provider"),
-            gpu=_str(d, "gpu"),
-            vram_mb=_int(d, "vram_mb"),
-            slots=_int(d, "slots"),
-            busy=_int(d, "busy"),
-            queued=_int(d, "queued"),
-            done=_int(d, "done"),
-            failed=_int(d, "failed"),
-            rate=_float(d, "rate"),
-            cpu_percent=_float(d, "cpu_percent"),
-            ewma_ms=tuple(
-                sorted((k, float(v)) for k, v in ewma.items() if isinstance(k, str) and isinstance(v, int | float))
-            )
-            if isinstance(ewma, dict)
-            else (),
-            models=tuple(m for m in models if isinstance(m, str)) if isinstance(models, list) else (),
-            last_heard_s=_float(d, "last_heard_s"),
-            ready=d.get("ready") is True,
-            dropped=_int(d, "dropped"),
-            gpus=tuple(g for g in gpus if isinstance(g, str)) if isinstance(gpus, list) else (),
-        )
+from mesh.wire.protocol import NodeRow, Status, as_float, as_str
 
 
 @dataclass(frozen=True)
@@ -108,7 +29,12 @@ class Outcome:
     @classmethod
     def parse(cls, d: dict[str, Any]) -> Outcome:
         return cls(
-            _float(d, "at"), _str(d, "task"), _str(d, "node"), _str(d, "outcome"), _float(d, "ms"), _str(d, "error")
+            as_float(d, "at"),
+            as_str(d, "task"),
+            as_str(d, "node"),
+            as_str(d, "outcome"),
+            as_float(d, "ms"),
+            as_str(d, "error"),
         )
 
 
@@ -160,10 +86,7 @@ class Snapshot:
             "term": self.term,
             "answered_by": self.answered_by,
             "taken_at": self.taken_at,
-            "nodes": [
-                {**asdict(n), "ewma_ms": dict(n.ewma_ms), "models": list(n.models), "gpus": list(n.gpus)}
-                for n in self.nodes
-            ],
+            "nodes": [n.to_wire() for n in self.nodes],
             "queued": self.queued,
             "done": self.done,
             "failed": self.failed,

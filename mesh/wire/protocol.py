@@ -21,7 +21,7 @@ import msgpack
 
 from mesh import const
 from mesh.errors import ProtocolError, VersionMismatch
-from mesh.kinds import Priority
+from mesh.kinds import Priority, Role
 
 log = logging.getLogger("lamamesh.protocol")
 
@@ -45,7 +45,7 @@ class Ping(Message):
     mesh: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Pong(Message):
     t: ClassVar[str] = "pong"
     nonce: int = 0
@@ -220,6 +220,110 @@ class Cancel(Message):
     """client -> leader: drop every task of mine you hold (the client stops: Ctrl-C, an error)."""
 
     t: ClassVar[str] = "cancel"
+
+
+# ---- one row of Status.nodes: built by the node, read back by every surface ----
+
+
+def as_int(d: dict[str, Any], key: str) -> int:
+    v = d.get(key)
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
+def as_float(d: dict[str, Any], key: str) -> float:
+    v = d.get(key)
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0.0
+
+
+def as_str(d: dict[str, Any], key: str) -> str:
+    v = d.get(key)
+    return v if isinstance(v, str) else ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeRow:
+    """One member of the mesh as the answering leader sees it: the node builds these for ``Status``
+    (``to_wire``: a plain map in the message), and every surface reads them back with ``parse``,
+    which never trusts the shape: a field of the wrong type reads as empty, never as a crash."""
+
+    id: str
+    host: str = ""
+    port: int = 0
+    role: str = Role.WORKER  # leader | worker | leaving | left | dead
+    alive: bool = False
+    leaving: bool = False  # said it is leaving (or, once not alive, that it left)
+    provider: str = ""
+    gpu: str = ""
+    gpus: tuple[str, ...] = ()  # "index: name (MiB)" of each GPU it runs a slot on
+    vram_mb: int = 0
+    cores: int = 0
+    slots: int = 0
+    busy: int = 0
+    queued: int = 0
+    done: int = 0
+    failed: int = 0
+    rate: float = 0.0  # tasks/s over the last minute
+    cpu_percent: float = 0.0
+    ewma_ms: tuple[tuple[str, float], ...] = ()  # (model@size-class, ms) as the leader measured it
+    models: tuple[str, ...] = ()
+    last_heard_s: float = 0.0
+    ready: bool = False  # its slots are up and it is registered with the leader (takes work)
+    dropped: int = 0  # bad messages dropped and handshakes refused since it started
+    term: int = 0
+
+    def to_wire(self) -> dict[str, Any]:
+        row = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        row.update(ewma_ms=dict(self.ewma_ms), models=list(self.models), gpus=list(self.gpus))
+        return row
+
+    @classmethod
+    def parse(cls, d: dict[str, Any], leader: str) -> NodeRow:
+        alive = d.get("alive") is True
+        leaving = d.get("leaving") is True
+        node_id = as_str(d, "id")
+        if not alive:
+            role = Role.LEFT if leaving else Role.DEAD
+        else:
+            role = Role.LEAVING if leaving else Role.LEADER if node_id == leader else Role.WORKER
+        ewma = d.get("ewma_ms")
+        return cls(
+            id=node_id,
+            host=as_str(d, "host"),
+            port=as_int(d, "port"),
+            role=role,
+            alive=alive,
+            leaving=leaving,
+            provider=as_str(d, "provider"),
+            gpu=as_str(d, "gpu"),
+            gpus=_strings(d.get("gpus")),
+            vram_mb=as_int(d, "vram_mb"),
+            cores=as_int(d, "cores"),
+            slots=as_int(d, "slots"),
+            busy=as_int(d, "busy"),
+            queued=as_int(d, "queued"),
+            done=as_int(d, "done"),
+            failed=as_int(d, "failed"),
+            rate=as_float(d, "rate"),
+            cpu_percent=as_float(d, "cpu_percent"),
+            ewma_ms=tuple(
+                sorted(
+                    (k, float(v))
+                    for k, v in ewma.items()
+                    if isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+                )
+            )
+            if isinstance(ewma, dict)
+            else (),
+            models=_strings(d.get("models")),
+            last_heard_s=as_float(d, "last_heard_s"),
+            ready=d.get("ready") is True,
+            dropped=as_int(d, "dropped"),
+            term=as_int(d, "term"),
+        )
+
+
+def _strings(v: Any) -> tuple[str, ...]:
+    return tuple(x for x in v if isinstance(x, str)) if isinstance(v, list | tuple) else ()
 
 
 @dataclass(frozen=True)
