@@ -59,8 +59,10 @@ DATA_STAGED_BYTES = 512 * 1024 * 1024  # bytes of those kept at most (the oldest
 DATA_TRIES = 3  # times the leader places a task whose bytes never reached the worker before failing it
 WORKER_SWEEP = 0.25  # s between a worker's checks for slots held too long without bytes
 OPEN_FILES_WANTED = 65536  # the open-file soft limit `join` raises itself to (at most the hard limit)
-ROUTER_SNDHWM = 1024  # messages a node queues for one peer that does not read (then drops them): a client's
-# window is 64 tasks, so a reading client never comes near it
+ROUTER_SNDHWM = 1024  # messages a node queues for one peer that does not read (then drops them)
+TASK_PORT_SNDHWM = 256  # the same on the task port, where clients get places and results: a client's window
+# is 64 tasks, so a reading client never comes near it, and one that never reads holds at most 256 of its
+# answers in the node's memory (3,000 unread 64 KiB results: +63 MiB at 1,024, +18 MiB at 256)
 GOSSIP_HWM = 100  # heartbeats buffered per gossip peer before the oldest are dropped
 SOCKET_LINGER = 0  # ms pending messages are kept when a socket closes
 
@@ -80,6 +82,8 @@ PROGRESS_LINE_EVERY = 5.0  # s between two progress lines of a batch when stderr
 HTTP_PARSE_CONCURRENCY = 2  # request bodies parsed at once, in threads (a 90 MiB JSON body takes 2-3 s)
 MAX_NAME_CHARS = 256  # characters of a model name or session id a client may send
 HTTP_TASK_TIMEOUT = 300.0  # s an HTTP inpaint request waits for its result
+HTTP_HEADER_TIMEOUT = 15.0  # s a connection may take to send a whole request head (and may sit idle after one)
+HTTP_BODY_GRACE = 30.0  # s a request body may take, plus 1 s per MiB it declares (any LAN moves 1 MiB/s)
 
 # limits on what comes from the network or the disk
 MAX_HEADER_BYTES = 64 * 1024  # bytes of the msgpack header frame

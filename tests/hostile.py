@@ -1,6 +1,7 @@
 """A peer that speaks the protocol and lies: forged heartbeats on its own gossip PUB (the nodes
 subscribe to it after a Ping that names it), forged Ready on a leader's backend, a flood of idle
-connections. Used by tests/test_hostile.py against real node processes on 127.0.0.1."""
+connections, a client that never reads its results. Used by tests/test_hostile.py against real node
+processes on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from mesh.wire.protocol import Heartbeat, Ping, Ready
+import zmq
+
+from mesh.wire.protocol import Data, Heartbeat, Ping, Place, Ready, Submit, decode, encode
 from mesh.wire.transport import Context, Dealer
 
 
@@ -82,3 +85,39 @@ def idle_connections(port: int, n: int) -> Iterator[list[socket.socket]]:
     finally:
         for s in socks:
             s.close()
+
+
+def unread_results(port: int, n: int, size: int, tick: Callable[[], None]) -> int:
+    """A client that reads its places (on one connection, as a real client does) and sends the
+    bytes on a second connection whose results it never reads. ``tick`` runs between messages (the
+    test samples the node's memory there). Returns the tasks whose bytes it sent."""
+    ctx = zmq.Context()
+    lead = ctx.socket(zmq.DEALER)
+    lead.connect(f"tcp://127.0.0.1:{port}")
+    data = ctx.socket(zmq.DEALER)
+    for opt, v in ((zmq.RCVHWM, 1), (zmq.RCVBUF, 4096), (zmq.SNDHWM, 0), (zmq.LINGER, 0)):
+        data.setsockopt(opt, v)
+    lead.setsockopt(zmq.LINGER, 0)
+    data.connect(f"tcp://127.0.0.1:{port}")
+    image = bytes(size)
+    sent = placed = 0
+    t0 = last_ping = time.monotonic()
+    try:
+        while placed < n and time.monotonic() - t0 < 60:
+            while sent < n and sent - placed < 64:
+                lead.send_multipart([encode(Submit(task_id=f"u{sent:06d}", size=size + 1))])
+                sent += 1
+            if lead.poll(100):
+                msg = decode(lead.recv_multipart()[0])
+                if isinstance(msg, Place):
+                    data.send_multipart([encode(Data(msg.task_id, msg.attempt)), image, b"m"])
+                    placed += 1
+            if time.monotonic() - last_ping > 1:  # it stays a live client: its tasks are not dropped
+                lead.send_multipart([encode(Ping(0))])
+                last_ping = time.monotonic()
+            tick()
+        return placed
+    finally:
+        lead.close()
+        data.close()
+        ctx.term()

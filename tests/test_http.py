@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import time
 from pathlib import Path
 
 import aiohttp
 import numpy as np
+import pytest
 from PIL import Image
 
 from mesh import const
@@ -136,3 +138,50 @@ def test_a_big_base64_field_is_decoded_in_steps_and_still_strictly() -> None:
     for bad in (text[:-1], text[:1000] + "%" + text[1001:], text[:8] + "==" + text[10:]):
         with pytest.raises((binascii.Error, ValueError)):
             _b64decode(bad)
+
+
+class _NoNode:
+    """The least of a node an ``HttpApi`` needs before a request reaches the mesh."""
+
+    def observe_tasks(self, observer: object) -> None:
+        pass
+
+
+def test_half_sent_heads_and_stalled_bodies_are_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 3's second half: 1,100 half-sent requests held their sockets forever (no header
+    timeout), and a body that stops mid-way held its handler forever. Now a head must come whole
+    within HTTP_HEADER_TIMEOUT and a body within HTTP_BODY_GRACE + 1 s per MiB it declares."""
+    from mesh.surface.http import HttpApi
+
+    monkeypatch.setattr(const, "HTTP_HEADER_TIMEOUT", 1.0)
+    monkeypatch.setattr(const, "HTTP_BODY_GRACE", 1.0)
+
+    api = HttpApi(_NoNode(), "127.0.0.1", 0)  # type: ignore[arg-type]  # built off the loop, as a node does
+
+    async def main() -> None:
+        port = await api.start()
+        try:
+            # a head that never ends: the server closes the connection
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"POST /api/v1/inpaint HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+            t0 = time.monotonic()
+            async with asyncio.timeout(10):
+                assert await r.read() == b""
+            assert time.monotonic() - t0 < 5
+            w.close()
+            # a body that stops: 408 with one JSON error, once its time (1 s + 1 s/MiB declared) is up
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b'POST /api/v1/inpaint HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n{"image": ')
+            t0 = time.monotonic()
+            async with asyncio.timeout(10):
+                head = await r.readuntil(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 408"), head
+            assert 1.5 < time.monotonic() - t0 < 6
+            w.close()
+            # and the server goes on
+            async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/samples") as resp:
+                assert resp.status == 200 and "astronaut.jpg" in await resp.json()
+        finally:
+            await api.close()
+
+    asyncio.run(main())

@@ -190,7 +190,7 @@ class Node:
         cfg = self.config
         key = load_key(cfg.secret_file) if cfg.secret_file else None
         ctx = self._ctx = Context(key, cfg.max_frame_bytes)
-        front, back, pub = ctx.router(), ctx.router(), ctx.pub()
+        front, back, pub = ctx.router(const.TASK_PORT_SNDHWM), ctx.router(), ctx.pub()
         self._pub = pub
         self._sub = ctx.sub()
         try:

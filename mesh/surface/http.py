@@ -187,7 +187,11 @@ class HttpApi:
 
     async def start(self) -> int:
         """Bind and serve; returns the port (a port in use fails here, before the node advertises)."""
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        # keepalive_timeout bounds a request head too: aiohttp (3.11+) arms it when a connection opens
+        # and closes one that has not sent a whole head by then (half-sent requests held sockets forever)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, keepalive_timeout=const.HTTP_HEADER_TIMEOUT
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.bind, self.port, reuse_address=True)
         try:
@@ -297,10 +301,16 @@ class HttpApi:
         return resp
 
     async def _inpaint(self, request: web.Request) -> web.Response:
+        declared = request.content_length or const.HTTP_MAX_BODY
+        wait = const.HTTP_BODY_GRACE + min(declared, const.HTTP_MAX_BODY) / 2**20
         try:
-            raw = await request.read()
+            async with asyncio.timeout(wait):
+                raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return error(413, f"the body is over the limit of {const.HTTP_MAX_BODY} bytes", "overloaded")
+        except TimeoutError:
+            log.info("HTTP inpaint refused: the body did not arrive within %.0f s", wait)
+            return error(408, f"the request body did not arrive within {wait:.0f} s", "input")
         try:
             async with self._parsing:
                 job = await asyncio.to_thread(parse_body, raw)

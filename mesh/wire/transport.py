@@ -124,8 +124,8 @@ class Context:
                 self.refused[address],
             )
 
-    def router(self) -> Router:
-        return Router(self)
+    def router(self, sndhwm: int = const.ROUTER_SNDHWM) -> Router:
+        return Router(self, sndhwm)
 
     def dealer(self, identity: bytes | None = None) -> Dealer:
         return Dealer(self, identity)
@@ -331,14 +331,14 @@ def _peer_host(fd: int) -> str:
 
 class Router(_Bound):
     """A bound ROUTER: ``recv()`` -> (peer identity, message, data frames). At most
-    ``ROUTER_SNDHWM`` messages wait for one peer; past that ZeroMQ drops what is sent to it (a peer
-    that never reads cannot grow the node's memory; a live client's resend recovers a lost answer)."""
+    ``sndhwm`` messages wait for one peer; past that ZeroMQ drops what is sent to it (a peer that
+    never reads cannot grow the node's memory; a live client's resend recovers a lost answer)."""
 
     kind = zmq.ROUTER
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, sndhwm: int = const.ROUTER_SNDHWM) -> None:
         super().__init__(ctx)
-        self.sock.setsockopt(zmq.SNDHWM, const.ROUTER_SNDHWM)
+        self.sock.setsockopt(zmq.SNDHWM, sndhwm)
 
     async def recv(self) -> tuple[bytes, Message, list[zmq.Frame]]:
         while True:
