@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -44,8 +45,12 @@ async def main(args: argparse.Namespace) -> None:
 
     await asyncio.sleep(max(0.0, args.start_at - time.time()))
     started = time.time()
+    link: list[tuple[float, int, int]] = []  # (s since start, bytes sent, bytes received) on this host's eth0
+    sampler = asyncio.create_task(_sample_link(link, started))
+    tcp0 = _tcp_counters()
     await client.run(jobs, done, window=args.window, keep=False)
     ended = time.time()
+    sampler.cancel()
     client.close()
     Path(args.out).write_text(  # noqa: ASYNC240 (once, at the end)
         json.dumps(
@@ -58,9 +63,35 @@ async def main(args: argparse.Namespace) -> None:
                 "missing": args.tasks - len(seen),
                 "resent": getattr(client, "resent", 0),
                 "by_node": by_node,
+                "link": link,
+                "tcp": {k: v - tcp0.get(k, 0) for k, v in _tcp_counters().items()},
             }
         )
     )
+
+
+def _tcp_counters() -> dict[str, int]:
+    """This namespace's TCP segments sent and retransmitted, and retransmission timeouts."""
+    got: dict[str, int] = {}
+    for path in ("/proc/net/snmp", "/proc/net/netstat"):
+        lines = Path(path).read_text().splitlines()
+        for head, vals in zip(lines[::2], lines[1::2], strict=False):
+            names, values = head.split()[1:], vals.split()[1:]
+            for k, v in zip(names, values, strict=False):
+                if k in ("OutSegs", "RetransSegs", "TCPTimeouts", "TCPLostRetransmit", "TCPFastRetrans"):
+                    got[k] = int(v)
+    return got
+
+
+async def _sample_link(out: list[tuple[float, int, int]], t0: float, every: float = 0.1) -> None:
+    """This host's eth0 counters every ``every`` s (the namespace's own /sys): how busy its link was."""
+    stats = "/sys/class/net/eth0/statistics/"
+    if not os.path.exists(stats):  # noqa: ASYNC240 (sysfs: a kernel counter, no disk behind it)
+        return
+    while True:
+        with open(stats + "tx_bytes") as tx, open(stats + "rx_bytes") as rx:  # noqa: ASYNC230 (sysfs, as above)
+            out.append((round(time.time() - t0, 3), int(tx.read()), int(rx.read())))
+        await asyncio.sleep(every)
 
 
 if __name__ == "__main__":

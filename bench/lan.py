@@ -93,6 +93,8 @@ class Lan:
                 if rate:
                     _tc(ns, "eth0", rate)
                     _tc(self.hub, veth, rate)
+                for setting in os.environ.get("LAN_SYSCTL", "").split():  # e.g. net.ipv4.tcp_slow_start_after_idle=0
+                    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", setting], check=True, timeout=10)
         except BaseException:
             self.close()
             raise
@@ -223,7 +225,23 @@ def run(args: argparse.Namespace) -> dict:
         "of_limit": round(tput / limit, 3),
         "by_node": by_node,
         "leader": snap["leader"],
+        "client_links": [_link_use(r.get("link", []), rate_bytes(args.rate)) for r in per] if args.rate else [],
+        "client_tcp": [r.get("tcp", {}) for r in per],
     }
+
+
+def _link_use(samples: list[list[float]], rate: float) -> dict[str, float]:
+    """How busy a client's link was, each way: bytes over the run against what the link carries, and
+    the share of 100 ms samples in which it carried under half its rate (gaps in the flow)."""
+    if len(samples) < 3:
+        return {}
+    t = [s[0] for s in samples]
+    out: dict[str, float] = {}
+    for way, i in (("up", 1), ("down", 2)):
+        rates = [(samples[k + 1][i] - samples[k][i]) / (t[k + 1] - t[k]) for k in range(len(samples) - 1)]
+        out[f"{way}_busy"] = round((samples[-1][i] - samples[0][i]) / (t[-1] - t[0]) / rate, 3)
+        out[f"{way}_gaps"] = round(sum(r < rate / 2 for r in rates) / len(rates), 3)
+    return out
 
 
 def main() -> None:
@@ -254,6 +272,14 @@ def main() -> None:
         + (f"; leader {r['killed_leader']} killed" if r["killed_leader"] else "")
         + f"; by node {r['by_node']}"
     )
+    for i, (use, tcp) in enumerate(zip(r["client_links"], r["client_tcp"], strict=False)):
+        if tcp:
+            print(f"  client {i} TCP: {tcp}")
+        if use:
+            print(
+                f"  client {i}: uplink {use['up_busy']:.0%} busy ({use['up_gaps']:.0%} of 100 ms under half), "
+                f"downlink {use['down_busy']:.0%} ({use['down_gaps']:.0%} under half)"
+            )
     if args.out:
         path = ROOT / "bench" / "results" / f"{args.out}.json"
         runs = json.loads(path.read_text())["runs"] if path.exists() else []
