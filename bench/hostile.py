@@ -29,7 +29,7 @@ from mesh.errors import MeshError
 from mesh.surface.client import Client, Job
 from mesh.wire.transport import Context
 from tests.cluster import Cluster, cluster, png, status, wait_until
-from tests.hostile import HostilePeer, idle_connections
+from tests.hostile import HostilePeer, idle_connections, unread_results
 
 IMG = png(np.full((48, 64, 3), 120, np.uint8))
 MASK = png(np.full((48, 64), 255, np.uint8))
@@ -122,6 +122,10 @@ async def idle_flood(c: Cluster, hp: HostilePeer, s: dict[str, Any], secs: float
         await asyncio.sleep(secs)
 
 
+async def unread(c: Cluster, hp: HostilePeer, s: dict[str, Any], secs: float) -> None:
+    await asyncio.to_thread(unread_results, c.nodes[0].port, 1000, 64 * 1024, lambda: None)
+
+
 ATTACKS: dict[str, tuple[Attack, float]] = {  # the attack, and how long it runs before the batch starts
     "term 2**31 heartbeat": (term, 0.5),
     "forged Ready (another node's id, 65,536 credits)": (forged_ready, 0.5),
@@ -129,6 +133,7 @@ ATTACKS: dict[str, tuple[Attack, float]] = {  # the attack, and how long it runs
     "1,100 fake members": (fake_members, 0.5),
     "50 peer lists of 1,024 closed endpoints": (peer_lists, 0.5),
     "1,100 idle TCP connections": (idle_flood, 0.5),
+    "a client that never reads its results (1,000 x 64 KiB)": (unread, 0.5),
 }
 
 
