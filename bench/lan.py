@@ -148,6 +148,8 @@ def run(args: argparse.Namespace) -> dict:
     env = {**os.environ, "LAMAMESH_HOME": str(work / "home"), "PYTHONPATH": str(ROOT)}
     port = 5555
     try:
+        if args.raw:
+            return _run_raw(args, lan, work, env)
         for i in range(args.nodes):
             log = (work / f"node{i}.log").open("wb")
             cmd = [sys.executable, "-m", "mesh", "join", "--mesh", "lanbench", "--no-mdns", "--bind",
@@ -194,6 +196,40 @@ def run(args: argparse.Namespace) -> dict:
                 p.kill()
                 p.wait(5)
         lan.close()
+    return _figures(args, per, killed, snap["leader"])
+
+
+def _run_raw(args: argparse.Namespace, lan: Lan, work: Path, env: dict[str, str]) -> dict:
+    """--raw: the same hosts, links and traffic with no mesh (bench/_rawlan.py): plain TCP echo servers
+    that sleep the service time, clients that keep their window out to the least-busy server."""
+    raw = str(ROOT / "bench" / "_rawlan.py")
+    servers = [
+        subprocess.Popen(in_ns(lan.hosts[i], sys.executable, raw, "server", "--host", lan.addr(i), "--port", "6000",
+                               "--service-ms", str(args.service_ms), "--slots", str(args.slots)), env=env)
+        for i in range(args.nodes)
+    ]  # fmt: skip
+    try:
+        time.sleep(1.5)  # the servers bind
+        start_at = time.time() + 1.0
+        outs = [work / f"raw{c}.json" for c in range(args.clients)]
+        targets = ",".join(f"{lan.addr(i)}:6000" for i in range(args.nodes))
+        clients = [
+            subprocess.Popen(in_ns(ns, sys.executable, raw, "client", "--servers", targets, "--tasks", str(args.tasks),
+                                   "--payload", str(args.payload), "--start-at", str(start_at), "--out", str(outs[c])),
+                             env=env)
+            for c, ns in enumerate(lan.hosts[args.nodes :])
+        ]  # fmt: skip
+        for p in clients:
+            p.wait(timeout=900)
+        per = [json.loads(o.read_text()) for o in outs]
+    finally:
+        for p in servers:
+            p.kill()
+            p.wait(5)
+    return _figures(args, per, "", "")
+
+
+def _figures(args: argparse.Namespace, per: list[dict], killed: str, leader: str) -> dict:
     began = min(r["started"] for r in per)
     ended = max(r["ended"] for r in per)
     total = sum(r["ok"] for r in per)
@@ -224,7 +260,8 @@ def run(args: argparse.Namespace) -> dict:
         "client_link_limit": round(link, 2),
         "of_limit": round(tput / limit, 3),
         "by_node": by_node,
-        "leader": snap["leader"],
+        "leader": leader,
+        "raw": args.raw,
         "client_links": [_link_use(r.get("link", []), rate_bytes(args.rate)) for r in per] if args.rate else [],
         "client_tcp": [r.get("tcp", {}) for r in per],
     }
@@ -254,6 +291,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=1)
     ap.add_argument("--tasks", type=int, default=100, help="tasks per client")
     ap.add_argument("--kill-leader", action="store_true")
+    ap.add_argument("--raw", action="store_true", help="no mesh: plain TCP echo servers (the links' own floor)")
     ap.add_argument("--node-args", default="", help='more flags for every `join` (e.g. "--placement least-loaded")')
     ap.add_argument("--label", default="", help="what code this is (saved with the figures)")
     ap.add_argument("--out", default="", help="name of the JSON under bench/results (default: print only)")
@@ -265,7 +303,8 @@ def main() -> None:
     r = run(args)
     r["label"] = args.label
     print(
-        f"{r['nodes']} nodes x {r['slots']} slot, {r['clients']} clients, {args.rate or 'unshaped'} links, "
+        ("raw TCP, no mesh: " if args.raw else "")
+        + f"{r['nodes']} nodes x {r['slots']} slot, {r['clients']} clients, {args.rate or 'unshaped'} links, "
         f"{args.payload / 1024:g} KiB, {args.service_ms:g} ms: {r['tasks_per_s']} tasks/s "
         f"(compute {r['compute_limit']}, clients' links {r['client_link_limit']}) = {r['of_limit']} of the limit; "
         f"answered {r['answered']}, failed {r['failed']}, duplicates {r['duplicates']}, resent {r['resent']}"
