@@ -158,3 +158,21 @@ def test_plan_charges_the_estimate_that_chose() -> None:
     ws = {"a": wl("a", 2, 1, 0.0, {KEY: 30.0}), "b": wl("b", 2, 1, 0.0, {KEY: 70.0})}
     out = placement.plan(ws, [TaskNeeds("builtin", SMALL)] * 3)
     assert next((p.node_id, p.estimate_ms) for p in out if p is not None) == ("a", 30.0)
+
+
+def test_a_busy_workers_queue_counts_the_time_a_task_really_holds_a_slot() -> None:
+    """Found on loopback (a null model, 64 KiB tasks): the leader's own worker, busy with 4 tasks of
+    0.001 ms model time, looked free forever, so every task waited for it while the other worker,
+    judged 5 ms slower at moving bytes, sat idle with 4 credits (and each pass read 36-44 queued
+    tasks to place one). With the turn a task has been seen to take there (``floor_ms``), the busy
+    worker's queue is 4 ms and the idle one gets the task now."""
+    task = TaskNeeds("m", size=64 * 1024)
+    busy = dict(credits=0, slots=1, assigned_ms=0.004, assigned=4, service_ms={"m@?": 0.001}, ms_per_mib=12.0)
+    idle = WorkerLoad(node_id="idle", credits=4, slots=1, service_ms={"m@?": 0.001}, ms_per_mib=80.0)
+    before = {"busy": WorkerLoad(node_id="busy", **busy), "idle": idle}  # type: ignore[arg-type]
+    assert placement.plan(before, [task]) == [None]  # waits for the busy one
+    charged = dict(busy, assigned_ms=4.0)  # its 4 tasks charged at the turn they take
+    after = {"busy": WorkerLoad(node_id="busy", floor_ms=1.0, **charged), "idle": idle}  # type: ignore[arg-type]
+    (got,) = placement.plan(after, [task])
+    assert got is not None and got.node_id == "idle"
+    assert placement.service_estimate_ms(after["busy"], task) == 1.0  # never under the floor

@@ -284,3 +284,15 @@ def test_a_client_that_cancels_has_its_tasks_dropped_at_once() -> None:
         assert leader.status().failed == 0 and not [m for _, m, _ in front.sent if isinstance(m, Result)]
 
     asyncio.run(go())
+
+
+def test_an_idle_workers_old_transfer_estimate_is_not_trusted_for_ever() -> None:
+    """A worker judged slow at moving bytes got no work, so its estimate never learned: after
+    TRANSFER_ESTIMATE_STALE without tasks it reads as unknown (the fleet's stands in)."""
+    from mesh.cluster.scheduler import WorkerState
+
+    w = WorkerState(b"w", "w", slots=1, credits=4, ms_per_mib=80.0, measured_at=100.0)
+    assert w.load(100.0 + const.TRANSFER_ESTIMATE_STALE / 2).ms_per_mib == 80.0
+    assert w.load(100.0 + const.TRANSFER_ESTIMATE_STALE + 0.1).ms_per_mib is None
+    w.assigned["t"] = 1.0  # while it holds work its estimate is kept (it will be refreshed)
+    assert w.load(100.0 + const.TRANSFER_ESTIMATE_STALE + 0.1).ms_per_mib == 80.0

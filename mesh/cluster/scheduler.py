@@ -125,8 +125,18 @@ class WorkerState:
     local: bool = False  # this node's own worker, reached by a call (Scheduler.local_worker)
     addr: str = ""  # host:task_port where clients send it the bytes
     ms_per_mib: float | None = None  # EWMA: ms from its slot being held to the bytes being there, per MiB
+    measured_at: float = 0.0  # monotonic time ms_per_mib last learned something
+    floor_ms: float | None = None  # EWMA of ms between its answers while all its slots were busy, x slots
+    last_done: float = 0.0  # monotonic time of its last answer
 
-    def load(self) -> placement.WorkerLoad:
+    def load(self, now: float | None = None) -> placement.WorkerLoad:
+        """What placement sees of it. A transfer estimate that an idle worker has not refreshed for
+        ``TRANSFER_ESTIMATE_STALE`` reads as unknown (the fleet's stands in): a worker judged slow once
+        gets no work, so its estimate would never learn otherwise, and it would sit idle for good."""
+        rate = self.ms_per_mib
+        stale = now is not None and not self.assigned and now - self.measured_at > const.TRANSFER_ESTIMATE_STALE
+        if stale:
+            rate = None
         return placement.WorkerLoad(
             node_id=self.node_id,
             credits=self.credits,
@@ -137,7 +147,8 @@ class WorkerState:
             provider=self.provider,
             vram_mb=self.vram_mb,
             assigned=len(self.assigned),
-            ms_per_mib=self.ms_per_mib,
+            ms_per_mib=rate,
+            floor_ms=self.floor_ms or 0.0,
         )
 
 
@@ -402,6 +413,10 @@ class Scheduler:
     @staticmethod
     def _measure(w: WorkerState, p: Pending | None, msg: Done) -> None:
         """Learn the worker's service time (this model and size) and how fast bytes reach it."""
+        now = time.monotonic()
+        if len(w.assigned) >= w.slots and w.last_done:  # busy since its last answer: this gap is a turn
+            w.floor_ms = placement.ewma(w.floor_ms, (now - w.last_done) * 1000 * w.slots)
+        w.last_done = now
         if msg.ok:
             w.done += 1
             if p is not None:
@@ -409,6 +424,7 @@ class Scheduler:
                 w.service_ms[key] = placement.ewma(w.service_ms.get(key), msg.model_ms)
         if msg.size > 0 and msg.error_code != NO_DATA:
             w.ms_per_mib = placement.ewma(w.ms_per_mib, msg.fetch_ms * placement.MIB / msg.size)
+            w.measured_at = time.monotonic()
 
     async def _no_data(self, p: Pending, msg: Done) -> None:
         t = p.task
@@ -516,7 +532,8 @@ class Scheduler:
         credits = sum(max(0, w.credits) for w in self.workers.values())
         if credits == 0:
             return  # nothing can be sent before a worker returns a credit
-        loads = {w.node_id: w.load() for w in self.workers.values()}
+        now = time.monotonic()
+        loads = {w.node_id: w.load(now) for w in self.workers.values()}
         by_node = {w.node_id: w for w in self.workers.values()}
         # a pass needs to see only so many tasks: enough to fill every credit, plus those that
         # reserve a busy faster worker on the way (bounded, so a long queue costs O(credits))
@@ -537,7 +554,6 @@ class Scheduler:
         choices = placement.plan(loads, queued(), self.affinity, self.policy)
         runnable: dict[tuple[str, str, str], bool] = {}  # (model, requirement, avoid) -> some live worker can run it
         measured: dict[str, bool] = {}  # model -> some worker has run it (its deadline is not a guess)
-        now = time.monotonic()
         for item, p, chosen in zip(head, pend, choices, strict=True):
             if chosen is None:
                 heapq.heappush(self.queue, item)

@@ -64,6 +64,7 @@ class WorkerLoad:
     vram_mb: int = 0
     assigned: int = 0  # how many tasks that is
     ms_per_mib: float | None = None  # EWMA of moving a task's bytes to it, per MiB (None: not measured)
+    floor_ms: float = 0.0  # the least a task holds one of its slots, as seen (ms between answers while busy)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,13 @@ def capable(w: WorkerLoad, task: TaskNeeds) -> bool:
 def service_estimate_ms(w: WorkerLoad, task: TaskNeeds, fleet: Fleet | None = None) -> float:
     """Expected service time of ``task`` on ``w``: its own measurement for this model and size,
     else its measurement for this model at another size (scaled by pixels is not known, so
-    as is), else the fleet's mean for this key, else the default."""
+    as is), else the fleet's mean for this key, else the default; never under the time a task
+    has been seen to hold a slot there (``floor_ms``: model time alone misses the rest of a task's
+    turn, which decides when a busy worker's queue really clears)."""
+    return max(_model_estimate_ms(w, task, fleet), w.floor_ms)
+
+
+def _model_estimate_ms(w: WorkerLoad, task: TaskNeeds, fleet: Fleet | None) -> float:
     key = service_key(task.model, task.pixels)
     got = w.service_ms.get(key)
     if got is not None:
