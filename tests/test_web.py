@@ -260,3 +260,34 @@ def test_mesh_page_lists_nodes_and_marks_dead_and_left(browser: Any, tmp_path: P
         if SHOTS:
             page.screenshot(path=str(Path(SHOTS) / "mesh.png"))
         assert not errors, errors
+
+
+def test_a_photo_comes_in_by_sample_drop_and_paste(browser: Any, mesh_with_http: tuple[Cluster, str]) -> None:
+    """The three other ways in besides the Open button: the bundled samples menu, a file dropped on
+    the canvas, an image pasted from the clipboard (real DOM events with a DataTransfer)."""
+    _, base = mesh_with_http
+    page, errors = _open_page(browser, base + "/")
+    page.wait_for_function("document.querySelectorAll('#sample option').length > 1")
+    page.select_option("#sample", "chelsea.jpg")
+    page.wait_for_function("document.getElementById('image').width === 451")
+    assert "chelsea.jpg: 451×300" in str(page.text_content("#message"))
+
+    make = """async (kind) => {
+      const blob = await (await fetch('/samples/coffee.jpg')).blob();
+      const dt = new DataTransfer();
+      dt.items.add(new File([blob], 'coffee.jpg', {type: 'image/jpeg'}));
+      if (kind === 'drop') {
+        document.getElementById('stage').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true}));
+      } else {
+        window.dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt, bubbles: true}));
+      }
+    }"""
+    page.evaluate(make, "drop")
+    page.wait_for_function("document.getElementById('image').width === 600")
+    assert str(page.text_content("#message")).startswith("coffee.jpg: 600×400")
+    page.select_option("#sample", "chelsea.jpg")
+    page.wait_for_function("document.getElementById('image').width === 451")
+    page.evaluate(make, "paste")
+    page.wait_for_function("document.getElementById('image').width === 600")
+    assert str(page.text_content("#message")).startswith("pasted: 600×400")
+    assert not errors, errors
