@@ -50,7 +50,7 @@ function summary(s) {
     [t.gpus, `GPUs (${t.vram_mb} MiB)`],
     [t.queued, "queued"],
     [t.rate.toFixed(2), "tasks/s (last minute)"],
-    [`${s.done}`, s.failed ? `done, ${s.failed} failed` : "done"],
+    [`${s.done}`, s.failed ? `answered by this leader, ${s.failed} failed` : "answered by this leader"],
   ];
   $("summary").replaceChildren(
     ...items.map(([v, label]) => {
