@@ -50,6 +50,7 @@ function summary(s) {
     [t.gpus, `GPUs (${t.vram_mb} MiB)`],
     [t.queued, "queued"],
     [t.rate.toFixed(2), "tasks/s (last minute)"],
+    [s.nodes.reduce((n, x) => n + x.done, 0), "done by the nodes listed"],
     [`${s.done}`, s.failed ? `answered by this leader, ${s.failed} failed` : "answered by this leader"],
   ];
   $("summary").replaceChildren(
