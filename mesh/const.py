@@ -63,7 +63,7 @@ OPEN_FILES_WANTED = 65536  # the open-file soft limit `join` raises itself to (a
 ROUTER_SNDHWM = 1024  # messages a node queues for one peer that does not read (then drops them)
 TASK_PORT_SNDHWM = 256  # the same on the task port, where clients get places and results: a client's window
 # is 64 tasks, so a reading client never comes near it, and one that never reads holds at most 256 of its
-# answers in the node's memory (3,000 unread 64 KiB results: +63 MiB at 1,024, +18 MiB at 256)
+# answers in the node's memory (3,000 unread 64 KiB results: +63 MiB at 1,024, about +15 MiB at 256)
 GOSSIP_HWM = 100  # heartbeats buffered per gossip peer before the oldest are dropped
 SOCKET_LINGER = 0  # ms pending messages are kept when a socket closes
 

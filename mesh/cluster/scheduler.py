@@ -424,7 +424,7 @@ class Scheduler:
                 w.service_ms[key] = placement.ewma(w.service_ms.get(key), msg.model_ms)
         if msg.size > 0 and msg.error_code != NO_DATA:
             w.ms_per_mib = placement.ewma(w.ms_per_mib, msg.fetch_ms * placement.MIB / msg.size)
-            w.measured_at = time.monotonic()
+            w.measured_at = now
 
     async def _no_data(self, p: Pending, msg: Done) -> None:
         t = p.task

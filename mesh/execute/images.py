@@ -183,8 +183,7 @@ def decode_mask(
         alpha = np.asarray(im.convert("RGBA"))[:, :, 3]
         if alpha.min() < 255:
             return alpha >= const.MASK_THRESHOLD, tuple(notes)
-        return np.asarray(im.convert("L")) >= const.MASK_THRESHOLD, tuple(notes)
-    if im.mode in _SIXTEEN_BIT:
+    elif im.mode in _SIXTEEN_BIT:
         return np.asarray(im, dtype=np.int32) >= const.MASK_THRESHOLD * 257, tuple(notes)
     return np.asarray(im.convert("L")) >= const.MASK_THRESHOLD, tuple(notes)
 

@@ -187,8 +187,9 @@ class HttpApi:
 
     async def start(self) -> int:
         """Bind and serve; returns the port (a port in use fails here, before the node advertises)."""
-        # keepalive_timeout bounds a request head too: aiohttp (3.11+) arms it when a connection opens
-        # and closes one that has not sent a whole head by then (half-sent requests held sockets forever)
+        # keepalive_timeout bounds a request head too: aiohttp (the 3.14 pyproject requires) arms it when
+        # a connection opens and closes one that has not sent a whole head by then (half-sent requests
+        # held sockets forever; tests/test_http.py)
         self._runner = web.AppRunner(
             self.app, access_log=None, handle_signals=False, keepalive_timeout=const.HTTP_HEADER_TIMEOUT
         )
