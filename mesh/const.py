@@ -56,6 +56,7 @@ SUBMIT_TIMEOUT = TASK_TRIES * TASK_DEADLINE_MAX + 60.0  # s `submit IMAGE MASK` 
 MAX_WORKER_SLOTS = 256  # slots the leader believes one worker has (a Ready claiming more is capped)
 TRANSFER_ESTIMATE_STALE = 2.0  # s after which an idle worker's unrefreshed transfer estimate is not trusted
 PLAN_DEPTH = 512  # queued tasks the leader looks at in one placement pass
+BURST_MAX = 64  # messages already waiting that the leader handles before one placement pass
 DATA_STAGED_BYTES = 512 * 1024 * 1024  # bytes of those kept at most (the oldest go first, their clients told retry)
 DATA_TRIES = 3  # times the leader places a task whose bytes never reached the worker before failing it
 WORKER_SWEEP = 0.25  # s between a worker's checks for slots held too long without bytes

@@ -33,6 +33,7 @@ import msgpack
 from mesh import const
 from mesh.control import placement
 from mesh.errors import Overloaded
+from mesh.frozen import evolve
 from mesh.kinds import Policy, Priority, Role
 from mesh.wire.protocol import (
     HUNG,
@@ -74,16 +75,6 @@ def _fields(msg: Message) -> dict[str, Any]:
     if names is None:  # worked out once per message type: this runs for every Submit
         names = _FIELD_NAMES[type(msg)] = tuple(f.name for f in dataclasses.fields(msg))
     return {name: getattr(msg, name) for name in names}
-
-
-async def _serve(sock: Router, handle: Callable[[bytes, Message, list[Any]], Awaitable[None]], who: str) -> None:
-    """Receive from ``sock`` forever, handing each message to ``handle``."""
-    while True:
-        peer, msg, blobs = await sock.recv()
-        try:
-            await handle(peer, msg, blobs)
-        except Exception:  # a bug handling one message must not take the node down
-            log.exception("error handling %s from %s", msg.t, who)
 
 
 @dataclass
@@ -196,6 +187,9 @@ class Scheduler:
         self.on_data: Callable[[bytes, Data, list[Any]], None] | None = None
         self._seq = itertools.count()
         self._changed = asyncio.Event()
+        self._bursts = 0  # messages being handled as a burst: their placement pass waits for its end
+        self._want_dispatch = False
+        self._soon: asyncio.Task[None] | None = None  # a pass asked for by this node's own worker
 
     # ---- role ------------------------------------------------------------------------
     async def set_role(self, leader_id: str, leader_addr: str, term: int) -> None:
@@ -227,7 +221,41 @@ class Scheduler:
 
     # ---- clients -------------------------------------------------------------------
     async def serve_front(self) -> None:
-        await _serve(self.front, self._on_front, "a client")
+        await self._serve(self.front, self._on_front, "a client")
+
+    async def _serve(
+        self, sock: Router, handle: Callable[[bytes, Message, list[Any]], Awaitable[None]], who: str
+    ) -> None:
+        """Receive from ``sock`` forever, handing each message to ``handle``. The messages already
+        waiting are handled as one burst (``BURST_MAX`` at most) and placed by one ``dispatch`` pass
+        after it: under load a pass per message cost more than the messages (64 submits read back to
+        back made 64 passes, each placing one task)."""
+        while True:
+            got: tuple[bytes, Message, list[Any]] | None = await sock.recv()
+            handled = 0
+            self._bursts += 1
+            try:
+                while got is not None:
+                    peer, msg, blobs = got
+                    try:
+                        await handle(peer, msg, blobs)
+                    except Exception:  # a bug handling one message must not take the node down
+                        log.exception("error handling %s from %s", msg.t, who)
+                    handled += 1
+                    got = sock.recv_now() if handled < const.BURST_MAX else None
+            finally:
+                self._bursts -= 1
+            if self._want_dispatch:
+                await self.kick()
+            await asyncio.sleep(0)  # the heartbeats and the other loop take their turn
+
+    async def kick(self) -> None:
+        """Ask for a placement pass: now, or at the end of the burst being handled."""
+        if self._bursts:
+            self._want_dispatch = True
+            return
+        self._want_dispatch = False
+        await self.dispatch()
 
     def pong(self, nonce: int) -> Pong:
         return Pong(
@@ -254,7 +282,7 @@ class Scheduler:
             if client in self.per_client:
                 n = self._drop_client(client, CANCELLED)
                 log.info("client %s cancelled: dropped its %d tasks", client.hex(), n)
-                await self.dispatch()
+                await self.kick()
         elif isinstance(msg, Ping):
             if msg.node_id and self.on_ping is not None:
                 self.on_ping(msg)
@@ -328,19 +356,34 @@ class Scheduler:
         self.per_client[client] += 1
         self.client_seen[client] = p.submitted
         heapq.heappush(self.queue, (p.key, msg.task_id))
-        await self.dispatch()
+        await self.kick()
         return None
 
     # ---- workers -------------------------------------------------------------------
     async def serve_back(self) -> None:
-        await _serve(self.back, self._on_back, "a worker")
+        await self._serve(self.back, self._on_back, "a worker")
 
     async def from_local_worker(self, ident: bytes, msg: Message, blobs: list[Any]) -> None:
-        """What this node's own worker says, by a call instead of the backend socket."""
+        """What this node's own worker says, by a call instead of the backend socket. Its placement
+        pass runs once the loop has run what is ready (other answers, the sockets' bursts), so
+        answers coming together are placed together."""
+        self._bursts += 1
         try:
             await self._on_back(ident, msg, blobs, local=True)
         except Exception:  # a bug handling one message must not take the worker down
             log.exception("error handling %s from the local worker", msg.t)
+        finally:
+            self._bursts -= 1
+        if self._want_dispatch and self._soon is None:
+            self._soon = asyncio.get_running_loop().create_task(self._pass_soon())
+
+    async def _pass_soon(self) -> None:
+        try:
+            await self.kick()
+        except Exception:
+            log.exception("error in a placement pass")
+        finally:
+            self._soon = None
 
     async def _on_back(self, ident: bytes, msg: Message, blobs: list[Any], local: bool = False) -> None:
         if isinstance(msg, Ready):
@@ -370,7 +413,7 @@ class Scheduler:
             w.local = local  # how to reach it: the last Ready came by a call or by the socket
             # a Ready is the worker's whole grant, not an increment; never more than its slots and prefetch
             w.credits = min(max(0, msg.credits), w.slots + const.WORKER_PREFETCH)
-            await self.dispatch()
+            await self.kick()
         elif isinstance(msg, Done):
             await self._done(ident, msg)
         elif isinstance(msg, Bye):
@@ -384,20 +427,20 @@ class Scheduler:
             w.credits += 1  # every Done returns the slot it used, whichever leader sent the task
             self._measure(w, p, msg)
         if p is None:
-            return await self.dispatch()  # a second answer (the task was re-queued and ran twice): drop it
+            return await self.kick()  # a second answer (the task was re-queued and ran twice): drop it
         if msg.error_code == NO_DATA:
             if p.worker == ident:  # still placed there: its bytes never came, place it again
                 await self._no_data(p, msg)
-            return await self.dispatch()
+            return await self.kick()
         if msg.error_code == HUNG:
             if p.worker == ident:  # its slot was restarted: place it elsewhere, as if its deadline passed
                 await self._expire(p, f"its slot on {msg.node_id} hung")
-            return await self.dispatch()
+            return await self.kick()
         if msg.error_code == WITHDRAWN:
             if p.worker == ident:  # its client has the answer (it ran elsewhere): nothing to send
                 self._forget(p)
                 log.debug("task %s withdrawn by its client", msg.task_id[:12])
-            return await self.dispatch()
+            return await self.kick()
         if p.worker is not None and p.worker != ident:
             other = self.workers.get(p.worker)
             if other is not None:
@@ -406,7 +449,7 @@ class Scheduler:
         self._record(
             msg.task_id, msg.node_id, "ok" if msg.ok else (msg.error_code or "failed"), msg.error, msg.model_ms
         )
-        await self.dispatch()
+        await self.kick()
         self._changed.set()
         return None
 
@@ -570,7 +613,7 @@ class Scheduler:
                 measured[model] = placement.measured(loads.values(), p.needs())
             finish = sum(w.assigned.values()) / max(1, w.slots) + chosen.estimate_ms
             limit = placement.deadline_s(finish, measured[model])
-            p.task = replace(p.task, deadline_s=round(limit, 1))
+            p.task = evolve(p.task, deadline_s=round(limit, 1))
             p.deadline = now + limit
             w.credits -= 1
             w.assigned[p.task.task_id] = chosen.estimate_ms  # charged what chose it

@@ -24,9 +24,10 @@ keeps GPUs free), ``gpu-low`` (any CUDA node), ``gpu-medium`` (CUDA with >= 8 Gi
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from mesh import const
+from mesh.frozen import evolve
 from mesh.kinds import MIN_VRAM_MB, Policy
 
 DEFAULT_SERVICE_MS = 500.0  # ms assumed when no worker has run this model at this size yet
@@ -232,7 +233,7 @@ def plan(
         sent = w.credits > 0
         credits -= sent
         out.append(Placement(node, est) if sent else None)
-        loads[node] = replace(
+        loads[node] = evolve(
             w, credits=w.credits - 1 if sent else w.credits, assigned_ms=w.assigned_ms + est, assigned=w.assigned + 1
         )
         if credits <= 0:  # nothing more can be sent in this pass; the rest waits

@@ -363,7 +363,6 @@ class _Batch:
             if got is not None:
                 await self.handle(*got)
             await self.resend_stale()
-            await self.watch_workers()
             if not await self.watch_leader():
                 break
         return [self.results[t] for t in self.order if t in self.results]
@@ -460,6 +459,7 @@ class _Batch:
             else:
                 self.client._learn(msg, ("", 0))
                 self.live = frozenset(msg.members)
+                await self.watch_workers()  # judged when the leader says who lives (every ping), not per message
 
     async def on_place(self, msg: Place) -> None:
         sent = self.pending.get(msg.task_id)

@@ -496,7 +496,10 @@ def decode(data: bytes | memoryview) -> Message:
     kwargs = {}
     for name, origin, kind in _field_checks(cls):
         if name in body:
-            kwargs[name] = _check(name, body[name], origin, kind)
+            value = body[name]
+            # the common case, a value of exactly the field's type (str, bytes, a non-bool int...),
+            # needs no more: bool never passes for int here, lists and maps are looked into below
+            kwargs[name] = value if type(value) is origin and kind < _STR_LIST else _check(name, value, origin, kind)
     msg = cls(**kwargs)
     _sane(msg)
     return msg

@@ -38,6 +38,10 @@ from mesh.wire.protocol import BadMessages, Message
 
 Blob = Any  # bytes, memoryview or zmq.Frame: anything send_multipart takes
 log = logging.getLogger("lamamesh.transport")
+# pyzmq's flags are enum.Flag members, and every `|` or `&` on one builds a new member in Python (a few
+# microseconds, several times per message on every hop): the hot paths use plain ints
+_NOBLOCK, _SNDMORE = int(zmq.NOBLOCK), int(zmq.SNDMORE)
+_POLLIN, _POLLOUT, _EVENTS = int(zmq.POLLIN), int(zmq.POLLOUT), int(zmq.EVENTS)
 KEY_HEADER = "lamamesh mesh key v1"
 
 
@@ -195,14 +199,14 @@ class _Socket:
 
     # ---- the loop integration ---------------------------------------------------------------
     def _events(self) -> int:
-        return int(self.sock.getsockopt(zmq.EVENTS))
+        return int(self.sock.getsockopt(_EVENTS))
 
     def _on_fd(self) -> None:
         if not self.sock.closed:
             self._wake(self._events())
 
     def _wake(self, events: int) -> None:
-        for waiters, bit in ((self._readers, zmq.POLLIN), (self._writers, zmq.POLLOUT)):
+        for waiters, bit in ((self._readers, _POLLIN), (self._writers, _POLLOUT)):
             if waiters and events & bit:
                 for fut in waiters:
                     if not fut.done():
@@ -213,15 +217,21 @@ class _Socket:
         if self._readers or self._writers:
             self._wake(self._events())
 
-    async def _wait(self, waiters: list[asyncio.Future[None]], bit: int) -> None:
+    def _watch(self) -> asyncio.AbstractEventLoop:
+        """The running loop, watching this socket's ZeroMQ FD (registered on the first wait, or again
+        when the socket moved to another loop: a new ``asyncio.run``)."""
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # first wait, or the socket moved to another loop (a new asyncio.run)
+        if self._loop is not loop:
             if self._loop is not None:
                 with contextlib.suppress(Exception):
                     self._loop.remove_reader(self._fd)
             self._loop = loop
             self._fd = int(self.sock.getsockopt(zmq.FD))
             loop.add_reader(self._fd, self._on_fd)
+        return loop
+
+    async def _wait(self, waiters: list[asyncio.Future[None]], bit: int) -> None:
+        loop = self._watch()
         fut: asyncio.Future[None] = loop.create_future()
         waiters.append(fut)
         try:
@@ -234,23 +244,42 @@ class _Socket:
 
     async def _recv_frames(self) -> list[zmq.Frame]:
         while True:
-            try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                await self._wait(self._readers, zmq.POLLIN)
+            frames = self._recv_ready()
+            if frames is None:
+                await self._wait(self._readers, _POLLIN)
                 continue
-            self._after_io()
             return frames
+
+    def _recv_ready(self) -> list[zmq.Frame] | None:
+        """The next message if one is here, else None. Asks ZeroMQ first (a plain int) rather than
+        trying a read: an empty socket's ``Again`` costs an exception object per look, and a client
+        looks at every worker it uses for each message it reads."""
+        if not self._events() & _POLLIN:
+            return None
+        try:
+            frames = self.sock.recv_multipart(_NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        self._after_io()
+        return frames
 
     async def _send_frames(self, parts: Sequence[Blob], flags: int = 0) -> None:
         while True:
             try:
-                self.sock.send_multipart(parts, zmq.NOBLOCK | flags, copy=False)
+                self._send_parts(parts, flags)
             except zmq.Again:
-                await self._wait(self._writers, zmq.POLLOUT)
+                await self._wait(self._writers, _POLLOUT)
                 continue
             self._after_io()
             return
+
+    def _send_parts(self, parts: Sequence[Blob], flags: int) -> None:
+        """``send_multipart(parts, NOBLOCK | flags, copy=False)`` without its per-part flag arithmetic.
+        ZeroMQ takes a multipart message whole or not at all: only the first part can raise ``Again``."""
+        send, last = self.sock.send, len(parts) - 1
+        more = _NOBLOCK | _SNDMORE | int(flags)
+        for i, part in enumerate(parts):
+            send(part, more if i < last else _NOBLOCK | int(flags), copy=False)
 
     def _decode(self, peer: str, frames: list[zmq.Frame]) -> tuple[Message, list[zmq.Frame]] | None:
         try:
@@ -350,6 +379,19 @@ class Router(_Bound):
             if got is not None:
                 return identity, got[0], got[1]
 
+    def recv_now(self) -> tuple[bytes, Message, list[zmq.Frame]] | None:
+        """A message already here, or None (never waits)."""
+        while True:
+            frames = self._recv_ready()
+            if frames is None:
+                return None
+            if len(frames) < 2:
+                continue
+            identity = frames[0].bytes
+            got = self._decode(identity.hex(), frames[1:])
+            if got is not None:
+                return identity, got[0], got[1]
+
     async def send(self, peer: bytes, msg: Message, blobs: Sequence[Blob] = ()) -> None:
         await self._send_frames([peer, protocol.encode(msg), *blobs])
 
@@ -399,11 +441,9 @@ class Dealer(_Socket):
     def recv_now(self) -> tuple[Message, list[zmq.Frame]] | None:
         """A message already here, or None (never waits)."""
         while True:
-            try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            frames = self._recv_ready()
+            if frames is None:
                 return None
-            self._after_io()
             got = self._decode(self.peer, frames)
             if got is not None:
                 return got
@@ -480,12 +520,27 @@ async def recv_any(
             return s, got[0], got[1]
     if timeout <= 0 or not n:
         return None
-    waits = [asyncio.ensure_future(s._wait(s._readers, zmq.POLLIN)) for s in socks]
+    # one future in every socket's waiter list (its FD callback resolves it), not a task per socket
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+    for s in socks:
+        s._watch()
+        s._readers.append(fut)
+
+    def expire() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    timer = loop.call_later(timeout, expire)
     try:
-        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        # the FD is edge-triggered: a message that came after recv_now looked may have signalled already
+        if not any(s._events() & _POLLIN for s in socks):
+            await fut
     finally:
-        for w in waits:
-            w.cancel()
+        timer.cancel()
+        for s in socks:
+            if fut in s._readers:
+                s._readers.remove(fut)
     for k in range(n):
         s = socks[(start + k) % n]
         got = s.recv_now()
