@@ -6,7 +6,7 @@ Read these as ``const.NAME`` at call time (or pass them in through ``Config``): 
 
 from __future__ import annotations
 
-PROTOCOL_VERSION = 3  # wire protocol version: the `v` of every message and the mDNS TXT record
+PROTOCOL_VERSION = 4  # wire protocol version: the `v` of every message and the mDNS TXT record
 
 # ports
 DEFAULT_TASK_PORT = 5555  # the node's client-facing ROUTER; backend ROUTER port + 1, gossip PUB port + 2
@@ -45,6 +45,9 @@ SLOT_START_TIMEOUT = 60.0  # s a slot process has to load its model and report r
 SLOT_MAX_RETRIES = 2  # times a task is retried after its slot process crashed
 WORKER_PREFETCH = 3  # tasks a worker may hold beyond its free slots (credit-based flow): enough that bytes
 # on their way over a LAN keep its slots fed (1 left a 100 Mbit/s client link half idle: bench/lan.py)
+TICKET_TTL = 2.0  # s a worker holds a slot for a client's next task (a ticket), plus 2x a task's expected finish
+TICKET_TTL_MAX = 30.0  # s at most (a slow CPU model's tasks take seconds); 0 TICKET_TTL: no tickets
+TICKETS_SPENT_KEPT = 1024  # tickets whose task was done before its Submit came, remembered to ignore that Submit
 DATA_WAIT = 10.0  # s a worker holds a slot for a task whose bytes have not come (then frees it, tells the leader)
 DATA_STAGED_MAX = 64  # tasks' bytes a worker keeps that came before the leader's Task (each kept DATA_WAIT at most)
 TASK_DEADLINE_FACTOR = 4.0  # a placed task's deadline: DATA_WAIT + this x its expected finish (queue + service)

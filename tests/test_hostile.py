@@ -18,6 +18,7 @@ import pytest
 
 from mesh import const
 from mesh.surface.client import Client, Job
+from mesh.wire.protocol import RETRY, Cancel, Direct, Result, Submit
 from mesh.wire.transport import Context
 
 from .cluster import Cluster, cluster, png, status, wait_mesh, wait_until
@@ -225,3 +226,38 @@ def _all_answered(port: int, n: int) -> dict[str, Any]:
 
 def front_id(snap: dict[str, Any], port: int) -> str:
     return next(n["id"] for n in snap["nodes"] if n["port"] == port)
+
+
+def test_forged_tickets_cost_a_node_no_task(mesh2: Cluster) -> None:
+    """Tickets (a slot held ahead for a client's next task) from a peer that holds none: 300 ``Direct``
+    with made-up tickets and 64 KiB each are kept like early bytes, at most ``DATA_STAGED_MAX``, the
+    rest answered ``retry`` at once; ``Submit`` naming a made-up ticket is placed like any task (and
+    dropped with the peer's ``Cancel``). Real tasks keep going and each is answered."""
+    s = healthy(mesh2)
+    hp = HostilePeer()
+    blob = bytes(65536)
+
+    async def attack() -> int:
+        d = hp.dealer()
+        d.connect("127.0.0.1", mesh2.nodes[1].port)
+        for i in range(300):
+            await d.send(Direct(f"forged-{i}", ticket=f"{i:016x}"), [blob, b"m"])
+        leader = hp.dealer()
+        leader.connect("127.0.0.1", leader_port(mesh2, s))
+        for i in range(3):
+            await leader.send(Submit(f"sub-{i}", ticket=f"{i:016x}", size=1))
+        await leader.send(Cancel())
+        retried = 0
+        async with asyncio.timeout(20):
+            while retried < 300 - const.DATA_STAGED_MAX:
+                msg, _ = await d.recv()
+                retried += isinstance(msg, Result) and msg.error_code == RETRY
+        return retried
+
+    try:
+        assert asyncio.run(attack()) >= 300 - const.DATA_STAGED_MAX
+        assert run_tasks(mesh2.nodes[0].port, 30) == [True] * 30
+    finally:
+        hp.close()
+    assert healthy(mesh2)["leader"] == s["leader"]
+    assert all(n.alive for n in mesh2.nodes)

@@ -33,7 +33,9 @@ def leader_port(client: Client) -> int:
     return int(client.leader.leader_addr.rsplit(":", 1)[1])
 
 
-def run_batch(c: Cluster, n: int, on_count: dict[int, str]) -> tuple[list[JobResult], list[str], Client]:
+def run_batch(
+    c: Cluster, n: int, on_count: dict[int, str], window: int = 16
+) -> tuple[list[JobResult], list[str], Client]:
     """Submit ``n`` tasks; when ``k`` results have arrived, do ``on_count[k]`` ("kill-leader", ...)."""
     delivered: list[str] = []
     done_actions: list[str] = []
@@ -60,7 +62,7 @@ def run_batch(c: Cluster, n: int, on_count: dict[int, str]) -> tuple[list[JobRes
                     next(x for x in c.nodes if x.alive and x.port != lp).kill()
                 done_actions.append(f"{action}@{len(delivered)}")
 
-            results = await asyncio.wait_for(client.run(jobs(n), on_result, window=16), 150)
+            results = await asyncio.wait_for(client.run(jobs(n), on_result, window=window), 150)
             return results, client
         finally:
             client.close()
@@ -90,6 +92,19 @@ def test_batch_survives_kill_9_of_the_leader_then_of_a_worker(tmp_path: Path) ->
         assert sum(n.alive for n in c.nodes) == 1
         survivor = next(n for n in c.nodes if n.alive)
         assert "leads mesh" in survivor.text() and "is dead" in survivor.text()
+
+
+def test_one_task_at_a_time_goes_by_tickets_and_survives_its_workers_dying(tmp_path: Path) -> None:
+    """A client with one task in flight holds a ticket (a slot kept for its next task) and sends each
+    task straight to it; kill -9 of both workers one after the other (so whichever held a ticket) still
+    answers every task exactly once."""
+    with cluster(tmp_path, extra=["--slots", "1", "--device", "cpu"]) as c:
+        c.start(3)
+        wait_mesh(c, 3)
+        results, delivered, client = run_batch(c, 40, {8: "kill-worker", 24: "kill-worker"}, window=1)
+        check_exactly_once(results, delivered, 40)
+        assert client.direct >= 20, client.direct  # most tasks skipped the placement round trip
+        assert sum(n.alive for n in c.nodes) == 1
 
 
 def test_graceful_leave_of_the_leader_hands_its_queue_back(tmp_path: Path) -> None:

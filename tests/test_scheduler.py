@@ -27,6 +27,7 @@ def _leader() -> tuple[Scheduler, FakeRouter, FakeRouter]:
     front, back = FakeRouter(), FakeRouter()
     leader = Scheduler("n1", "m", front, back, "h:1")  # type: ignore[arg-type]
     leader.leading, leader.leader_id, leader.leader_addr, leader.term = True, "n1", "h:1", 1
+    leader.ticket_ttl = 0  # plain placement here; tickets are tested on their own below
     return leader, front, back
 
 
@@ -296,3 +297,132 @@ def test_an_idle_workers_old_transfer_estimate_is_not_trusted_for_ever() -> None
     assert w.load(100.0 + const.TRANSFER_ESTIMATE_STALE + 0.1).ms_per_mib is None
     w.assigned["t"] = 1.0  # while it holds work its estimate is kept (it will be refreshed)
     assert w.load(100.0 + const.TRANSFER_ESTIMATE_STALE + 0.1).ms_per_mib == 80.0
+
+
+# ---- tickets: a slot held ahead for a client's next task --------------------------------------
+
+
+def _ticketing() -> tuple[Scheduler, FakeRouter, FakeRouter]:
+    leader, front, back = _leader()
+    leader.ticket_ttl = const.TICKET_TTL
+    return leader, front, back
+
+
+def _offers(front: FakeRouter, to: bytes = b"c") -> list[Place]:
+    return [m for p, m, _ in front.sent if p == to and isinstance(m, Place) and m.ticket]
+
+
+def test_a_ticket_is_offered_when_nothing_waits_and_its_task_needs_no_place() -> None:
+    async def go() -> None:
+        leader, front, back = _ticketing()
+        await leader._on_back(b"w1", Ready("w1", credits=4, slots=1, host="10.0.0.2", task_port=7000), [])
+        await leader._submit(b"c", Submit("t1"))
+        (offer,) = _offers(front)
+        assert offer.task_id == "" and offer.addr == "10.0.0.2:7000" and offer.model == "builtin" and offer.ttl_s > 0
+        holds = [m for _, m, _ in back.sent if isinstance(m, Task) and m.ticket]
+        assert [(h.task_id, h.ticket) for h in holds] == [("", offer.ticket)]
+        assert leader.workers[b"w1"].credits == 2  # t1 and the ticket's hold
+        # the next task comes with the ticket: placed on w1, no Place for it, and a new ticket offered
+        await leader._submit(b"c", Submit("t2", ticket=offer.ticket))
+        assert leader.tasks["t2"].worker == b"w1" and leader.direct == 1
+        assert not [m for _, m, _ in front.sent if isinstance(m, Place) and m.task_id == "t2"]
+        second = _offers(front)[-1]
+        assert second.ticket != offer.ticket
+        await leader._on_back(b"w1", Done("t2", True, node_id="w1", ticket=offer.ticket), [])
+        assert "t2" not in leader.tasks and leader.outcomes["ok"] == 1
+        # the unused ticket's hold expires at the worker: the credit comes back, the ticket is gone
+        await leader._on_back(b"w1", Done("", False, NO_DATA, "unused", "w1", ticket=second.ticket), [])
+        assert not leader.tickets and not leader.ticket_of
+        await leader._on_back(b"w1", Done("t1", True, node_id="w1"), [])
+        assert leader.workers[b"w1"].credits == 4 and not leader.tasks
+
+    asyncio.run(go())
+
+
+def test_no_ticket_while_a_task_waits_or_no_credit_is_left() -> None:
+    async def go() -> None:
+        leader, front, _ = _ticketing()
+        await leader._on_back(b"w1", Ready("w1", credits=1, slots=1), [])
+        await leader._submit(b"c", Submit("t1"))  # takes the only credit: nothing to hold a ticket with
+        await leader._submit(b"c", Submit("t2"))  # waits
+        assert not _offers(front) and leader.queue
+        await leader._on_back(b"w1", Ready("w1", credits=2, slots=1), [])  # t2 placed; then nothing waits
+        assert len(_offers(front)) == 1
+
+    asyncio.run(go())
+
+
+def test_a_ticket_of_another_client_or_another_model_is_a_plain_submit() -> None:
+    async def go() -> None:
+        leader, front, _ = _ticketing()
+        await leader._on_back(b"w1", Ready("w1", credits=8, slots=2), [])
+        await leader._submit(b"c", Submit("t1"))
+        (offer,) = _offers(front)
+        await leader._submit(b"d", Submit("x1", ticket=offer.ticket))  # not d's ticket
+        await leader._submit(b"c", Submit("x2", model="lama", ticket=offer.ticket))  # not this kind of task
+        placed = {m.task_id: p for p, m, _ in front.sent if isinstance(m, Place) and m.task_id}
+        assert placed["x1"] == b"d" and placed["x2"] == b"c" and leader.direct == 0
+        assert offer.ticket in leader.tickets  # still c's, for a builtin task
+
+    asyncio.run(go())
+
+
+def test_a_tickets_task_done_before_its_submit_came_is_not_placed_again() -> None:
+    async def go() -> None:
+        leader, front, _ = _ticketing()
+        await leader._on_back(b"w1", Ready("w1", credits=4, slots=1), [])
+        await leader._submit(b"c", Submit("t1"))
+        (offer,) = _offers(front)
+        await leader._on_back(b"w1", Done("t2", True, node_id="w1", ticket=offer.ticket), [])  # the Direct was quick
+        await leader._submit(b"c", Submit("t2", ticket=offer.ticket))
+        assert "t2" not in leader.tasks and not leader.queue and leader.outcomes["ok"] == 1
+
+    asyncio.run(go())
+
+
+def test_a_dead_workers_tickets_go_and_their_tasks_are_submitted_plainly() -> None:
+    async def go() -> None:
+        leader, front, _ = _ticketing()
+        await leader._on_back(b"w1", Ready("w1", credits=4, slots=1), [])
+        await leader._submit(b"c", Submit("t1"))
+        (offer,) = _offers(front)
+        await leader.drop_worker("w1", "died")
+        assert not leader.tickets
+        await leader._on_back(b"w2", Ready("w2", credits=4, slots=1), [])
+        await leader._submit(b"c", Submit("t2", ticket=offer.ticket))  # the client did not know yet
+        assert leader.tasks["t2"].worker == b"w2"
+        assert [m.node_id for _, m, _ in front.sent if isinstance(m, Place) and m.task_id == "t2"] == ["w2"]
+
+    asyncio.run(go())
+
+
+def test_a_worker_idle_before_a_burst_is_not_judged_by_its_idle_time() -> None:
+    async def go() -> None:
+        leader, _, _ = _leader()
+        await leader._on_back(b"w1", Ready("w1", credits=4, slots=1), [])
+        await leader._submit(b"c", Submit("t0"))
+        await leader._on_back(b"w1", Done("t0", True, node_id="w1"), [])
+        w = leader.workers[b"w1"]
+        w.last_done -= 5.0  # its last answer was long ago: it sat idle since
+        await leader._submit(b"c", Submit("t1"))
+        await leader._submit(b"c", Submit("t2"))
+        await leader._on_back(b"w1", Done("t1", True, node_id="w1"), [])  # t2 still held: a busy turn
+        assert w.floor_ms is not None and w.floor_ms < 1000  # not the 5 s it idled
+        # a turn time not refreshed while the worker idles reads as unknown, like its transfer estimate
+        await leader._on_back(b"w1", Done("t2", True, node_id="w1"), [])
+        w.floor_ms, w.floor_at = 500.0, time.monotonic() - 10
+        assert w.load(time.monotonic()).floor_ms == 0.0
+
+    asyncio.run(go())
+
+
+def test_a_worker_answering_tasks_it_never_had_gets_no_credit_past_its_grant() -> None:
+    async def go() -> None:
+        leader, _, _ = _ticketing()
+        await leader._on_back(b"w1", Ready("w1", credits=2, slots=1), [])
+        for i in range(50):
+            await leader._on_back(b"w1", Done(f"never-{i}", True, node_id="w1", ticket=f"{i:016x}"), [])
+        assert leader.workers[b"w1"].credits == 1 + const.WORKER_PREFETCH
+        assert leader.outcomes["ok"] == 0 and not leader.spent
+
+    asyncio.run(go())

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from mesh import const
 from mesh.cluster.worker import LOCAL, Worker
 from mesh.execute.slots import SlotResult
-from mesh.wire.protocol import HUNG, NO_DATA, RETRY, WITHDRAWN, Data, Done, Message, Result, Task
+from mesh.wire.protocol import HUNG, NO_DATA, RETRY, WITHDRAWN, Data, Direct, Done, Message, Result, Task
 from mesh.wire.transport import Context
 
 
@@ -151,6 +151,42 @@ def test_bytes_waiting_for_their_placement_are_bounded_by_size_too(monkeypatch: 
         w.reserve(Task(task_id="t1"))
         await _settle(w)
         assert w.early_bytes == 11
+        w.close()
+
+    asyncio.run(go())
+
+
+def test_a_tickets_task_runs_in_the_slot_held_for_it_whichever_came_first() -> None:
+    async def go() -> None:
+        w, replies, told = _worker()
+        w.reserve(Task(ticket="T1", deadline_s=33.0))  # the leader's hold for the client's next task
+        assert w.tickets and not w.held
+        w.direct(b"client1", Direct("a", ticket="T1"), [b"img-a", b"m"])
+        w.direct(b"client2", Direct("b", ticket="T2"), [b"img-b", b"m"])  # before its hold
+        w.reserve(Task(ticket="T2", deadline_s=33.0))
+        await _settle(w)
+        got = {m.task_id: c for c, m, _ in replies if isinstance(m, Result) and m.ok}
+        assert got == {"a": b"client1", "b": b"client2"}
+        dones = {m.task_id: m for m in told if isinstance(m, Done)}
+        assert {k: (d.ticket, d.size) for k, d in dones.items()} == {"a": ("T1", 0), "b": ("T2", 0)}
+        assert not w.tickets and not w.early
+        w.close()
+
+    asyncio.run(go())
+
+
+def test_an_unused_ticket_gives_its_slot_back_and_an_unknown_one_is_answered_retry(monkeypatch: Any) -> None:
+    async def go() -> None:
+        w, replies, told = _worker()
+        w.reserve(Task(ticket="T1"))
+        w.direct(b"client1", Direct("x", ticket="forged"), [b"img", b"m"])
+        await w.sweep(time.monotonic() + const.TICKET_TTL + 0.1)
+        assert [(m.task_id, m.error_code, m.ticket) for m in told if isinstance(m, Done)] == [("", NO_DATA, "T1")]
+        assert not w.tickets
+        await w.sweep(time.monotonic() + const.DATA_WAIT + 0.1)
+        assert [(c, m.task_id, m.error_code) for c, m, _ in replies if isinstance(m, Result)] == [
+            (b"client1", "x", RETRY)
+        ]
         w.close()
 
     asyncio.run(go())

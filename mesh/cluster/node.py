@@ -252,6 +252,7 @@ class Node:
         worker.on_finished = self._task_finished
         sched.local_worker = worker.reserve
         sched.on_data = worker.data
+        sched.on_direct = worker.direct
         self.view = View(
             self.node_id,
             cfg.mesh,

@@ -18,12 +18,12 @@ and a higher term won) or leaves hands every task it holds back the same way.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import heapq
 import itertools
 import logging
+import secrets
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -43,6 +43,7 @@ from mesh.wire.protocol import (
     Bye,
     Cancel,
     Data,
+    Direct,
     Done,
     Message,
     ModelPart,
@@ -58,6 +59,7 @@ from mesh.wire.protocol import (
     Submit,
     Task,
     encode,
+    task_of,
 )
 from mesh.wire.transport import Router
 
@@ -65,16 +67,6 @@ log = logging.getLogger("lamamesh.scheduler")
 PRIORITY: dict[str, int] = {Priority.INTERACTIVE: 0, Priority.BATCH: 1}
 ABANDONED = "abandoned"  # the outcome of a task dropped because its client went silent
 CANCELLED = "cancelled"  # the outcome of a task its client cancelled (it stopped)
-
-
-_FIELD_NAMES: dict[type[Message], tuple[str, ...]] = {}
-
-
-def _fields(msg: Message) -> dict[str, Any]:
-    names = _FIELD_NAMES.get(type(msg))
-    if names is None:  # worked out once per message type: this runs for every Submit
-        names = _FIELD_NAMES[type(msg)] = tuple(f.name for f in dataclasses.fields(msg))
-    return {name: getattr(msg, name) for name in names}
 
 
 @dataclass
@@ -100,6 +92,16 @@ class Pending:
         return self._needs
 
 
+@dataclass(frozen=True)
+class Ticket:
+    """A slot held at ``worker`` for the next task ``client`` submits of this model and requirement."""
+
+    client: bytes
+    worker: bytes
+    model: str
+    requires: str
+
+
 @dataclass
 class WorkerState:
     identity: bytes
@@ -118,16 +120,27 @@ class WorkerState:
     ms_per_mib: float | None = None  # EWMA: ms from its slot being held to the bytes being there, per MiB
     measured_at: float = 0.0  # monotonic time ms_per_mib last learned something
     floor_ms: float | None = None  # EWMA of ms between its answers while all its slots were busy, x slots
-    last_done: float = 0.0  # monotonic time of its last answer
+    floor_at: float = 0.0  # monotonic time floor_ms last learned something
+    last_done: float = 0.0  # monotonic time of its last answer, or of the work that ended its idling
+
+    def charge(self, task_id: str, estimate_ms: float, now: float) -> None:
+        """``task_id`` sent to it, expected to take ``estimate_ms``. A turn is timed from its last
+        answer, or from now when it was idle: the idle time before is no part of any task's turn (a
+        worker idle for 100 ms, then given two tasks, measured a 100 ms turn and got no work again)."""
+        if not self.assigned:
+            self.last_done = now
+        self.assigned[task_id] = estimate_ms
 
     def load(self, now: float | None = None) -> placement.WorkerLoad:
         """What placement sees of it. A transfer estimate that an idle worker has not refreshed for
         ``TRANSFER_ESTIMATE_STALE`` reads as unknown (the fleet's stands in): a worker judged slow once
         gets no work, so its estimate would never learn otherwise, and it would sit idle for good."""
-        rate = self.ms_per_mib
-        stale = now is not None and not self.assigned and now - self.measured_at > const.TRANSFER_ESTIMATE_STALE
-        if stale:
-            rate = None
+        rate, floor = self.ms_per_mib, self.floor_ms or 0.0
+        if now is not None and not self.assigned:  # idle
+            if now - self.measured_at > const.TRANSFER_ESTIMATE_STALE:
+                rate = None
+            if now - self.floor_at > const.TRANSFER_ESTIMATE_STALE:
+                floor = 0.0  # the same for its turn time: unknown, not what it was long ago
         return placement.WorkerLoad(
             node_id=self.node_id,
             credits=self.credits,
@@ -139,7 +152,7 @@ class WorkerState:
             vram_mb=self.vram_mb,
             assigned=len(self.assigned),
             ms_per_mib=rate,
-            floor_ms=self.floor_ms or 0.0,
+            floor_ms=floor,
         )
 
 
@@ -190,6 +203,12 @@ class Scheduler:
         self._bursts = 0  # messages being handled as a burst: their placement pass waits for its end
         self._want_dispatch = False
         self._soon: asyncio.Task[None] | None = None  # a pass asked for by this node's own worker
+        self.on_direct: Callable[[bytes, Direct, list[Any]], None] | None = None  # this node's worker, a ticket's task
+        self.tickets: dict[str, Ticket] = {}  # ticket -> the slot it holds, while the client has not used it
+        self.ticket_of: dict[bytes, str] = {}  # client -> its ticket (one at a time)
+        self.spent: OrderedDict[str, None] = OrderedDict()  # tickets whose task was done before its Submit came
+        self.direct = 0  # tasks that came by a ticket (status, tests)
+        self.ticket_ttl = const.TICKET_TTL  # 0: no tickets (the unit tests of plain placement)
 
     # ---- role ------------------------------------------------------------------------
     async def set_role(self, leader_id: str, leader_addr: str, term: int) -> None:
@@ -201,6 +220,8 @@ class Scheduler:
             await self.hand_back(f"node {self.node_id} no longer leads")
         elif self.leading and not was:
             self.workers.clear()
+            self.tickets.clear()
+            self.ticket_of.clear()
         self._changed.set()
 
     async def hand_back(self, why: str) -> None:
@@ -216,6 +237,8 @@ class Scheduler:
         self.per_client.clear()
         self.client_seen.clear()
         self.workers.clear()
+        self.tickets.clear()
+        self.ticket_of.clear()
         if n:
             log.info("%s: handed %d tasks back to their clients", why, n)
 
@@ -276,6 +299,9 @@ class Scheduler:
         if isinstance(msg, Data):
             if self.on_data is not None:
                 self.on_data(client, msg, blobs)
+        elif isinstance(msg, Direct):
+            if self.on_direct is not None:
+                self.on_direct(client, msg, blobs)
         elif isinstance(msg, Submit):
             await self._submit(client, msg)
         elif isinstance(msg, Cancel):
@@ -345,19 +371,106 @@ class Scheduler:
                 self.client_seen[client] = time.monotonic()
                 known.client = client
             return None
+        if msg.ticket and await self._redeem(client, msg):
+            return None
+        lapsed = self.tickets.get(self.ticket_of.get(client, ""))
+        if lapsed is not None and (lapsed.model, lapsed.requires) == (msg.model, msg.requires):
+            self._drop_ticket(self.ticket_of[client])  # a new task like it, sent plainly: the client let it lapse
         if self.per_client[client] >= self.max_queued_per_client:
             err = Overloaded(
                 f"more than {self.max_queued_per_client} tasks queued from one client (max_queued_per_client); "
                 "wait for results"
             )
             return await self._reject(client, msg.task_id, err.code, str(err))
-        p = Pending(Task(**_fields(msg)), client, next(self._seq), time.monotonic())
+        p = Pending(task_of(msg), client, next(self._seq), time.monotonic())
         self.tasks[msg.task_id] = p
         self.per_client[client] += 1
         self.client_seen[client] = p.submitted
         heapq.heappush(self.queue, (p.key, msg.task_id))
         await self.kick()
         return None
+
+    # ---- tickets: a slot held ahead for a client's next task -----------------------------------
+    async def _offer_ticket(self, client: bytes, like: Pending) -> None:
+        """Nothing waits in the queue: hold a slot, where placement would put it, for ``client``'s next
+        task like ``like`` (its model and requirement), so that task's bytes go straight there with
+        ``Direct`` while its ``Submit`` tells us (the leader's round trip leaves the task's path).
+        The hold takes a credit; the worker gives it back when the task is done or, unused, after
+        ``TICKET_TTL`` plus twice the expected finish of a task there (the client's current task must
+        end before it has a next one); the client uses it within half that. One ticket per client;
+        none while any task waits (they would jump the queue)."""
+        if self.ticket_ttl <= 0 or self.queue or client in self.ticket_of or not self.leading or not self.accepting:
+            return
+        t = like.task
+        needs = placement.TaskNeeds(t.model, t.pixels, t.session, t.requires, t.size)
+        now = time.monotonic()
+        loads = {w.node_id: w.load(now) for w in self.workers.values()}
+        chosen = placement.plan(loads, [needs], self.affinity, self.policy)
+        if not chosen or chosen[0] is None:
+            return
+        w = next(w for w in self.workers.values() if w.node_id == chosen[0].node_id)
+        finish = sum(w.assigned.values()) / max(1, w.slots) + chosen[0].estimate_ms
+        limit = placement.deadline_s(finish, placement.measured(loads.values(), needs))
+        ticket = secrets.token_hex(8)
+        ttl = round(min(const.TICKET_TTL_MAX, self.ticket_ttl + 2 * finish / 1000), 3)
+        hold = Task(model=t.model, requires=t.requires, deadline_s=round(limit, 1), ticket=ticket, ttl_s=ttl)
+        self.tickets[ticket] = Ticket(client, w.identity, t.model, t.requires)
+        self.ticket_of[client] = ticket
+        w.credits -= 1
+        if self.local_worker is not None and w.local:
+            self.local_worker(hold)
+        else:
+            await self.back.send(w.identity, hold)
+        # the client's window is half the hold, so a late use still finds the slot held
+        offer = Place(node_id=w.node_id, addr=w.addr, ticket=ticket, model=t.model, requires=t.requires, ttl_s=ttl / 2)
+        await self.front.send(client, offer)
+
+    async def _redeem(self, client: bytes, msg: Submit) -> bool:
+        """A ``Submit`` whose bytes went straight to a ticket's worker: placed there, nothing to send.
+        False (submitted like any task) when the ticket is not this client's, not for this kind of
+        task, or gone (used, expired, its worker dead): the worker then answers the bytes ``retry``,
+        or runs them if it still holds the slot (answers are deduplicated)."""
+        if msg.ticket in self.spent:
+            return True  # its task was done (the worker's Done came first): answered already
+        held = self.tickets.get(msg.ticket)
+        w = self.workers.get(held.worker) if held is not None else None
+        kind = (msg.model, msg.requires)
+        if held is None or w is None or held.client != client or (held.model, held.requires) != kind:
+            return False
+        self._drop_ticket(msg.ticket)
+        now = time.monotonic()
+        p = Pending(task_of(msg), client, next(self._seq), now)
+        load = w.load(now)
+        est = placement.service_estimate_ms(load, p.needs())
+        finish = sum(w.assigned.values()) / max(1, w.slots) + est
+        limit = placement.deadline_s(finish, placement.measured([load], p.needs()))
+        p.task = evolve(p.task, deadline_s=round(limit, 1))
+        p.deadline, p.worker = now + limit, w.identity
+        w.charge(msg.task_id, est, now)
+        self.tasks[msg.task_id] = p
+        self.per_client[client] += 1
+        self.client_seen[client] = now
+        self.direct += 1
+        await self._offer_ticket(client, p)
+        return True
+
+    def _drop_ticket(self, ticket: str) -> None:
+        held = self.tickets.pop(ticket, None)
+        if held is not None and self.ticket_of.get(held.client) == ticket:
+            del self.ticket_of[held.client]
+
+    def _ticket_over(self, ident: bytes, msg: Done) -> None:
+        """The worker's ``Done`` for a ticket's task, or for its hold that expired unused."""
+        held = self.tickets.get(msg.ticket)
+        if held is None or held.worker != ident:
+            return
+        self._drop_ticket(msg.ticket)
+        if msg.task_id:  # done before its Submit came: that Submit is answered already
+            self.spent[msg.ticket] = None
+            while len(self.spent) > const.TICKETS_SPENT_KEPT:
+                self.spent.popitem(last=False)
+            code = "ok" if msg.ok else (msg.error_code or "failed")
+            self._record(msg.task_id, msg.node_id, code, msg.error, msg.model_ms)
 
     # ---- workers -------------------------------------------------------------------
     async def serve_back(self) -> None:
@@ -421,11 +534,16 @@ class Scheduler:
 
     async def _done(self, ident: bytes, msg: Done) -> None:
         w = self.workers.get(ident)
-        p = self.tasks.get(msg.task_id)
+        p = self.tasks.get(msg.task_id) if msg.task_id else None
+        if msg.ticket:
+            self._ticket_over(ident, msg)
         if w is not None:
             w.assigned.pop(msg.task_id, None)
-            w.credits += 1  # every Done returns the slot it used, whichever leader sent the task
-            self._measure(w, p, msg)
+            # every Done returns the slot it used, whichever leader sent the task; never past its grant
+            # (a worker that lies, answering tasks it never had, gets no more than slots + prefetch)
+            w.credits = min(w.credits + 1, w.slots + const.WORKER_PREFETCH)
+            if msg.task_id:  # not an unused ticket's hold
+                self._measure(w, p, msg)
         if p is None:
             return await self.kick()  # a second answer (the task was re-queued and ran twice): drop it
         if msg.error_code == NO_DATA:
@@ -459,6 +577,7 @@ class Scheduler:
         now = time.monotonic()
         if len(w.assigned) >= w.slots and w.last_done:  # busy since its last answer: this gap is a turn
             w.floor_ms = placement.ewma(w.floor_ms, (now - w.last_done) * 1000 * w.slots)
+            w.floor_at = now
         w.last_done = now
         if msg.ok:
             w.done += 1
@@ -545,6 +664,8 @@ class Scheduler:
             del self.tasks[task_id]  # its queue entry is skipped when next popped
         self.per_client.pop(client, None)
         self.client_seen.pop(client, None)
+        if client in self.ticket_of:  # its hold comes back with the worker's Done when it expires
+            self._drop_ticket(self.ticket_of[client])
         self.outcomes[outcome] += len(mine)
         self._changed.set()
         return len(mine)
@@ -555,6 +676,8 @@ class Scheduler:
             if w.node_id != node_id:
                 continue
             del self.workers[ident]
+            for ticket in [k for k, t in self.tickets.items() if t.worker == ident]:
+                self._drop_ticket(ticket)
             requeued = 0
             for task_id in w.assigned:
                 p = self.tasks.get(task_id)
@@ -595,6 +718,7 @@ class Scheduler:
 
         # our own worker (its id is ours), on a tie: its tasks skip two network transfers of the image
         choices = placement.plan(loads, queued(), self.affinity, self.policy)
+        offers: dict[bytes, Pending] = {}  # each client placed to, with its last task: offered a ticket after
         runnable: dict[tuple[str, str, str], bool] = {}  # (model, requirement, avoid) -> some live worker can run it
         measured: dict[str, bool] = {}  # model -> some worker has run it (its deadline is not a guess)
         for item, p, chosen in zip(head, pend, choices, strict=True):
@@ -607,25 +731,31 @@ class Scheduler:
                 if not runnable[kind]:
                     await self._no_capable(p)
                 continue
-            w = by_node[chosen.node_id]
             model = p.task.model
             if model not in measured:
                 measured[model] = placement.measured(loads.values(), p.needs())
-            finish = sum(w.assigned.values()) / max(1, w.slots) + chosen.estimate_ms
-            limit = placement.deadline_s(finish, measured[model])
-            p.task = evolve(p.task, deadline_s=round(limit, 1))
-            p.deadline = now + limit
-            w.credits -= 1
-            w.assigned[p.task.task_id] = chosen.estimate_ms  # charged what chose it
-            p.worker = w.identity
-            if p.task.session:
-                self.affinity[p.task.session] = chosen.node_id
-            if self.local_worker is not None and w.local:
-                self.local_worker(p.task)  # hold a slot by a call
-            else:
-                await self.back.send(w.identity, p.task)  # hold a slot
-            place = Place(p.task.task_id, w.node_id, w.addr, p.task.attempt)
-            await self.front.send(p.client, place)  # the client sends the bytes there
+            await self._place(p, by_node[chosen.node_id], chosen.estimate_ms, measured[model], now)
+            offers[p.client] = p
+        if not self.queue:
+            for client, p in offers.items():
+                await self._offer_ticket(client, p)
+
+    async def _place(self, p: Pending, w: WorkerState, estimate_ms: float, measured: bool, now: float) -> None:
+        """Send ``p`` to ``w``: the worker holds a slot (``Task``), the client sends the bytes (``Place``)."""
+        finish = sum(w.assigned.values()) / max(1, w.slots) + estimate_ms
+        limit = placement.deadline_s(finish, measured)
+        p.task = evolve(p.task, deadline_s=round(limit, 1))
+        p.deadline = now + limit
+        w.credits -= 1
+        w.charge(p.task.task_id, estimate_ms, now)  # charged what chose it
+        p.worker = w.identity
+        if p.task.session:
+            self.affinity[p.task.session] = w.node_id
+        if self.local_worker is not None and w.local:
+            self.local_worker(p.task)  # hold a slot by a call
+        else:
+            await self.back.send(w.identity, p.task)  # hold a slot
+        await self.front.send(p.client, Place(p.task.task_id, w.node_id, w.addr, p.task.attempt))
 
     async def _no_capable(self, p: Pending) -> None:
         """No live worker can ever run this task (model absent, requirement class unmet): fail it now."""

@@ -29,7 +29,21 @@ from typing import Any
 
 from mesh import const
 from mesh.execute.slots import Executor, SlotResult
-from mesh.wire.protocol import HUNG, NO_DATA, RETRY, WITHDRAWN, Bye, Data, Done, Message, Ready, Result, Task
+from mesh.wire.protocol import (
+    HUNG,
+    NO_DATA,
+    RETRY,
+    WITHDRAWN,
+    Bye,
+    Data,
+    Direct,
+    Done,
+    Message,
+    Ready,
+    Result,
+    Task,
+    task_of,
+)
 from mesh.wire.transport import Context, Dealer
 
 log = logging.getLogger("lamamesh.worker")
@@ -46,6 +60,10 @@ class _Bytes:
     blobs: list[Any]
     since: float
     withdrawn: bool = False  # not bytes: the client withdrew the task before its Task came
+    direct: Direct | None = None  # a ticket's task that came before the ticket's hold (kept under "~ticket")
+
+    def task_id(self, key: str) -> str:
+        return self.direct.task_id if self.direct is not None else key
 
 
 class Worker:
@@ -72,6 +90,7 @@ class Worker:
         self.dealer: Dealer = ctx.dealer(identity=self.identity)
         self.running: set[asyncio.Task[None]] = set()
         self.held: dict[str, tuple[Task, float]] = {}  # slots held for tasks whose bytes have not come
+        self.tickets: dict[str, tuple[Task, float]] = {}  # slots held for a client's next task (a ticket)
         self.early: OrderedDict[str, _Bytes] = OrderedDict()  # bytes that came before their Task
         self.early_bytes = 0  # their size: bounded by DATA_STAGED_BYTES as well as by count
         self.done = 0
@@ -117,7 +136,16 @@ class Worker:
 
     # ---- a task's two halves: the leader's hold, the client's bytes ------------------------------
     def reserve(self, task: Task) -> None:
-        """The leader placed ``task`` here: hold a slot until its bytes come (or start it: they came)."""
+        """The leader placed ``task`` here: hold a slot until its bytes come (or start it: they came).
+        A ticket (no task id): hold a slot for the client's next task, which comes as ``Direct``."""
+        if task.ticket and not task.task_id:
+            came = self._take_early("~" + task.ticket)
+            if came is not None and came.direct is not None:  # the client was quicker than the leader
+                run = task_of(came.direct, deadline_s=task.deadline_s, ticket=task.ticket)
+                self._start(run, came.client, came.blobs, 0.0)
+            else:
+                self.tickets[task.ticket] = (task, time.monotonic())
+            return
         early = self._take_early(task.task_id)
         if early is None:
             self.held[task.task_id] = (task, time.monotonic())
@@ -136,16 +164,32 @@ class Worker:
             else:
                 self._start(task, client, blobs, (time.monotonic() - since) * 1000)
             return
-        self._take_early(msg.task_id)
-        self.early[msg.task_id] = _Bytes(client, [] if msg.withdrawn else blobs, time.monotonic(), msg.withdrawn)
-        self.early_bytes += sum(len(b) for b in self.early[msg.task_id].blobs)
+        self._stage(msg.task_id, _Bytes(client, [] if msg.withdrawn else blobs, time.monotonic(), msg.withdrawn))
+
+    def _stage(self, key: str, came: _Bytes) -> None:
+        """Keep bytes that came before their hold, within ``DATA_STAGED_MAX`` and ``DATA_STAGED_BYTES``."""
+        self._take_early(key)
+        self.early[key] = came
+        self.early_bytes += sum(len(b) for b in came.blobs)
         while len(self.early) > const.DATA_STAGED_MAX or (
             len(self.early) > 1 and self.early_bytes > const.DATA_STAGED_BYTES
         ):
-            task_id, old = self.early.popitem(last=False)
+            key, old = self.early.popitem(last=False)
             self.early_bytes -= sum(len(b) for b in old.blobs)
             if not old.withdrawn:
-                self._spawn(self._retry(old.client, task_id, "too many tasks' bytes came before their placement"))
+                why = "too many tasks' bytes came before their placement"
+                self._spawn(self._retry(old.client, old.task_id(key), why))
+
+    def direct(self, client: bytes, msg: Direct, blobs: list[Any]) -> None:
+        """A task sent straight here under a ticket: run it in the slot the ticket holds. One whose hold
+        has not come is kept like early bytes (the leader sends the hold before the client hears of the
+        ticket, but on another connection); never claimed, it is answered ``retry`` after ``DATA_WAIT``
+        and the client submits it plainly."""
+        held = self.tickets.pop(msg.ticket, None)
+        if held is None:  # its hold may still be on its way from the leader: kept like early bytes
+            self._stage("~" + msg.ticket, _Bytes(client, blobs, time.monotonic(), direct=msg))
+            return
+        self._start(task_of(msg, deadline_s=held[0].deadline_s, ticket=msg.ticket), client, blobs, 0.0)
 
     def _take_early(self, task_id: str) -> _Bytes | None:
         got = self.early.pop(task_id, None)
@@ -178,14 +222,18 @@ class Worker:
                 del self.held[task_id]
                 log.info("task %s: its bytes did not come within %g s; slot freed", task_id[:12], const.DATA_WAIT)
                 await self._send(Done(task_id, False, NO_DATA, "the bytes never came", self.node_id))
+        for ticket, (hold, since) in list(self.tickets.items()):
+            if now - since >= (hold.ttl_s or const.TICKET_TTL):
+                del self.tickets[ticket]
+                await self._send(Done("", False, NO_DATA, "the ticket was not used", self.node_id, ticket=ticket))
         while self.early:
-            task_id, early = next(iter(self.early.items()))
+            key, early = next(iter(self.early.items()))
             if now - early.since < const.DATA_WAIT:
                 break
-            self._take_early(task_id)
+            self._take_early(key)
             if not early.withdrawn:
                 await self._retry(
-                    early.client, task_id, f"no placement here for this task within {const.DATA_WAIT:g} s"
+                    early.client, early.task_id(key), f"no placement here for this task within {const.DATA_WAIT:g} s"
                 )
 
     async def _sweeper(self) -> None:
@@ -199,7 +247,8 @@ class Worker:
         if not self.following or self.leaving:
             return
         self.last_ready = time.monotonic()
-        credits = max(0, self.pool.size + self.prefetch - len(self.running) - len(self.held))
+        held = len(self.held) + len(self.tickets)
+        credits = max(0, self.pool.size + self.prefetch - len(self.running) - held)
         ready = Ready(
             node_id=self.node_id,
             credits=credits,
@@ -256,7 +305,8 @@ class Worker:
             res.out_format,
             res.total_ms,
             fetch_ms=fetch_ms,
-            size=size,
+            size=0 if task.ticket else size,  # a ticket's bytes came when the client had them: nothing to learn
+            ticket=task.ticket,
         )
         await self._send(done)
 

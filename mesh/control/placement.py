@@ -23,6 +23,7 @@ keeps GPUs free), ``gpu-low`` (any CUDA node), ``gpu-medium`` (CUDA with >= 8 Gi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -49,7 +50,9 @@ def size_class(pixels: int) -> str:
     return "xl"
 
 
+@functools.lru_cache(maxsize=4096)
 def service_key(model: str, pixels: int) -> str:
+    """``model@size-class``, what service times are measured by (cached: asked per worker per task placed)."""
     return f"{model}@{size_class(pixels)}"
 
 
@@ -208,7 +211,7 @@ def plan(
     credit is left, so ``tasks`` may be a lazy iterator over a long queue,
     and the tasks after the last one returned are not consumed."""
     loads = dict(workers)
-    everyone = fleet_means(loads.values())
+    everyone: Fleet | None = None  # every worker's means: only the least-loaded contrast asks
     # service times do not change during a pass: the capable workers' means, once per kind of task
     fleets: dict[tuple[str, str, str], Fleet] = {}
     credits = sum(max(0, w.credits) for w in loads.values())
@@ -217,7 +220,7 @@ def plan(
         return out
     for task in tasks:
         if policy == Policy.LEAST_LOADED:
-            fleet = everyone
+            fleet = everyone = everyone or fleet_means(loads.values())
             node = least_loaded(loads, task)
         else:
             kind = (task.model, task.requires, task.avoid)

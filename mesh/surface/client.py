@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from mesh import const
 from mesh.errors import NoMesh
@@ -26,6 +26,7 @@ from mesh.wire.protocol import (
     RETRY,
     Cancel,
     Data,
+    Direct,
     Message,
     Ping,
     Place,
@@ -38,6 +39,9 @@ from mesh.wire.protocol import (
 from mesh.wire.transport import Context, Dealer, recv_any
 
 log = logging.getLogger("lamamesh.client")
+
+
+_Spec = TypeVar("_Spec", Submit, Direct)
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,15 @@ class Job:
     label: str = ""  # the caller's name for it (a file name); not sent
     quality: int = 0  # JPEG output quality 1-100; 0 = the input's (or 95)
 
-    def submit(self) -> Submit:
-        return Submit(
+    def submit(self, ticket: str = "") -> Submit:
+        return self._spec(Submit, ticket)
+
+    def direct(self, ticket: str) -> Direct:
+        return self._spec(Direct, ticket)
+
+    def _spec(self, kind: type[_Spec], ticket: str) -> _Spec:
+        return kind(
+            ticket=ticket,
             task_id=self.task_id,
             model=self.model,
             priority=self.priority,
@@ -120,6 +131,7 @@ class Client:
         self.submitted = False  # some task was submitted on this connection (close then cancels)
         self.resubmitted = 0  # tasks submitted to a leader again (a worker or the leader was lost, moved, retry)
         self.resent = 0  # tasks whose bytes were sent a second time (placed again)
+        self.direct = 0  # tasks sent straight to a worker under a ticket (no placement round trip)
         self._answered = False  # some node answered a probe (a mesh exists, perhaps still electing)
 
     async def _probe(self, host: str, port: int, timeout: float | None = None) -> tuple[Dealer, Pong] | None:
@@ -348,6 +360,8 @@ class _Batch:
         self.last_heard = self.last_ping = self.last_resend_check = now
         self.moved, self.hint = False, ""
         self._turn = 0
+        self.ticket: Place | None = None  # a slot held for our next task (see Place.ticket), until ticket_until
+        self.ticket_until = 0.0
 
     # ---- the loop -----------------------------------------------------------------------------
     async def run(self) -> list[JobResult]:
@@ -403,7 +417,38 @@ class _Batch:
                 continue
             now = time.monotonic()
             sent = self.pending[job.task_id] = _Sent(job, now, now)
-            await self.submit(sent)
+            if not await self.send_direct(sent):
+                await self.submit(sent)
+
+    async def send_direct(self, sent: _Sent) -> bool:
+        """A new task, while we hold a ticket for its kind: its bytes straight to the ticket's worker,
+        the leader told by ``Submit(ticket)`` (no placement round trip). False: no ticket to use."""
+        t, job = self.ticket, sent.job
+        if t is not None and time.monotonic() > self.ticket_until:
+            self.ticket = t = None  # lapsed: the worker gives the slot back; the leader offers another
+        if t is None or (t.model, t.requires) != (job.model, job.requires):
+            return False
+        self.ticket = None
+        d = self.worker(t.addr)
+        if d is None:
+            return False
+        self.client.submitted = True
+        await self.leader.send(job.submit(t.ticket))
+        await d.send(job.direct(t.ticket), [job.image, job.mask])
+        sent.worker, sent.last, sent.data_sent = t.addr, time.monotonic(), 1
+        self.client.direct += 1
+        return True
+
+    def worker(self, addr: str) -> Dealer | None:
+        """Our connection to the worker at ``addr`` (host:port), made on first use; None if not an address."""
+        d = self.workers.get(addr)
+        if d is None:
+            host, _, port = addr.rpartition(":")
+            if not host or not port.isdigit():
+                return None
+            d = self.workers[addr] = self.client.ctx.dealer()
+            d.connect(host, int(port))
+        return d
 
     async def submit(self, sent: _Sent) -> None:
         """(Again) ask the leader to place it; the bytes wait for the answer."""
@@ -462,14 +507,13 @@ class _Batch:
                 await self.watch_workers()  # judged when the leader says who lives (every ping), not per message
 
     async def on_place(self, msg: Place) -> None:
+        if msg.ticket and not msg.task_id:  # a slot held for our next task of this kind
+            self.ticket, self.ticket_until = msg, time.monotonic() + max(0.0, min(msg.ttl_s, const.TICKET_TTL_MAX))
+            return
         sent = self.pending.get(msg.task_id)
-        d = self.workers.get(msg.addr)
+        d = self.worker(msg.addr)
         if d is None:
-            host, _, port = msg.addr.rpartition(":")
-            if not host or not port.isdigit():
-                return
-            d = self.workers[msg.addr] = self.client.ctx.dealer()
-            d.connect(host, int(port))
+            return
         if sent is None:  # answered already (a leader placed it again after a change): free its slot
             await d.send(Data(msg.task_id, msg.attempt, withdrawn=True))
             return
@@ -532,6 +576,8 @@ class _Batch:
 
     async def forget_worker(self, addr: str, why: str) -> None:
         log.info("worker at %s %s; submitting its tasks again", addr, why)
+        if self.ticket is not None and self.ticket.addr == addr:
+            self.ticket = None
         d = self.workers.pop(addr, None)
         if d is not None:
             d.close()
@@ -551,6 +597,7 @@ class _Batch:
             await self.fail_all("no_mesh", "the mesh lost its leader and no new leader answered")
             return False
         self.moved, self.hint = False, ""
+        self.ticket = None  # the old leader's
         self.live = None  # until the new leader says who lives
         self.last_heard = self.last_ping = time.monotonic()
         if silent and old is not None and old.leader_addr in self.workers:

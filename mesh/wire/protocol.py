@@ -81,9 +81,11 @@ class TaskSpec(Message):
 
 @dataclass(frozen=True)
 class Submit(TaskSpec):
-    """client -> leader: place this task. No data frames: the bytes go to the worker the leader names."""
+    """client -> leader: place this task. No data frames: the bytes go to the worker the leader names.
+    ``ticket``: the client sent the bytes already, with ``Direct``, to the worker a ticket named."""
 
     t: ClassVar[str] = "submit"
+    ticket: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,17 +95,38 @@ class Task(TaskSpec):
     t: ClassVar[str] = "task"
     attempt: int = 0
     deadline_s: float = 0.0  # the leader re-places it elsewhere after this long; a slot running it longer is hung
+    # a ticket hold (``task_id`` empty): keep a slot for the client's next task, which comes as a
+    # ``Direct`` naming this ticket within ``ttl_s``; ``deadline_s`` is then that task's deadline
+    ticket: str = ""
+    ttl_s: float = 0.0
 
 
 @dataclass(frozen=True)
 class Place(Message):
-    """leader -> client: send the task's bytes to the node at ``addr`` (host:task_port)."""
+    """leader -> client: send the task's bytes to the node at ``addr`` (host:task_port). Or, with
+    ``ticket`` and no ``task_id``: the next task of ``model`` and ``requires`` this client submits may go
+    straight there within ``ttl_s`` (``Direct`` with the ticket; ``Submit`` with it to the leader)."""
 
     t: ClassVar[str] = "place"
     task_id: str = ""
     node_id: str = ""
     addr: str = ""
     attempt: int = 0
+    ticket: str = ""
+    model: str = ""
+    requires: str = ""
+    ttl_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Direct(TaskSpec):
+    """client -> the worker a ticket names, at its task port: run this task in the slot held for the
+    ticket; frames: image, mask. Answered like ``Data`` (``Result`` on the same connection); a ticket
+    the worker does not hold is answered ``retry`` at once (the client then submits it plainly)."""
+
+    t: ClassVar[str] = "direct"
+    blobs: ClassVar[int] = 2
+    ticket: str = ""
 
 
 @dataclass(frozen=True)
@@ -139,7 +162,8 @@ class Done(Outcome):
 
     t: ClassVar[str] = "done"
     fetch_ms: float = 0.0  # from the slot being held to the bytes being here
-    size: int = 0  # bytes that came (image + mask)
+    size: int = 0  # bytes that came (image + mask); 0: nothing to learn about moving them
+    ticket: str = ""  # the ticket the task came by; with no task_id: that ticket's hold expired unused
 
 
 @dataclass(frozen=True)
@@ -380,6 +404,18 @@ NO_DATA = "no_data"  # error code of a worker's Done: the slot was held but the 
 HUNG = "hung"  # error code of a worker's Done: its slot ran the task past its deadline and was restarted
 WITHDRAWN = "withdrawn"  # error code of a worker's Done: the client withdrew the task (it has its answer)
 
+
+def task_of(spec: Submit | Direct, *, deadline_s: float = 0.0, ticket: str = "") -> Task:
+    """The ``Task`` a worker runs for a client's ``Submit`` (the leader's copy) or ``Direct`` (the
+    worker's, under a ticket): the same fields, attempt 0. Copied by its dict rather than through
+    ``__init__`` (a dozen keyword fields): this runs per task."""
+    task = Task.__new__(Task)
+    fields = task.__dict__
+    fields.update(spec.__dict__)
+    fields["attempt"], fields["deadline_s"], fields["ticket"], fields["ttl_s"] = 0, deadline_s, ticket, 0.0
+    return task
+
+
 MESSAGES: dict[str, type[Message]] = {
     cls.t: cls
     for cls in (
@@ -388,6 +424,7 @@ MESSAGES: dict[str, type[Message]] = {
         Submit,
         Task,
         Place,
+        Direct,
         Data,
         Done,
         Result,
