@@ -190,3 +190,17 @@ def test_an_unused_ticket_gives_its_slot_back_and_an_unknown_one_is_answered_ret
         w.close()
 
     asyncio.run(go())
+
+
+def test_a_ticket_the_client_lets_go_frees_its_slot_at_once() -> None:
+    async def go() -> None:
+        w, replies, told = _worker()
+        w.reserve(Task(ticket="T1", ttl_s=30.0))
+        w.direct(b"client1", Direct(ticket="T1"), [])  # no task: the client is done
+        w.direct(b"client1", Direct(ticket="never-held"), [])  # nothing to free, nothing kept
+        await _settle(w)
+        assert [(m.task_id, m.error_code, m.ticket) for m in told if isinstance(m, Done)] == [("", NO_DATA, "T1")]
+        assert not w.tickets and not w.early and not replies
+        w.close()
+
+    asyncio.run(go())

@@ -186,6 +186,11 @@ class Worker:
         ticket, but on another connection); never claimed, it is answered ``retry`` after ``DATA_WAIT``
         and the client submits it plainly."""
         held = self.tickets.pop(msg.ticket, None)
+        if not msg.task_id:  # the client let it go: the slot and the leader's credit come back now
+            if held is not None:
+                let_go = Done("", False, NO_DATA, "the client let the ticket go", self.node_id, ticket=msg.ticket)
+                self._spawn(self._send(let_go))
+            return
         if held is None:  # its hold may still be on its way from the leader: kept like early bytes
             self._stage("~" + msg.ticket, _Bytes(client, blobs, time.monotonic(), direct=msg))
             return

@@ -382,6 +382,10 @@ class _Batch:
         return [self.results[t] for t in self.order if t in self.results]
 
     def close(self) -> None:
+        t = self.ticket
+        if t is not None and t.addr in self.workers:  # unused: its slot is free at once, not when it lapses
+            self.workers[t.addr].send_now(Direct(ticket=t.ticket))
+        self.ticket = None
         for d in self.workers.values():
             d.close()
         self.workers.clear()

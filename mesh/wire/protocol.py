@@ -121,8 +121,10 @@ class Place(Message):
 @dataclass(frozen=True)
 class Direct(TaskSpec):
     """client -> the worker a ticket names, at its task port: run this task in the slot held for the
-    ticket; frames: image, mask. Answered like ``Data`` (``Result`` on the same connection); a ticket
-    the worker does not hold is answered ``retry`` at once (the client then submits it plainly)."""
+    ticket; frames: image, mask. Answered like ``Data`` (``Result`` on the same connection); one whose
+    ticket the worker does not hold (yet) is kept like early bytes, and unclaimed answered ``retry`` (the
+    client then submits it plainly). No ``task_id`` and no frames: the client is done and lets the
+    ticket go (its slot is free at once)."""
 
     t: ClassVar[str] = "direct"
     blobs: ClassVar[int] = 2

@@ -371,26 +371,25 @@ class Router(_Bound):
 
     async def recv(self) -> tuple[bytes, Message, list[zmq.Frame]]:
         while True:
-            frames = await self._recv_frames()
-            if len(frames) < 2:
-                continue
-            identity = frames[0].bytes
-            got = self._decode(identity.hex(), frames[1:])
+            got = self._routed(await self._recv_frames())
             if got is not None:
-                return identity, got[0], got[1]
+                return got
 
     def recv_now(self) -> tuple[bytes, Message, list[zmq.Frame]] | None:
         """A message already here, or None (never waits)."""
-        while True:
-            frames = self._recv_ready()
-            if frames is None:
-                return None
-            if len(frames) < 2:
-                continue
-            identity = frames[0].bytes
-            got = self._decode(identity.hex(), frames[1:])
+        while (frames := self._recv_ready()) is not None:
+            got = self._routed(frames)
             if got is not None:
-                return identity, got[0], got[1]
+                return got
+        return None
+
+    def _routed(self, frames: list[zmq.Frame]) -> tuple[bytes, Message, list[zmq.Frame]] | None:
+        """(peer identity, message, data frames), or None for a message to drop."""
+        if len(frames) < 2:
+            return None
+        identity = frames[0].bytes
+        got = self._decode(identity.hex(), frames[1:])
+        return None if got is None else (identity, got[0], got[1])
 
     async def send(self, peer: bytes, msg: Message, blobs: Sequence[Blob] = ()) -> None:
         await self._send_frames([peer, protocol.encode(msg), *blobs])
