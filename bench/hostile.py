@@ -7,7 +7,8 @@ stops and the mesh must heal: one leader, every node registered, tasks answered.
 Attacks (the findings of the hostile-peer probe, issue 14): a heartbeat with term 2**31; a Ready
 naming a real worker from another connection with 65,536 credits; a fake worker that gossips, takes
 tasks and never answers (the leader's deadlines must re-place them); 1,100 fake members; 50 peer
-lists of 1,024 closed endpoints; 1,100 idle TCP connections. Prints, per attack, tasks answered /
+lists of 1,024 closed endpoints; 1,100 idle TCP connections; a client that never reads its results;
+forged tickets (tasks sent straight to workers under tickets nobody gave). Prints, per attack, tasks answered /
 failed / lost and seconds to heal, and saves JSON under bench/results/hostile.json.
 """
 
@@ -27,6 +28,7 @@ from _common import save, tmpdir
 from mesh import const
 from mesh.errors import MeshError
 from mesh.surface.client import Client, Job
+from mesh.wire.protocol import Cancel, Direct, Submit
 from mesh.wire.transport import Context
 from tests.cluster import Cluster, cluster, png, status, wait_until
 from tests.hostile import HostilePeer, idle_connections, unread_results
@@ -126,6 +128,24 @@ async def unread(c: Cluster, hp: HostilePeer, s: dict[str, Any], secs: float) ->
     await asyncio.to_thread(unread_results, c.nodes[0].port, 1000, 64 * 1024, lambda: None)
 
 
+async def forged_tickets(c: Cluster, hp: HostilePeer, s: dict[str, Any], secs: float) -> None:
+    """A client with no ticket: 64 KiB Directs naming made-up tickets at every node, Submits naming
+    them at the leader (its tasks' bytes never come; Cancel drops them)."""
+    leader = next(x for x in s["nodes"] if x["id"] == s["leader"])
+    blob = bytes(65536)
+    for n in c.nodes:
+        d = hp.dealer()
+        d.connect("127.0.0.1", n.port)
+        for i in range(300):
+            await d.send(Direct(f"forged-{n.port}-{i}", ticket=f"{i:016x}"), [blob, b"m"])
+    lead = hp.dealer()
+    lead.connect("127.0.0.1", leader["port"])
+    for i in range(20):
+        await lead.send(Submit(f"sub-{i}", ticket=f"{i:016x}", size=1))
+    await asyncio.sleep(secs)
+    await lead.send(Cancel())
+
+
 ATTACKS: dict[str, tuple[Attack, float]] = {  # the attack, and how long it runs before the batch starts
     "term 2**31 heartbeat": (term, 0.5),
     "forged Ready (another node's id, 65,536 credits)": (forged_ready, 0.5),
@@ -134,6 +154,7 @@ ATTACKS: dict[str, tuple[Attack, float]] = {  # the attack, and how long it runs
     "50 peer lists of 1,024 closed endpoints": (peer_lists, 0.5),
     "1,100 idle TCP connections": (idle_flood, 0.5),
     "a client that never reads its results (1,000 x 64 KiB)": (unread, 0.5),
+    "forged tickets (900 Directs of 64 KiB, 20 Submits)": (forged_tickets, 0.5),
 }
 
 
