@@ -492,7 +492,8 @@ class Scheduler:
 
     async def _pass_soon(self) -> None:
         try:
-            await self.kick()
+            while self._want_dispatch and not self._bursts:  # asked again while a pass ran: once more
+                await self.kick()
         except Exception:
             log.exception("error in a placement pass")
         finally:
@@ -716,7 +717,6 @@ class Scheduler:
                     pend.append(p)
                     yield p.needs()
 
-        # our own worker (its id is ours), on a tie: its tasks skip two network transfers of the image
         choices = placement.plan(loads, queued(), self.affinity, self.policy)
         offers: dict[bytes, Pending] = {}  # each client placed to, with its last task: offered a ticket after
         runnable: dict[tuple[str, str, str], bool] = {}  # (model, requirement, avoid) -> some live worker can run it
