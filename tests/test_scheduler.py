@@ -332,7 +332,7 @@ def test_a_ticket_is_offered_when_nothing_waits_and_its_task_needs_no_place() ->
         assert "t2" not in leader.tasks and leader.outcomes["ok"] == 1
         # the unused ticket's hold expires at the worker: the credit comes back, the ticket is gone
         await leader._on_back(b"w1", Done("", False, NO_DATA, "unused", "w1", ticket=second.ticket), [])
-        assert not leader.tickets and not leader.ticket_of
+        assert not leader.tickets.held and not leader.tickets.of
         await leader._on_back(b"w1", Done("t1", True, node_id="w1"), [])
         assert leader.workers[b"w1"].credits == 4 and not leader.tasks
 
@@ -362,7 +362,7 @@ def test_a_ticket_of_another_client_or_another_model_is_a_plain_submit() -> None
         await leader._submit(b"c", Submit("x2", model="lama", ticket=offer.ticket))  # not this kind of task
         placed = {m.task_id: p for p, m, _ in front.sent if isinstance(m, Place) and m.task_id}
         assert placed["x1"] == b"d" and placed["x2"] == b"c" and leader.direct == 0
-        assert offer.ticket in leader.tickets  # still c's, for a builtin task
+        assert offer.ticket in leader.tickets.held  # still c's, for a builtin task
 
     asyncio.run(go())
 
@@ -387,7 +387,7 @@ def test_a_dead_workers_tickets_go_and_their_tasks_are_submitted_plainly() -> No
         await leader._submit(b"c", Submit("t1"))
         (offer,) = _offers(front)
         await leader.drop_worker("w1", "died")
-        assert not leader.tickets
+        assert not leader.tickets.held
         await leader._on_back(b"w2", Ready("w2", credits=4, slots=1), [])
         await leader._submit(b"c", Submit("t2", ticket=offer.ticket))  # the client did not know yet
         assert leader.tasks["t2"].worker == b"w2"
@@ -423,6 +423,6 @@ def test_a_worker_answering_tasks_it_never_had_gets_no_credit_past_its_grant() -
         for i in range(50):
             await leader._on_back(b"w1", Done(f"never-{i}", True, node_id="w1", ticket=f"{i:016x}"), [])
         assert leader.workers[b"w1"].credits == 1 + const.WORKER_PREFETCH
-        assert leader.outcomes["ok"] == 0 and not leader.spent
+        assert leader.outcomes["ok"] == 0 and not leader.tickets.spent
 
     asyncio.run(go())

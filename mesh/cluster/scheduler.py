@@ -21,9 +21,8 @@ import asyncio
 import heapq
 import itertools
 import logging
-import secrets
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import msgpack
 
 from mesh import const
+from mesh.cluster.tickets import Tickets
 from mesh.control import placement
 from mesh.errors import Overloaded
 from mesh.frozen import evolve
@@ -90,16 +90,6 @@ class Pending:
             t = self.task
             self._needs = placement.TaskNeeds(t.model, t.pixels, t.session, t.requires, t.size, self.avoid)
         return self._needs
-
-
-@dataclass(frozen=True)
-class Ticket:
-    """A slot held at ``worker`` for the next task ``client`` submits of this model and requirement."""
-
-    client: bytes
-    worker: bytes
-    model: str
-    requires: str
 
 
 @dataclass
@@ -204,9 +194,7 @@ class Scheduler:
         self._want_dispatch = False
         self._soon: asyncio.Task[None] | None = None  # a pass asked for by this node's own worker
         self.on_direct: Callable[[bytes, Direct, list[Any]], None] | None = None  # this node's worker, a ticket's task
-        self.tickets: dict[str, Ticket] = {}  # ticket -> the slot it holds, while the client has not used it
-        self.ticket_of: dict[bytes, str] = {}  # client -> its ticket (one at a time)
-        self.spent: OrderedDict[str, None] = OrderedDict()  # tickets whose task was done before its Submit came
+        self.tickets = Tickets()  # slots held ahead for clients' next tasks
         self.direct = 0  # tasks that came by a ticket (status, tests)
         self.ticket_ttl = const.TICKET_TTL  # 0: no tickets (the unit tests of plain placement)
 
@@ -221,7 +209,6 @@ class Scheduler:
         elif self.leading and not was:
             self.workers.clear()
             self.tickets.clear()
-            self.ticket_of.clear()
         self._changed.set()
 
     async def hand_back(self, why: str) -> None:
@@ -238,7 +225,6 @@ class Scheduler:
         self.client_seen.clear()
         self.workers.clear()
         self.tickets.clear()
-        self.ticket_of.clear()
         if n:
             log.info("%s: handed %d tasks back to their clients", why, n)
 
@@ -338,6 +324,11 @@ class Scheduler:
         if code not in ("ok", "input"):
             log.warning("task %s failed on %s: %s (%s)", task_id[:12], node_id or "-", error, code)
 
+    def _record_done(self, msg: Done) -> None:
+        self._record(
+            msg.task_id, msg.node_id, "ok" if msg.ok else (msg.error_code or "failed"), msg.error, msg.model_ms
+        )
+
     async def _reject(self, client: bytes, task_id: str, code: str, error: str) -> None:
         self._record(task_id, self.node_id, code, error, 0.0)
         await self.front.send(client, Result(task_id, False, code, error, self.node_id))
@@ -373,9 +364,7 @@ class Scheduler:
             return None
         if msg.ticket and await self._redeem(client, msg):
             return None
-        lapsed = self.tickets.get(self.ticket_of.get(client, ""))
-        if lapsed is not None and (lapsed.model, lapsed.requires) == (msg.model, msg.requires):
-            self._drop_ticket(self.ticket_of[client])  # a new task like it, sent plainly: the client let it lapse
+        self.tickets.lapsed(client, msg.model, msg.requires)
         if self.per_client[client] >= self.max_queued_per_client:
             err = Overloaded(
                 f"more than {self.max_queued_per_client} tasks queued from one client (max_queued_per_client); "
@@ -399,7 +388,7 @@ class Scheduler:
         ``TICKET_TTL`` plus twice the expected finish of a task there (the client's current task must
         end before it has a next one); the client uses it within half that. One ticket per client;
         none while any task waits (they would jump the queue)."""
-        if self.ticket_ttl <= 0 or self.queue or client in self.ticket_of or not self.leading or not self.accepting:
+        if self.ticket_ttl <= 0 or self.queue or self.tickets.holds(client) or not self.leading or not self.accepting:
             return
         t = like.task
         needs = placement.TaskNeeds(t.model, t.pixels, t.session, t.requires, t.size)
@@ -411,11 +400,9 @@ class Scheduler:
         w = next(w for w in self.workers.values() if w.node_id == chosen[0].node_id)
         finish = sum(w.assigned.values()) / max(1, w.slots) + chosen[0].estimate_ms
         limit = placement.deadline_s(finish, placement.measured(loads.values(), needs))
-        ticket = secrets.token_hex(8)
+        ticket = self.tickets.issue(client, w.identity, t.model, t.requires)
         ttl = round(min(const.TICKET_TTL_MAX, self.ticket_ttl + 2 * finish / 1000), 3)
         hold = Task(model=t.model, requires=t.requires, deadline_s=round(limit, 1), ticket=ticket, ttl_s=ttl)
-        self.tickets[ticket] = Ticket(client, w.identity, t.model, t.requires)
-        self.ticket_of[client] = ticket
         w.credits -= 1
         if self.local_worker is not None and w.local:
             self.local_worker(hold)
@@ -430,14 +417,12 @@ class Scheduler:
         False (submitted like any task) when the ticket is not this client's, not for this kind of
         task, or gone (used, expired, its worker dead): the worker then answers the bytes ``retry``,
         or runs them if it still holds the slot (answers are deduplicated)."""
-        if msg.ticket in self.spent:
+        if msg.ticket in self.tickets.spent:
             return True  # its task was done (the worker's Done came first): answered already
-        held = self.tickets.get(msg.ticket)
+        held = self.tickets.take(msg.ticket, client, msg.model, msg.requires)
         w = self.workers.get(held.worker) if held is not None else None
-        kind = (msg.model, msg.requires)
-        if held is None or w is None or held.client != client or (held.model, held.requires) != kind:
+        if w is None:
             return False
-        self._drop_ticket(msg.ticket)
         now = time.monotonic()
         p = Pending(task_of(msg), client, next(self._seq), now)
         load = w.load(now)
@@ -453,24 +438,6 @@ class Scheduler:
         self.direct += 1
         await self._offer_ticket(client, p)
         return True
-
-    def _drop_ticket(self, ticket: str) -> None:
-        held = self.tickets.pop(ticket, None)
-        if held is not None and self.ticket_of.get(held.client) == ticket:
-            del self.ticket_of[held.client]
-
-    def _ticket_over(self, ident: bytes, msg: Done) -> None:
-        """The worker's ``Done`` for a ticket's task, or for its hold that expired unused."""
-        held = self.tickets.get(msg.ticket)
-        if held is None or held.worker != ident:
-            return
-        self._drop_ticket(msg.ticket)
-        if msg.task_id:  # done before its Submit came: that Submit is answered already
-            self.spent[msg.ticket] = None
-            while len(self.spent) > const.TICKETS_SPENT_KEPT:
-                self.spent.popitem(last=False)
-            code = "ok" if msg.ok else (msg.error_code or "failed")
-            self._record(msg.task_id, msg.node_id, code, msg.error, msg.model_ms)
 
     # ---- workers -------------------------------------------------------------------
     async def serve_back(self) -> None:
@@ -536,8 +503,8 @@ class Scheduler:
     async def _done(self, ident: bytes, msg: Done) -> None:
         w = self.workers.get(ident)
         p = self.tasks.get(msg.task_id) if msg.task_id else None
-        if msg.ticket:
-            self._ticket_over(ident, msg)
+        if msg.ticket and self.tickets.over(msg.ticket, ident, msg.task_id):  # done before its Submit came
+            self._record_done(msg)
         if w is not None:
             w.assigned.pop(msg.task_id, None)
             # every Done returns the slot it used, whichever leader sent the task; never past its grant
@@ -565,9 +532,7 @@ class Scheduler:
             if other is not None:
                 other.assigned.pop(msg.task_id, None)
         self._forget(p)
-        self._record(
-            msg.task_id, msg.node_id, "ok" if msg.ok else (msg.error_code or "failed"), msg.error, msg.model_ms
-        )
+        self._record_done(msg)
         await self.kick()
         self._changed.set()
         return None
@@ -665,8 +630,7 @@ class Scheduler:
             del self.tasks[task_id]  # its queue entry is skipped when next popped
         self.per_client.pop(client, None)
         self.client_seen.pop(client, None)
-        if client in self.ticket_of:  # its hold comes back with the worker's Done when it expires
-            self._drop_ticket(self.ticket_of[client])
+        self.tickets.drop_client(client)  # its hold comes back with the worker's Done when it ends
         self.outcomes[outcome] += len(mine)
         self._changed.set()
         return len(mine)
@@ -677,8 +641,7 @@ class Scheduler:
             if w.node_id != node_id:
                 continue
             del self.workers[ident]
-            for ticket in [k for k, t in self.tickets.items() if t.worker == ident]:
-                self._drop_ticket(ticket)
+            self.tickets.drop_worker(ident)
             requeued = 0
             for task_id in w.assigned:
                 p = self.tasks.get(task_id)
