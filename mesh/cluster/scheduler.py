@@ -121,6 +121,10 @@ class WorkerState:
             self.last_done = now
         self.assigned[task_id] = estimate_ms
 
+    def finish_ms(self, estimate_ms: float) -> float:
+        """When a task of ``estimate_ms`` sent now would be done: its slots work off what is assigned first."""
+        return sum(self.assigned.values()) / max(1, self.slots) + estimate_ms
+
     def load(self, now: float | None = None) -> placement.WorkerLoad:
         """What placement sees of it. A transfer estimate that an idle worker has not refreshed for
         ``TRANSFER_ESTIMATE_STALE`` reads as unknown (the fleet's stands in): a worker judged slow once
@@ -195,7 +199,7 @@ class Scheduler:
         self._soon: asyncio.Task[None] | None = None  # a pass asked for by this node's own worker
         self.on_direct: Callable[[bytes, Direct, list[Any]], None] | None = None  # this node's worker, a ticket's task
         self.tickets = Tickets()  # slots held ahead for clients' next tasks
-        self.direct = 0  # tasks that came by a ticket (status, tests)
+        self.direct = 0  # tasks that came by a ticket (a count for the tests)
         self.ticket_ttl = const.TICKET_TTL  # 0: no tickets (the unit tests of plain placement)
 
     # ---- role ------------------------------------------------------------------------
@@ -398,7 +402,7 @@ class Scheduler:
         if not chosen or chosen[0] is None:
             return
         w = next(w for w in self.workers.values() if w.node_id == chosen[0].node_id)
-        finish = sum(w.assigned.values()) / max(1, w.slots) + chosen[0].estimate_ms
+        finish = w.finish_ms(chosen[0].estimate_ms)
         limit = placement.deadline_s(finish, placement.measured(loads.values(), needs))
         ticket = self.tickets.issue(client, w.identity, t.model, t.requires)
         ttl = round(min(const.TICKET_TTL_MAX, self.ticket_ttl + 2 * finish / 1000), 3)
@@ -426,12 +430,7 @@ class Scheduler:
         now = time.monotonic()
         p = Pending(task_of(msg), client, next(self._seq), now)
         load = w.load(now)
-        est = placement.service_estimate_ms(load, p.needs())
-        finish = sum(w.assigned.values()) / max(1, w.slots) + est
-        limit = placement.deadline_s(finish, placement.measured([load], p.needs()))
-        p.task = evolve(p.task, deadline_s=round(limit, 1))
-        p.deadline, p.worker = now + limit, w.identity
-        w.charge(msg.task_id, est, now)
+        self._assign(p, w, placement.service_estimate_ms(load, p.needs()), placement.measured([load], p.needs()), now)
         self.tasks[msg.task_id] = p
         self.per_client[client] += 1
         self.client_seen[client] = now
@@ -705,13 +704,8 @@ class Scheduler:
 
     async def _place(self, p: Pending, w: WorkerState, estimate_ms: float, measured: bool, now: float) -> None:
         """Send ``p`` to ``w``: the worker holds a slot (``Task``), the client sends the bytes (``Place``)."""
-        finish = sum(w.assigned.values()) / max(1, w.slots) + estimate_ms
-        limit = placement.deadline_s(finish, measured)
-        p.task = evolve(p.task, deadline_s=round(limit, 1))
-        p.deadline = now + limit
+        self._assign(p, w, estimate_ms, measured, now)
         w.credits -= 1
-        w.charge(p.task.task_id, estimate_ms, now)  # charged what chose it
-        p.worker = w.identity
         if p.task.session:
             self.affinity[p.task.session] = w.node_id
         if self.local_worker is not None and w.local:
@@ -719,6 +713,15 @@ class Scheduler:
         else:
             await self.back.send(w.identity, p.task)  # hold a slot
         await self.front.send(p.client, Place(p.task.task_id, w.node_id, w.addr, p.task.attempt))
+
+    @staticmethod
+    def _assign(p: Pending, w: WorkerState, estimate_ms: float, measured: bool, now: float) -> None:
+        """``p`` is ``w``'s now: its deadline set, ``w`` charged the estimate that chose it."""
+        limit = placement.deadline_s(w.finish_ms(estimate_ms), measured)
+        p.task = evolve(p.task, deadline_s=round(limit, 1))
+        p.deadline = now + limit
+        w.charge(p.task.task_id, estimate_ms, now)
+        p.worker = w.identity
 
     async def _no_capable(self, p: Pending) -> None:
         """No live worker can ever run this task (model absent, requirement class unmet): fail it now."""

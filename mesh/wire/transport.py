@@ -41,7 +41,7 @@ log = logging.getLogger("lamamesh.transport")
 # pyzmq's flags are enum.Flag members, and every `|` or `&` on one builds a new member in Python (a few
 # microseconds, several times per message on every hop): the hot paths use plain ints
 _NOBLOCK, _SNDMORE = int(zmq.NOBLOCK), int(zmq.SNDMORE)
-_POLLIN, _POLLOUT, _EVENTS = int(zmq.POLLIN), int(zmq.POLLOUT), int(zmq.EVENTS)
+_POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)
 KEY_HEADER = "lamamesh mesh key v1"
 
 
@@ -199,7 +199,7 @@ class _Socket:
 
     # ---- the loop integration ---------------------------------------------------------------
     def _events(self) -> int:
-        return int(self.sock.getsockopt(_EVENTS))
+        return int(self.sock.getsockopt(zmq.EVENTS))  # the option as its enum member: pyzmq looks an int up
 
     def _on_fd(self) -> None:
         if not self.sock.closed:
