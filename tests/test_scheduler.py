@@ -51,6 +51,27 @@ def test_interactive_goes_ahead_of_batch_and_credits_are_respected() -> None:
     asyncio.run(go())
 
 
+def test_two_clients_batches_take_turns_and_a_late_client_starts_level_not_ahead() -> None:
+    async def go() -> None:
+        leader, _, back = _leader()
+        for i in range(6):  # client a's whole window arrives first ...
+            await leader._submit(b"a", Submit(f"a{i}", priority="batch"))
+        for i in range(6):  # ... then b's
+            await leader._submit(b"b", Submit(f"b{i}", priority="batch"))
+        await leader._submit(b"b", Submit("urgent", priority="interactive"))
+        await leader._on_back(b"w1", Ready("w1", credits=5, slots=5), [])
+        sent = [m.task_id for _, m, _ in back.sent if isinstance(m, Task)]
+        assert sent == ["urgent", "a0", "b0", "a1", "b1"]  # priority first, then one each (before: a0-a3)
+        for i in range(3):  # c comes now: level with the round being placed, not ahead of a and b
+            await leader._submit(b"c", Submit(f"c{i}", priority="batch"))
+        for tid in sent:
+            await leader._on_back(b"w1", Done(tid, True, node_id="w1"), [])
+        sent = [m.task_id for _, m, _ in back.sent if isinstance(m, Task)][5:]
+        assert sent == ["a2", "b2", "c0", "a3", "b3"]
+
+    asyncio.run(go())
+
+
 def test_worker_leaving_requeues_its_tasks_and_duplicates_are_dropped() -> None:
     async def go() -> None:
         leader, front, back = _leader()

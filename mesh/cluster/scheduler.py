@@ -79,11 +79,12 @@ class Pending:
     deadline: float = 0.0  # monotonic: past it, placed elsewhere (or failed after TASK_TRIES)
     expired: int = 0  # placements that went past their deadline
     avoid: str = ""  # node id of the worker its last placement expired on
+    turn: int = 0  # its client's fair-share round (see Scheduler._turn_of)
     _needs: placement.TaskNeeds | None = None
 
     @property
-    def key(self) -> tuple[int, int]:
-        return (PRIORITY.get(self.task.priority, 1), self.seq)
+    def key(self) -> tuple[int, int, int]:
+        return (PRIORITY.get(self.task.priority, 1), self.turn, self.seq)
 
     def needs(self) -> placement.TaskNeeds:
         if self._needs is None:  # built once: a placement pass asks for it per worker
@@ -172,7 +173,7 @@ class Scheduler:
         self.leader_id = ""
         self.members: list[str] = []  # host:task_port of every live member, for clients
         self.gossip_port = 0
-        self.queue: list[tuple[tuple[int, int], str]] = []
+        self.queue: list[tuple[tuple[int, int, int], str]] = []
         self.tasks: dict[str, Pending] = {}
         self.workers: dict[bytes, WorkerState] = {}
         self.affinity: dict[str, str] = {}
@@ -193,6 +194,8 @@ class Scheduler:
         # this node's worker, given the bytes clients send here for the tasks placed on it
         self.on_data: Callable[[bytes, Data, list[Any]], None] | None = None
         self._seq = itertools.count()
+        self._turns: dict[tuple[bytes, str], int] = {}  # (client, priority) -> the round of its last task queued
+        self._vturn: dict[str, int] = {}  # priority -> the round of its last task placed
         self._changed = asyncio.Event()
         self._bursts = 0  # messages being handled as a burst: their placement pass waits for its end
         self._want_dispatch = False
@@ -227,6 +230,8 @@ class Scheduler:
         self.queue.clear()
         self.per_client.clear()
         self.client_seen.clear()
+        self._turns.clear()
+        self._vturn.clear()
         self.workers.clear()
         self.tickets.clear()
         if n:
@@ -375,7 +380,7 @@ class Scheduler:
                 "wait for results"
             )
             return await self._reject(client, msg.task_id, err.code, str(err))
-        p = Pending(task_of(msg), client, next(self._seq), time.monotonic())
+        p = Pending(task_of(msg), client, next(self._seq), time.monotonic(), turn=self._turn_of(client, msg.priority))
         self.tasks[msg.task_id] = p
         self.per_client[client] += 1
         self.client_seen[client] = p.submitted
@@ -570,11 +575,23 @@ class Scheduler:
         del self.tasks[p.task.task_id]
         self._client_done(p.client)
 
+    def _turn_of(self, client: bytes, priority: str) -> int:
+        """A new task's fair-share round (start-time fair queueing, per priority): one more than its
+        client's last task's of that priority, and never behind the round being placed. Within a
+        priority the queue goes by round, then by arrival: two clients' batches alternate instead of
+        the first window sent taking every slot until it is done, and a client that comes late starts
+        level with the others, not ahead."""
+        key = (client, priority)
+        turn = self._turns[key] = max(self._turns.get(key, 0), self._vturn.get(priority, 0)) + 1
+        return turn
+
     def _client_done(self, client: bytes) -> None:
         self.per_client[client] -= 1
         if self.per_client[client] <= 0:
             del self.per_client[client]
             self.client_seen.pop(client, None)
+            for prio in PRIORITY:
+                self._turns.pop((client, prio), None)
 
     async def sweep(self, now: float) -> None:
         """Called by the node a few times a second while it leads: placed tasks past their deadline,
@@ -667,7 +684,7 @@ class Scheduler:
         # a pass needs to see only so many tasks: enough to fill every credit, plus those that
         # reserve a busy faster worker on the way (bounded, so a long queue costs O(credits))
         depth = min(const.PLAN_DEPTH, 8 * credits + 2 * len(self.workers))
-        head: list[tuple[tuple[int, int], str]] = []
+        head: list[tuple[tuple[int, int, int], str]] = []
         pend: list[Pending] = []
 
         def queued() -> Iterator[placement.TaskNeeds]:  # popped only as far as the pass looks
@@ -697,6 +714,8 @@ class Scheduler:
             if model not in measured:
                 measured[model] = placement.measured(loads.values(), p.needs())
             await self._place(p, by_node[chosen.node_id], chosen.estimate_ms, measured[model], now)
+            prio = p.task.priority
+            self._vturn[prio] = max(self._vturn.get(prio, 0), p.turn)
             offers[p.client] = p
         if not self.queue:
             for client, p in offers.items():
