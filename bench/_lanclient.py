@@ -1,5 +1,6 @@
 """One client host of bench/lan.py: submits --tasks null tasks of --payload bytes through the mesh,
-starting at --start-at (wall clock, so every client host starts together), and writes its figures."""
+all client hosts starting at the same instant (``--barrier``: each says it is connected, bench/lan.py
+then names the start time), and writes its figures."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ async def main(args: argparse.Namespace) -> None:
         if len(seen) % 5 == 0:
             progress.write_text(str(len(seen)))
 
-    await asyncio.sleep(max(0.0, args.start_at - time.time()))
+    await start_together(Path(args.barrier), str(args.seed))
     started = time.time()
     link: list[tuple[float, int, int]] = []  # (s since start, bytes sent, bytes received) on this host's eth0
     sampler = asyncio.create_task(_sample_link(link, started))
@@ -68,6 +69,36 @@ async def main(args: argparse.Namespace) -> None:
             }
         )
     )
+
+
+async def start_together(barrier: Path, me: str, timeout: float = 120.0) -> None:
+    """Say this client is connected (``barrier/ready-ME``), wait for ``barrier/go`` (written by
+    bench/lan.py once every client is ready) and sleep until the wall-clock instant it holds. A fixed
+    start time was not enough: on 2 busy cores one client's imports and connect took 3 s, and the time
+    it was missing counted against the mesh."""
+    if not barrier.name:
+        return
+    (barrier / f"ready-{me}").write_text("")
+    go = barrier / "go"
+    deadline = time.monotonic() + timeout
+    while not go.exists() or not go.read_text():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no start signal in {barrier} within {timeout:g} s")
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(max(0.0, float(go.read_text()) - time.time()))
+
+
+def release(barrier: Path, clients: int, timeout: float = 120.0, lead: float = 0.3) -> None:
+    """bench/lan.py's side: once ``clients`` clients are ready, name a start ``lead`` s ahead."""
+    deadline = time.monotonic() + timeout
+    while len(list(barrier.glob("ready-*"))) < clients:
+        if time.monotonic() > deadline:
+            ready = len(list(barrier.glob("ready-*")))
+            raise SystemExit(f"only {ready} of {clients} clients connected in {timeout:g} s")
+        time.sleep(0.01)
+    tmp = barrier / "go.tmp"
+    tmp.write_text(repr(time.time() + lead))
+    tmp.rename(barrier / "go")
 
 
 def _tcp_counters() -> dict[str, int]:
@@ -99,7 +130,7 @@ if __name__ == "__main__":
     ap.add_argument("--peer", required=True)
     ap.add_argument("--tasks", type=int, default=100)
     ap.add_argument("--payload", type=int, default=1 << 20)
-    ap.add_argument("--start-at", type=float, default=0.0)
+    ap.add_argument("--barrier", default="", help="folder shared with bench/lan.py to start together (none: now)")
     ap.add_argument("--window", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)

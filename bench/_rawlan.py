@@ -17,7 +17,7 @@ import struct
 import time
 from pathlib import Path
 
-from _lanclient import _sample_link, _tcp_counters
+from _lanclient import _sample_link, _tcp_counters, start_together
 
 HEAD = struct.Struct("!Q")
 
@@ -71,7 +71,7 @@ async def client(args: argparse.Namespace) -> None:
             if answered >= args.tasks:
                 done.set()
 
-    await asyncio.sleep(max(0.0, args.start_at - time.time()))
+    await start_together(Path(args.barrier), Path(args.out).stem)
     started = time.time()
     link: list[tuple[float, int, int]] = []
     sampler = asyncio.create_task(_sample_link(link, started))
@@ -110,7 +110,7 @@ def main() -> None:
     c.add_argument("--tasks", type=int, default=100)
     c.add_argument("--payload", type=int, default=1 << 20)
     c.add_argument("--window", type=int, default=64)
-    c.add_argument("--start-at", type=float, default=0.0)
+    c.add_argument("--barrier", default="", help="folder shared with bench/lan.py to start together (none: now)")
     c.add_argument("--out", required=True)
     args = ap.parse_args()
     asyncio.run(serve(args) if args.mode == "server" else client(args))

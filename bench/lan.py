@@ -13,6 +13,12 @@ must still arrive exactly once (the client counts answers and resends). Needs ro
 ``tc``; without them it says so in one line and exits 0. The tbf shaping uses a 64 kb burst and a
 50 ms queue; ``LAN_BURST`` / ``LAN_LATENCY`` in the environment change them (tried: 20-200 ms queues
 give the same figures).
+
+Every host runs ``--cc`` (default ``cubic``, what Linux distributions, Windows and macOS use out of
+the box; this VM's kernel defaults to ``bbr``, under which the same traffic, with the mesh or plain
+TCP, tops out near 0.81 of the link rate): the congestion control is added to the machine's allowed
+list for the run and put back after. ``--cc ""`` keeps the machine's default. Clients start together:
+each says when it is connected (``_lanclient.start_together``) and the run starts once all have.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _common import save  # noqa: E402
+from _lanclient import release  # noqa: E402
 
 
 def _ip(*args: str) -> None:
@@ -68,13 +75,16 @@ class Lan:
     """``n`` hosts (10.88.<net>.1..n on eth0) on one bridge inside a hub namespace; each host's link
     shaped to ``rate`` both ways: its eth0 egress (uploads) and the hub side's egress (downloads)."""
 
-    def __init__(self, n: int, rate: str) -> None:
+    def __init__(self, n: int, rate: str, cc: str = "") -> None:
         tag = secrets.token_hex(2)
+        self.allowed_before = ""
         self.net = 100 + int(tag, 16) % 150
         self.hub = f"lbhub{tag}"
         self.hosts = [f"lbh{i}{tag}" for i in range(1, n + 1)]
         self.made: list[str] = []
         try:
+            if cc:
+                self._allow(cc)
             _ip("netns", "add", self.hub)
             self.made.append(self.hub)
             _ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
@@ -93,11 +103,26 @@ class Lan:
                 if rate:
                     _tc(ns, "eth0", rate)
                     _tc(self.hub, veth, rate)
-                for setting in os.environ.get("LAN_SYSCTL", "").split():  # e.g. net.ipv4.tcp_slow_start_after_idle=0
+                settings = os.environ.get("LAN_SYSCTL", "").split()  # e.g. net.ipv4.tcp_slow_start_after_idle=0
+                if cc:
+                    settings.insert(0, f"net.ipv4.tcp_congestion_control={cc}")
+                for setting in settings:
                     subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", setting], check=True, timeout=10)
         except BaseException:
             self.close()
             raise
+
+    def _allow(self, cc: str) -> None:
+        """A host namespace may only pick a congestion control the machine allows: add ``cc`` to the
+        allowed list for the run (put back by ``close``)."""
+        base = Path("/proc/sys/net/ipv4")
+        available = (base / "tcp_available_congestion_control").read_text().split()
+        if cc not in available:
+            raise SystemExit(f"--cc {cc}: this kernel has {' '.join(available)}")
+        allowed = (base / "tcp_allowed_congestion_control").read_text().split()
+        if cc not in allowed:
+            self.allowed_before = " ".join(allowed)
+            (base / "tcp_allowed_congestion_control").write_text(" ".join([*allowed, cc]))
 
     def addr(self, i: int) -> str:
         return f"10.88.{self.net}.{i + 1}"
@@ -106,6 +131,9 @@ class Lan:
         for ns in reversed(self.made):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
         self.made.clear()
+        if self.allowed_before:
+            Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control").write_text(self.allowed_before)
+            self.allowed_before = ""
 
 
 def in_ns(ns: str, *cmd: str) -> list[str]:
@@ -142,7 +170,7 @@ def wait_formed(lan: Lan, ns: str, port: int, nodes: int, env: dict[str, str], t
 
 
 def run(args: argparse.Namespace) -> dict:
-    lan = Lan(args.nodes + args.clients, args.rate)
+    lan = Lan(args.nodes + args.clients, args.rate, args.cc)
     procs: list[subprocess.Popen[bytes]] = []
     work = Path(tempfile.mkdtemp(prefix="lmlan"))
     env = {**os.environ, "LAMAMESH_HOME": str(work / "home"), "PYTHONPATH": str(ROOT)}
@@ -163,14 +191,16 @@ def run(args: argparse.Namespace) -> dict:
         client_hosts = lan.hosts[args.nodes :]
         snap = wait_formed(lan, client_hosts[0], port, args.nodes, env)
         leader = next(n for n in snap["nodes"] if n["id"] == snap["leader"])
-        start_at = time.time() + 2.0  # every client starts at the same instant
+        barrier = work / "start"
+        barrier.mkdir()
         outs = [work / f"client{c}.json" for c in range(args.clients)]
         clients = []
         for c, ns in enumerate(client_hosts):
             cmd = [sys.executable, str(ROOT / "bench" / "_lanclient.py"), "--peer", f"{lan.addr(0)}:{port}",
-                   "--tasks", str(args.tasks), "--payload", str(args.payload), "--start-at", str(start_at),
+                   "--tasks", str(args.tasks), "--payload", str(args.payload), "--barrier", str(barrier),
                    "--out", str(outs[c]), "--seed", str(c)]  # fmt: skip
             clients.append(subprocess.Popen(in_ns(ns, *cmd), env=env))
+        release(barrier, len(clients))  # every client starts at the same instant, once all are connected
         killed = ""
         if args.kill_leader:
             victim = next(i for i in range(args.nodes) if lan.addr(i) == leader["host"])
@@ -210,15 +240,17 @@ def _run_raw(args: argparse.Namespace, lan: Lan, work: Path, env: dict[str, str]
     ]  # fmt: skip
     try:
         time.sleep(1.5)  # the servers bind
-        start_at = time.time() + 1.0
+        barrier = work / "start"
+        barrier.mkdir()
         outs = [work / f"raw{c}.json" for c in range(args.clients)]
         targets = ",".join(f"{lan.addr(i)}:6000" for i in range(args.nodes))
         clients = [
             subprocess.Popen(in_ns(ns, sys.executable, raw, "client", "--servers", targets, "--tasks", str(args.tasks),
-                                   "--payload", str(args.payload), "--start-at", str(start_at), "--out", str(outs[c])),
+                                   "--payload", str(args.payload), "--barrier", str(barrier), "--out", str(outs[c])),
                              env=env)
             for c, ns in enumerate(lan.hosts[args.nodes :])
         ]  # fmt: skip
+        release(barrier, len(clients))
         for p in clients:
             p.wait(timeout=900)
         per = [json.loads(o.read_text()) for o in outs]
@@ -230,6 +262,8 @@ def _run_raw(args: argparse.Namespace, lan: Lan, work: Path, env: dict[str, str]
 
 
 def _figures(args: argparse.Namespace, per: list[dict], killed: str, leader: str) -> dict:
+    if os.environ.get("LAN_DUMP"):
+        Path(os.environ["LAN_DUMP"]).write_text(json.dumps(per))
     began = min(r["started"] for r in per)
     ended = max(r["ended"] for r in per)
     total = sum(r["ok"] for r in per)
@@ -255,6 +289,7 @@ def _figures(args: argparse.Namespace, per: list[dict], killed: str, leader: str
         "resent": sum(r["resent"] for r in per),
         "killed_leader": killed,
         "seconds": round(ended - began, 3),
+        "client_seconds": [round(r["ended"] - began, 3) for r in per],
         "tasks_per_s": round(tput, 2),
         "compute_limit": round(compute, 2),
         "client_link_limit": round(link, 2),
@@ -262,6 +297,7 @@ def _figures(args: argparse.Namespace, per: list[dict], killed: str, leader: str
         "by_node": by_node,
         "leader": leader,
         "raw": args.raw,
+        "cc": args.cc or Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip(),
         "client_links": [_link_use(r.get("link", []), rate_bytes(args.rate)) for r in per] if args.rate else [],
         "client_tcp": [r.get("tcp", {}) for r in per],
     }
@@ -291,6 +327,11 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=1)
     ap.add_argument("--tasks", type=int, default=100, help="tasks per client")
     ap.add_argument("--kill-leader", action="store_true")
+    ap.add_argument(
+        "--cc",
+        default="cubic",
+        help="TCP congestion control of every host ('' = the machine's default; see the module doc)",
+    )
     ap.add_argument("--raw", action="store_true", help="no mesh: plain TCP echo servers (the links' own floor)")
     ap.add_argument("--node-args", default="", help='more flags for every `join` (e.g. "--placement least-loaded")')
     ap.add_argument("--label", default="", help="what code this is (saved with the figures)")
@@ -313,7 +354,7 @@ def main() -> None:
     )
     for i, (use, tcp) in enumerate(zip(r["client_links"], r["client_tcp"], strict=False)):
         if tcp:
-            print(f"  client {i} TCP: {tcp}")
+            print(f"  client {i} TCP: {tcp}; done at {r['client_seconds'][i]} s")
         if use:
             print(
                 f"  client {i}: uplink {use['up_busy']:.0%} busy ({use['up_gaps']:.0%} of 100 ms under half), "
