@@ -360,6 +360,29 @@ def test_a_ticket_is_offered_when_nothing_waits_and_its_task_needs_no_place() ->
     asyncio.run(go())
 
 
+def test_a_tickets_task_the_worker_never_got_is_placed_anew_when_its_client_sends_it_again() -> None:
+    async def go() -> None:
+        leader, front, back = _ticketing()
+        await leader._on_back(b"w1", Ready("w1", credits=4, slots=1, host="10.0.0.2", task_port=7000), [])
+        await leader._on_back(b"w2", Ready("w2", credits=4, slots=1, host="10.0.0.3", task_port=7000), [])
+        await leader._submit(b"c", Submit("t1"))
+        await leader._on_back(b"w2", Done("t1", True, node_id="w2", model_ms=100.0), [])  # the model is measured
+        (offer, *_) = _offers(front)
+        held = next(w for w in leader.workers.values() if w.node_id == offer.node_id)
+        await leader._submit(b"c", Submit("t2", ticket=offer.ticket))
+        p = leader.tasks["t2"]
+        assert p.worker == held.identity and p.task.deadline_s < const.TASK_DEADLINE_MAX  # not a 600 s guess
+        # on a busy link the bytes came after the hold ended: the hold's credit comes back, the worker
+        # answers the bytes `retry` and the client sends the task again plainly
+        await leader._on_back(held.identity, Done("", False, NO_DATA, "unused", offer.node_id, ticket=offer.ticket), [])
+        await leader._submit(b"c", Submit("t2"))
+        again = [m for _, m, _ in front.sent if isinstance(m, Place) and m.task_id == "t2"]
+        assert len(again) == 1 and [m.task_id for _, m, _ in back.sent if isinstance(m, Task)][-1] == "t2"
+        assert "t2" not in held.assigned or leader.tasks["t2"].worker == held.identity  # charged once
+
+    asyncio.run(go())
+
+
 def test_no_ticket_while_a_task_waits_or_no_credit_is_left() -> None:
     async def go() -> None:
         leader, front, _ = _ticketing()

@@ -80,6 +80,7 @@ class Pending:
     expired: int = 0  # placements that went past their deadline
     avoid: str = ""  # node id of the worker its last placement expired on
     turn: int = 0  # its client's fair-share round (see Scheduler._turn_of)
+    by_ticket: bool = False  # placed by its client's ticket: its bytes went straight to the worker
     _needs: placement.TaskNeeds | None = None
 
     @property
@@ -370,6 +371,8 @@ class Scheduler:
                 self.per_client[client] += 1
                 self.client_seen[client] = time.monotonic()
                 known.client = client
+            elif known.by_ticket and known.worker is not None and not msg.ticket:
+                await self._unticket(known)
             return None
         if msg.ticket and await self._redeem(client, msg):
             return None
@@ -389,6 +392,19 @@ class Scheduler:
         return None
 
     # ---- tickets: a slot held ahead for a client's next task -----------------------------------
+    async def _unticket(self, p: Pending) -> None:
+        """Its client sent a task again plainly that came by its ticket: the worker answered it
+        ``retry`` (the bytes came after the ticket's hold had ended, on a busy link: the hold's credit
+        is back already) or it went unanswered for ``CLIENT_RESEND_AFTER``. Place it like any task,
+        now (before: it stayed charged to that worker until its deadline, 30-600 s)."""
+        w = self.workers.get(p.worker) if p.worker is not None else None
+        if w is not None:
+            w.assigned.pop(p.task.task_id, None)
+        p.worker, p.by_ticket = None, False
+        heapq.heappush(self.queue, (p.key, p.task.task_id))
+        log.info("task %s came by a ticket and was sent again: placed anew", p.task.task_id[:12])
+        await self.kick()
+
     async def _offer_ticket(self, client: bytes, like: Pending) -> None:
         """Nothing waits in the queue: hold a slot, where placement would put it, for ``client``'s next
         task like ``like`` (its model and requirement), so that task's bytes go straight there with
@@ -433,9 +449,11 @@ class Scheduler:
         if w is None:
             return False
         now = time.monotonic()
-        p = Pending(task_of(msg), client, next(self._seq), now)
+        p = Pending(task_of(msg), client, next(self._seq), now, by_ticket=True)
         load = w.load(now)
-        self._assign(p, w, placement.service_estimate_ms(load, p.needs()), placement.measured([load], p.needs()), now)
+        # its deadline is measured when any worker ran this model (not only this one: a guess is 600 s)
+        measured = placement.measured((o.load() for o in self.workers.values()), p.needs())
+        self._assign(p, w, placement.service_estimate_ms(load, p.needs()), measured, now)
         self.tasks[msg.task_id] = p
         self.per_client[client] += 1
         self.client_seen[client] = now

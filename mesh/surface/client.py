@@ -523,6 +523,7 @@ class _Batch:
             return
         if sent.data_sent:
             self.client.resent += 1
+            log.debug("task %s placed again at %s (attempt %d)", msg.task_id[:12], msg.addr, msg.attempt)
         sent.worker, sent.last = msg.addr, time.monotonic()
         sent.data_sent += 1
         await d.send(Data(msg.task_id, msg.attempt), [sent.job.image, sent.job.mask])
@@ -536,6 +537,7 @@ class _Batch:
             self.moved, self.hint = True, msg.error
             return
         if msg.error_code == RETRY:  # a worker had no placement for its bytes: ask the leader again
+            log.info("task %s: %s said %s; submitting it again", msg.task_id[:12], msg.node_id, msg.error)
             await self.submit(sent)
             return
         del self.pending[msg.task_id]
