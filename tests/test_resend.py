@@ -58,3 +58,36 @@ def test_an_unanswered_task_is_sent_again(monkeypatch: pytest.MonkeyPatch) -> No
 
     submits, oks = asyncio.run(main())
     assert oks == [True] and submits == 2
+
+
+def test_a_ticket_offered_while_our_tasks_wait_for_a_place_is_let_go_at_once() -> None:
+    """At a batch's start the leader places the first task and offers a ticket before the rest of the
+    window reaches it; the client, with tasks still waiting for a place, gives the slot back at once
+    (before: it used the ticket seconds later, on a busy link, and the task went twice)."""
+    from mesh.surface.client import _Batch, _Sent
+    from mesh.wire.protocol import Direct, Message, Place
+
+    class FakeDealer:
+        def __init__(self) -> None:
+            self.sent: list[Message] = []
+
+        async def send(self, msg: Message, blobs: object = ()) -> None:
+            self.sent.append(msg)
+
+    async def main() -> None:
+        batch = _Batch(Client(Context(), [("127.0.0.1", 1)]), [], None, window=4, timeout=None, keep=False)
+        dealer = FakeDealer()
+        batch.worker = lambda addr: dealer  # type: ignore[method-assign,assignment,return-value]
+        placed, waiting = Job(b"i", b"m"), Job(b"i", b"m")
+        batch.pending = {
+            placed.task_id: _Sent(placed, 0.0, 0.0, worker="h:1"),
+            waiting.task_id: _Sent(waiting, 0.0, 0.0),
+        }
+        offer = Place(node_id="w", addr="10.0.0.2:7000", ticket="t1", model="builtin", ttl_s=2.0)
+        await batch.on_place(offer)
+        assert batch.ticket is None and [(type(m), m.ticket, m.task_id) for m in dealer.sent] == [(Direct, "t1", "")]
+        del batch.pending[waiting.task_id]  # every task of ours placed: a lone client keeps its ticket
+        await batch.on_place(Place(node_id="w", addr="10.0.0.2:7000", ticket="t2", model="builtin", ttl_s=2.0))
+        assert batch.ticket is not None and batch.ticket.ticket == "t2" and len(dealer.sent) == 1
+
+    asyncio.run(main())

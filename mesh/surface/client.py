@@ -512,6 +512,13 @@ class _Batch:
 
     async def on_place(self, msg: Place) -> None:
         if msg.ticket and not msg.task_id:  # a slot held for our next task of this kind
+            if any(not p.worker for p in self.pending.values()):
+                # tasks of ours wait for a place: the offer crossed them (the leader forgets it when
+                # they come), and our next task would go long after: let its slot go now
+                d = self.worker(msg.addr)
+                if d is not None:
+                    await d.send(Direct(ticket=msg.ticket))
+                return
             self.ticket, self.ticket_until = msg, time.monotonic() + max(0.0, min(msg.ttl_s, const.TICKET_TTL_MAX))
             return
         sent = self.pending.get(msg.task_id)
