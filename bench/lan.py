@@ -19,6 +19,8 @@ the box; this VM's kernel defaults to ``bbr``, under which the same traffic, wit
 TCP, tops out near 0.81 of the link rate): the congestion control is added to the machine's allowed
 list for the run and put back after. ``--cc ""`` keeps the machine's default. Clients start together:
 each says when it is connected (``_lanclient.start_together``) and the run starts once all have.
+``LAN_DUMP=FILE`` writes each client's own figures as they came, with its link's byte counters every
+100 ms (a timeline of both directions: where the link idled).
 """
 
 from __future__ import annotations
