@@ -19,8 +19,9 @@ the box; this VM's kernel defaults to ``bbr``, under which the same traffic, wit
 TCP, tops out near 0.81 of the link rate): the congestion control is added to the machine's allowed
 list for the run and put back after. ``--cc ""`` keeps the machine's default. Clients start together:
 each says when it is connected (``_lanclient.start_together``) and the run starts once all have.
-``LAN_DUMP=FILE`` writes each client's own figures as they came, with its link's byte counters every
-100 ms (a timeline of both directions: where the link idled).
+``LAN_KEEP=1`` keeps the run's folder (node logs) instead of removing it. ``LAN_DUMP=FILE`` writes
+each client's own figures as they came, with its link's byte counters every 100 ms (a timeline of
+both directions: where the link idled).
 """
 
 from __future__ import annotations
@@ -228,6 +229,10 @@ def run(args: argparse.Namespace) -> dict:
                 p.kill()
                 p.wait(5)
         lan.close()
+        if os.environ.get("LAN_KEEP"):
+            print(f"node and client logs kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     return _figures(args, per, killed, snap["leader"])
 
 
