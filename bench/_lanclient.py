@@ -32,10 +32,12 @@ async def main(args: argparse.Namespace) -> None:
     by_node: dict[str, int] = {}
     failed = 0
     progress = Path(args.out + ".progress")
+    answered: list[tuple[float, str]] = []  # (s since start, node) per answer: the timeline of results
 
     def done(r: JobResult) -> None:
         nonlocal failed
         seen[r.job.task_id] = seen.get(r.job.task_id, 0) + 1
+        answered.append((round(time.time() - started, 4), r.node_id))
         if r.ok and r.data == payload:
             by_node[r.node_id] = by_node.get(r.node_id, 0) + 1
         else:
@@ -65,6 +67,7 @@ async def main(args: argparse.Namespace) -> None:
                 "resent": getattr(client, "resent", 0),
                 "by_node": by_node,
                 "link": link,
+                "answered": answered,
                 "tcp": {k: v - tcp0.get(k, 0) for k, v in _tcp_counters().items()},
             }
         )

@@ -21,7 +21,7 @@ list for the run and put back after. ``--cc ""`` keeps the machine's default. Cl
 each says when it is connected (``_lanclient.start_together``) and the run starts once all have.
 ``LAN_KEEP=1`` keeps the run's folder (node logs) instead of removing it. ``LAN_DUMP=FILE`` writes
 each client's own figures as they came, with its link's byte counters every 100 ms (a timeline of
-both directions: where the link idled).
+both directions: where the link idled) and when each answer came and from which node (``answered``).
 """
 
 from __future__ import annotations

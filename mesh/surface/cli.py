@@ -347,7 +347,7 @@ def _read(path: Path, what: str) -> bytes:
         raise InputError(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
-def _write(path: Path, data: bytes) -> None:
+def _write(path: Path, data: bytes | memoryview) -> None:
     """Atomically: a half-written file is never under the final name (a killed submit leaves a hidden
     ``.NAME.part`` at most, which the next batch into that folder removes)."""
     path.parent.mkdir(parents=True, exist_ok=True)

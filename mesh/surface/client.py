@@ -92,7 +92,9 @@ class Job:
 class JobResult:
     job: Job
     ok: bool
-    data: bytes = b""
+    # the result's bytes as they came off the socket: a read-only memoryview over the received
+    # message, no copy (8 MiB copied cost ~1 ms a task on loopback); ``bytes(r.data)`` makes one
+    data: bytes | memoryview = b""
     out_format: str = ""
     node_id: str = ""
     error_code: str = ""
@@ -548,7 +550,7 @@ class _Batch:
             await self.submit(sent)
             return
         del self.pending[msg.task_id]
-        data = bytes(blobs[0].buffer) if (msg.ok and blobs) else b""
+        data = blobs[0].buffer if (msg.ok and blobs) else b""  # zero-copy: see JobResult.data
         await self.deliver(
             JobResult(
                 sent.job,
