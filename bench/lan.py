@@ -21,7 +21,8 @@ list for the run and put back after. ``--cc ""`` keeps the machine's default. Cl
 each says when it is connected (``_lanclient.start_together``) and the run starts once all have.
 ``LAN_KEEP=1`` keeps the run's folder (node logs) instead of removing it. ``LAN_DUMP=FILE`` writes
 each client's own figures as they came, with its link's byte counters every 100 ms (a timeline of
-both directions: where the link idled) and when each answer came and from which node (``answered``).
+both directions: where the link idled) and when each answer came and from which node (``answered``);
+``LAN_SS=FILE`` samples the first client host's TCP sockets every 50 ms (``_sample_sockets``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -204,6 +206,7 @@ def run(args: argparse.Namespace) -> dict:
                    "--out", str(outs[c]), "--seed", str(c)]  # fmt: skip
             clients.append(subprocess.Popen(in_ns(ns, *cmd), env=env))
         release(barrier, len(clients))  # every client starts at the same instant, once all are connected
+        sampler = _sample_sockets(client_hosts[0], clients[0]) if os.environ.get("LAN_SS") else None
         killed = ""
         if args.kill_leader:
             victim = next(i for i in range(args.nodes) if lan.addr(i) == leader["host"])
@@ -217,6 +220,8 @@ def run(args: argparse.Namespace) -> dict:
             killed = leader["id"]
         for p in clients:
             p.wait(timeout=900)
+        if sampler is not None:
+            sampler.join(10)
         per = [json.loads(o.read_text()) for o in outs]
     finally:
         for p in procs:
@@ -234,6 +239,25 @@ def run(args: argparse.Namespace) -> dict:
         else:
             shutil.rmtree(work, ignore_errors=True)
     return _figures(args, per, killed, snap["leader"])
+
+
+def _sample_sockets(ns: str, client: subprocess.Popen[bytes]) -> threading.Thread:
+    """``LAN_SS=FILE``: the first client host's TCP sockets (``ss -tin``: each connection's send queue,
+    congestion window, RTT and the peer's advertised window) every 50 ms while that client runs, one
+    JSON line ``[unix time, ss output]`` each; match them with ``LAN_DUMP``'s start time. It showed
+    the first uploads sharing the client's link, two of them held to the worker's 97 KB window."""
+
+    def run() -> None:
+        with open(os.environ["LAN_SS"], "w") as out:
+            while client.poll() is None:
+                got = subprocess.run(in_ns(ns, "ss", "-tinH", "state", "established"), capture_output=True,
+                                     text=True, timeout=10)  # fmt: skip
+                out.write(json.dumps([round(time.time(), 4), got.stdout]) + "\n")
+                time.sleep(0.05)
+
+    t = threading.Thread(target=run, name="lan-ss", daemon=True)
+    t.start()
+    return t
 
 
 def _run_raw(args: argparse.Namespace, lan: Lan, work: Path, env: dict[str, str]) -> dict:
