@@ -550,7 +550,7 @@ class _Batch:
             await self.submit(sent)
             return
         del self.pending[msg.task_id]
-        data = blobs[0].buffer if (msg.ok and blobs) else b""  # zero-copy: see JobResult.data
+        data = blobs[0].buffer.toreadonly() if (msg.ok and blobs) else b""  # zero-copy: see JobResult.data
         await self.deliver(
             JobResult(
                 sent.job,
