@@ -452,7 +452,7 @@ class Scheduler:
         p = Pending(task_of(msg), client, next(self._seq), now, by_ticket=True)
         load = w.load(now)
         # its deadline is measured when any worker ran this model (not only this one: a guess is 600 s)
-        measured = placement.measured((o.load() for o in self.workers.values()), p.needs())
+        measured = placement.measured((o.load(now) for o in self.workers.values()), p.needs())
         self._assign(p, w, placement.service_estimate_ms(load, p.needs()), measured, now)
         self.tasks[msg.task_id] = p
         self.per_client[client] += 1
