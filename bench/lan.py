@@ -6,10 +6,12 @@ Prints mesh tasks/s against the compute limit (nodes x slots x 1000 / service ms
 clients' own links carry (clients x rate / payload), and saves JSON under bench/results/.
 
     sudo python bench/lan.py [--rate 100mbit] [--payload 1048576] [--service-ms 100]
-                             [--nodes 4] [--clients 1] [--tasks 100] [--kill-leader] [--out lan]
+                             [--nodes 4] [--clients 1] [--tasks 100] [--window 64] [--kill-leader] [--out lan]
 
-``--kill-leader``: kill -9 the leader's node once a third of the tasks are answered; every output
-must still arrive exactly once (the client counts answers and resends). Needs root, ``ip`` and
+``--window``: tasks each client keeps in flight (a small one, say 10, leaves the leader's queue empty, so
+every task goes by a ticket: 8 nodes with ``--window 10`` found tickets' bytes arriving after their hold
+ended on the busy link). ``--kill-leader``: kill -9 the leader's node once a third of the tasks are
+answered; every output must still arrive exactly once (the client counts answers and resends). Needs root, ``ip`` and
 ``tc``; without them it says so in one line and exits 0. The tbf shaping uses a 64 kb burst and a
 50 ms queue; ``LAN_BURST`` / ``LAN_LATENCY`` in the environment change them (tried: 20-200 ms queues
 give the same figures).
@@ -203,7 +205,7 @@ def run(args: argparse.Namespace) -> dict:
         for c, ns in enumerate(client_hosts):
             cmd = [sys.executable, str(ROOT / "bench" / "_lanclient.py"), "--peer", f"{lan.addr(0)}:{port}",
                    "--tasks", str(args.tasks), "--payload", str(args.payload), "--barrier", str(barrier),
-                   "--out", str(outs[c]), "--seed", str(c)]  # fmt: skip
+                   "--out", str(outs[c]), "--seed", str(c), "--window", str(args.window)]  # fmt: skip
             clients.append(subprocess.Popen(in_ns(ns, *cmd), env=env))
         release(barrier, len(clients))  # every client starts at the same instant, once all are connected
         sampler = _sample_sockets(client_hosts[0], clients[0]) if os.environ.get("LAN_SS") else None
@@ -277,7 +279,8 @@ def _run_raw(args: argparse.Namespace, lan: Lan, work: Path, env: dict[str, str]
         targets = ",".join(f"{lan.addr(i)}:6000" for i in range(args.nodes))
         clients = [
             subprocess.Popen(in_ns(ns, sys.executable, raw, "client", "--servers", targets, "--tasks", str(args.tasks),
-                                   "--payload", str(args.payload), "--barrier", str(barrier), "--out", str(outs[c])),
+                                   "--payload", str(args.payload), "--barrier", str(barrier), "--out", str(outs[c]),
+                                   "--window", str(args.window)),
                              env=env)
             for c, ns in enumerate(lan.hosts[args.nodes :])
         ]  # fmt: skip
@@ -314,6 +317,7 @@ def _figures(args: argparse.Namespace, per: list[dict], killed: str, leader: str
         "payload": args.payload,
         "service_ms": args.service_ms,
         "tasks_per_client": args.tasks,
+        "window": args.window,
         "answered": total,
         "failed": sum(r["failed"] for r in per),
         "duplicates": sum(r["duplicates"] for r in per),
@@ -357,6 +361,7 @@ def main() -> None:
     ap.add_argument("--slots", type=int, default=1)
     ap.add_argument("--clients", type=int, default=1)
     ap.add_argument("--tasks", type=int, default=100, help="tasks per client")
+    ap.add_argument("--window", type=int, default=64, help="tasks each client keeps in flight (submit's default: 64)")
     ap.add_argument("--kill-leader", action="store_true")
     ap.add_argument(
         "--cc",

@@ -48,6 +48,8 @@ WORKER_PREFETCH = 3  # tasks a worker may hold beyond its free slots (credit-bas
 TICKET_TTL = 2.0  # s a worker holds a slot for a client's next task (a ticket), plus 2x a task's expected finish
 TICKET_TTL_MAX = 30.0  # s at most (a slow CPU model's tasks take seconds); 0 TICKET_TTL: no tickets
 TICKETS_SPENT_KEPT = 1024  # tickets whose task was done before its Submit came, remembered to ignore that Submit
+TICKETS_LAPSED_KEPT = 1024  # tickets a worker remembers (for DATA_WAIT) after their hold ended unused: a task
+# whose bytes come late under one runs at once instead of waiting DATA_WAIT to be sent again
 DATA_WAIT = 10.0  # s a worker holds a slot for a task whose bytes have not come (then frees it, tells the leader)
 DATA_STAGED_MAX = 64  # tasks' bytes a worker keeps that came before the leader's Task (each kept DATA_WAIT at most)
 TASK_DEADLINE_FACTOR = 4.0  # a placed task's deadline: DATA_WAIT + this x its expected finish (queue + service)

@@ -204,3 +204,46 @@ def test_a_ticket_the_client_lets_go_frees_its_slot_at_once() -> None:
         w.close()
 
     asyncio.run(go())
+
+
+def test_a_tickets_task_whose_bytes_come_after_its_hold_ended_runs_at_once() -> None:
+    """On a busy link a ticket's bytes can come after the worker's hold ended unused (found on the shaped
+    LAN: a 100-task batch stalled 10 s on its last task, which then went again). The leader recorded the
+    task here when its Submit came, so it runs here at once, under the hold's deadline; only once per
+    ticket, and only for DATA_WAIT after the hold ended."""
+
+    async def go() -> None:
+        specs: list[Any] = []
+
+        class Pool(EchoPool):
+            async def run(self, spec: Any, image: Any, mask: Any, timeout: float | None = None) -> SlotResult:
+                specs.append(spec)
+                return await super().run(spec, image, mask, timeout)
+
+        w, replies, told = _worker()
+        w.pool = Pool()  # type: ignore[assignment]
+        t0 = time.monotonic()
+        w.reserve(Task(ticket="T1", deadline_s=33.0, ttl_s=2.0))
+        w.reserve(Task(ticket="T2", deadline_s=33.0, ttl_s=2.0))
+        await w.sweep(t0 + 2.1)  # both holds end unused: their credits go back to the leader
+        assert [(m.task_id, m.error_code, m.ticket) for m in told if isinstance(m, Done)] == [
+            ("", NO_DATA, "T1"),
+            ("", NO_DATA, "T2"),
+        ]
+        w.direct(b"client1", Direct("late", ticket="T1"), [b"img", b"m"])  # the bytes, late
+        await _settle(w)
+        assert [(c, m.task_id, m.ok) for c, m, _ in replies if isinstance(m, Result)] == [(b"client1", "late", True)]
+        assert [(s.task_id, s.deadline_s) for s in specs] == [("late", 33.0)]
+        last = [m for m in told if isinstance(m, Done)][-1]
+        assert (last.task_id, last.ok, last.ticket) == ("late", True, "T1")
+        # once per ticket: the same ticket again is kept like bytes no placement claims (retry later)
+        w.direct(b"client1", Direct("again", ticket="T1"), [b"img", b"m"])
+        assert not w.running and "~T1" in w.early
+        # a lapsed ticket is remembered for DATA_WAIT only
+        await w.sweep(t0 + 2.1 + const.DATA_WAIT + 0.1)
+        assert not w.lapsed
+        w.direct(b"client1", Direct("too-late", ticket="T2"), [b"img", b"m"])
+        assert not w.running and "~T2" in w.early
+        w.close()
+
+    asyncio.run(go())

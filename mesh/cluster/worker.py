@@ -91,6 +91,9 @@ class Worker:
         self.running: set[asyncio.Task[None]] = set()
         self.held: dict[str, tuple[Task, float]] = {}  # slots held for tasks whose bytes have not come
         self.tickets: dict[str, tuple[Task, float]] = {}  # slots held for a client's next task (a ticket)
+        # tickets whose hold ended unused, kept DATA_WAIT (at most TICKETS_LAPSED_KEPT): their task's bytes
+        # may still come, late on a busy link, and then run at once (see ``direct``)
+        self.lapsed: OrderedDict[str, tuple[Task, float]] = OrderedDict()
         self.early: OrderedDict[str, _Bytes] = OrderedDict()  # bytes that came before their Task
         self.early_bytes = 0  # their size: bounded by DATA_STAGED_BYTES as well as by count
         self.done = 0
@@ -186,10 +189,19 @@ class Worker:
         ticket, but on another connection); never claimed, it is answered ``retry`` after ``DATA_WAIT``
         and the client submits it plainly."""
         held = self.tickets.pop(msg.ticket, None)
+        late = self.lapsed.pop(msg.ticket, None) if held is None else None
         if not msg.task_id:  # the client let it go: the slot and the leader's credit come back now
             if held is not None:
                 let_go = Done("", False, NO_DATA, "the client let the ticket go", self.node_id, ticket=msg.ticket)
                 self._spawn(self._send(let_go))
+            return
+        if late is not None:
+            # its hold ended before the bytes came (they queued behind others on the client's busy link).
+            # The leader recorded the task here when its Submit came, so it runs here now; kept for a hold
+            # that might still come, it waited DATA_WAIT (10 s) for nothing and was then sent again
+            log.info("task %s came %.1f s after its ticket's hold ended; running it", msg.task_id[:12],
+                     time.monotonic() - late[1])  # fmt: skip
+            self._start(task_of(msg, deadline_s=late[0].deadline_s, ticket=msg.ticket), client, blobs, 0.0)
             return
         if held is None:  # its hold may still be on its way from the leader: kept like early bytes
             self._stage("~" + msg.ticket, _Bytes(client, blobs, time.monotonic(), direct=msg))
@@ -230,7 +242,12 @@ class Worker:
         for ticket, (hold, since) in list(self.tickets.items()):
             if now - since >= (hold.ttl_s or const.TICKET_TTL):
                 del self.tickets[ticket]
+                self.lapsed[ticket] = (hold, now)
+                while len(self.lapsed) > const.TICKETS_LAPSED_KEPT:
+                    self.lapsed.popitem(last=False)
                 await self._send(Done("", False, NO_DATA, "the ticket was not used", self.node_id, ticket=ticket))
+        while self.lapsed and now - next(iter(self.lapsed.values()))[1] >= const.DATA_WAIT:
+            self.lapsed.popitem(last=False)
         while self.early:
             key, early = next(iter(self.early.items()))
             if now - early.since < const.DATA_WAIT:
