@@ -1,5 +1,5 @@
 """A leader stand-in on a real socket for client tests: answers every ``Ping`` as the leader at
-127.0.0.1 and hands each ``Submit`` to the test's ``on_submit``."""
+127.0.0.1 (telling the test's ``on_ping``, if any) and hands each ``Submit`` to the test's ``on_submit``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ OnSubmit = Callable[[Router, bytes, Submit], Awaitable[None]]
 
 
 @asynccontextmanager
-async def fake_leader(on_submit: OnSubmit) -> AsyncIterator[tuple[Context, int]]:
+async def fake_leader(
+    on_submit: OnSubmit, on_ping: Callable[[], Awaitable[None]] | None = None
+) -> AsyncIterator[tuple[Context, int]]:
     """Yields a context for the client and the leader's port; closes both (and stops serving) after."""
     ctx = Context()
     router = ctx.router()
@@ -28,6 +30,8 @@ async def fake_leader(on_submit: OnSubmit) -> AsyncIterator[tuple[Context, int]]
                 pong = Pong(nonce=msg.nonce, node_id="L", mesh="default", leader_id="L", leader_addr=addr, term=1,
                             host="127.0.0.1")  # fmt: skip
                 await router.send(peer, pong)
+                if on_ping is not None:
+                    await on_ping()
             elif isinstance(msg, Submit):
                 await on_submit(router, peer, msg)
 

@@ -13,6 +13,7 @@ import logging
 import secrets
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, TypeVar
@@ -364,6 +365,10 @@ class _Batch:
         self._turn = 0
         self.ticket: Place | None = None  # a slot held for our next task (see Place.ticket), until ticket_until
         self.ticket_until = 0.0
+        self.ahead: Job | None = None  # the next job, read but not sent: the byte budget said wait
+        self.unanswered = 0  # bytes (image + mask) of the tasks in flight
+        # (time, bytes answered by then) of the last answers, from the batch's start: the throughput
+        self.answers: deque[tuple[float, int]] = deque([(now, 0)], maxlen=33)
 
     # ---- the loop -----------------------------------------------------------------------------
     async def run(self) -> list[JobResult]:
@@ -398,19 +403,47 @@ class _Batch:
         return self.client.dealer
 
     # ---- the window ---------------------------------------------------------------------------
-    def next_job(self) -> Job | None:
+    def _pull(self) -> Job | None:
+        if self.ahead is not None:
+            job, self.ahead = self.ahead, None
+            return job
         if self.exhausted:
             return None
         job = next(self.fresh, None)
         if job is None:
             self.exhausted = True
-        elif self.keep:
+        return job
+
+    def next_job(self) -> Job | None:
+        job = self._pull()
+        if job is not None and self.keep:
             self.order.append(job.task_id)
         return job
 
+    def budget(self) -> float:
+        """Bytes this batch may have in flight: ``CLIENT_BACKLOG_S`` of its throughput over its last 32
+        answers (from its start until it has them), at least ``CLIENT_BYTES_FLOOR``. Every task placed
+        starts its worker's wait for the bytes (``DATA_WAIT``); sending more than the client's link moves
+        in that time makes the last ones come after their holds ended (then they are placed and sent
+        again). The budget follows what was answered, so it grows as fast as the mesh and the link go."""
+        (t0, b0), (t1, b1) = self.answers[0], self.answers[-1]
+        rate = (b1 - b0) / (t1 - t0) if t1 - t0 > 0.01 else 0.0
+        return max(const.CLIENT_BYTES_FLOOR, rate * const.CLIENT_BACKLOG_S)
+
+    def _room(self) -> bool:
+        """The window has room for the next job, by count and by bytes (one task always fits)."""
+        if len(self.pending) >= self.window:
+            return False
+        if self.ahead is None:
+            self.ahead = self._pull()
+            if self.ahead is None:
+                return False
+        size = len(self.ahead.image) + len(self.ahead.mask)
+        return not self.pending or self.unanswered + size <= self.budget()
+
     async def fill(self) -> None:
         max_frame = self.client.ctx.max_frame_bytes
-        while len(self.pending) < self.window and (job := self.next_job()) is not None:
+        while self._room() and (job := self.next_job()) is not None:
             long = max((len(job.model), "model name"), (len(job.session), "session id"))
             if long[0] > const.MAX_NAME_CHARS:  # its header would be refused unread: say why here
                 err = f"the {long[1]} is {long[0]:,} characters long; at most {const.MAX_NAME_CHARS}"
@@ -423,6 +456,7 @@ class _Batch:
                 continue
             now = time.monotonic()
             sent = self.pending[job.task_id] = _Sent(job, now, now)
+            self.unanswered += len(job.image) + len(job.mask)
             if not await self.send_direct(sent):
                 await self.submit(sent)
 
@@ -477,6 +511,7 @@ class _Batch:
         for sent in list(self.pending.values()):
             await self.deliver(JobResult(sent.job, False, error_code=code, error=why))
         self.pending.clear()
+        self.unanswered = 0
         while (left := self.next_job()) is not None:
             await self.deliver(JobResult(left, False, error_code=code, error=why))
 
@@ -550,6 +585,9 @@ class _Batch:
             await self.submit(sent)
             return
         del self.pending[msg.task_id]
+        size = len(sent.job.image) + len(sent.job.mask)
+        self.unanswered -= size
+        self.answers.append((time.monotonic(), self.answers[-1][1] + size))
         data = blobs[0].buffer.toreadonly() if (msg.ok and blobs) else b""  # zero-copy: see JobResult.data
         await self.deliver(
             JobResult(
