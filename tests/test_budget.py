@@ -49,14 +49,13 @@ def _submits_before_the_first_answer(size: int, n: int) -> tuple[int, int]:
             client = Client(ctx, [("127.0.0.1", port)])
             try:
                 await client.connect()
-                run = asyncio.create_task(client.run([Job(bytes(size), b"m") for _ in range(n)]))
-                async with asyncio.timeout(20):
+                async with asyncio.timeout(20), asyncio.TaskGroup() as tg:
+                    run = tg.create_task(client.run([Job(bytes(size), b"m") for _ in range(n)]))
                     await pinged_after.wait()  # a ping after the last Submit: the client sent what it would
                     answered = 1
                     for peer, msg in held:
                         await answer(router_box[0], peer, msg)
-                    res = await run
-                return sum(r.ok for r in res)
+                return sum(r.ok for r in run.result())
             finally:
                 client.close()
 

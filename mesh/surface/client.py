@@ -405,8 +405,8 @@ class _Batch:
     # ---- the window ---------------------------------------------------------------------------
     def _pull(self) -> Job | None:
         if self.ahead is not None:
-            job, self.ahead = self.ahead, None
-            return job
+            ahead, self.ahead = self.ahead, None
+            return ahead
         if self.exhausted:
             return None
         job = next(self.fresh, None)
