@@ -55,6 +55,9 @@ TICKETS_SPENT_KEPT = 1024  # tickets whose task was done before its Submit came,
 TICKETS_LAPSED_KEPT = 1024  # tickets a worker remembers (for DATA_WAIT) after their hold ended unused: a task
 # whose bytes come late under one runs at once instead of waiting DATA_WAIT to be sent again
 DATA_WAIT = 10.0  # s a worker holds a slot for a task whose bytes have not come (then frees it, tells the leader)
+DATA_MIN_RATE = 1024 * 1024  # bytes/s: the slowest link a task's bytes are waited for at (8.4 Mbit/s, a poor
+# Wi-Fi): a hold waits DATA_WAIT + size / DATA_MIN_RATE (12 MB: 21 s). With DATA_WAIT alone, a 12 MB photo on an
+# 8 Mbit/s link (12 s) lost its hold before its bytes came, and every task was placed and sent twice
 DATA_STAGED_MAX = 64  # tasks' bytes a worker keeps that came before the leader's Task (each kept DATA_WAIT at most)
 TASK_DEADLINE_FACTOR = 4.0  # a placed task's deadline: DATA_WAIT + this x its expected finish (queue + service)
 TASK_DEADLINE_MIN = 30.0  # s: the floor of that deadline (a measured 50 ms task still gets 30 s)

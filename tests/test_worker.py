@@ -247,3 +247,26 @@ def test_a_tickets_task_whose_bytes_come_after_its_hold_ended_runs_at_once() -> 
         w.close()
 
     asyncio.run(go())
+
+
+def test_a_hold_waits_longer_for_a_big_tasks_bytes() -> None:
+    """A 12 MB photo on an 8 Mbit/s link takes 12 s to come: its hold waits DATA_WAIT plus the time to
+    move it at DATA_MIN_RATE (before: DATA_WAIT alone, so every such task was placed and sent twice)."""
+
+    async def go() -> None:
+        w, _replies, told = _worker()
+        big = 12 * 1024 * 1024
+        w.reserve(Task(task_id="big", size=big))
+        w.reserve(Task(task_id="small", size=1000))
+        t0 = time.monotonic()
+        await w.sweep(t0 + const.DATA_WAIT + 1)
+        assert "big" in w.held and "small" not in w.held
+        await w.sweep(t0 + const.DATA_WAIT + big / const.DATA_MIN_RATE + 0.1)
+        assert "big" not in w.held
+        assert [(m.task_id, m.error_code) for m in told if isinstance(m, Done)] == [
+            ("small", NO_DATA),
+            ("big", NO_DATA),
+        ]
+        w.close()
+
+    asyncio.run(go())

@@ -424,7 +424,7 @@ class Scheduler:
             return
         w = next(w for w in self.workers.values() if w.node_id == chosen[0].node_id)
         finish = w.finish_ms(chosen[0].estimate_ms)
-        limit = placement.deadline_s(finish, placement.measured(loads.values(), needs))
+        limit = placement.deadline_s(finish, placement.measured(loads.values(), needs), t.size)
         ticket = self.tickets.issue(client, w.identity, t.model, t.requires)
         ttl = round(min(const.TICKET_TTL_MAX, self.ticket_ttl + 2 * finish / 1000), 3)
         hold = Task(model=t.model, requires=t.requires, deadline_s=round(limit, 1), ticket=ticket, ttl_s=ttl)
@@ -754,7 +754,7 @@ class Scheduler:
     @staticmethod
     def _assign(p: Pending, w: WorkerState, estimate_ms: float, measured: bool, now: float) -> None:
         """``p`` is ``w``'s now: its deadline set, ``w`` charged the estimate that chose it."""
-        limit = placement.deadline_s(w.finish_ms(estimate_ms), measured)
+        limit = placement.deadline_s(w.finish_ms(estimate_ms), measured, p.task.size)
         p.task = evolve(p.task, deadline_s=round(limit, 1))
         p.deadline = now + limit
         w.charge(p.task.task_id, estimate_ms, now)

@@ -5,7 +5,8 @@ Credit-based: the worker grants the leader ``slots + prefetch`` credits (less wh
 when it follows it, and each ``Done`` it sends returns one, so it never holds more tasks than it
 can start soon. For each task the leader sends a ``Task`` header (hold a slot) and tells the
 client where to send the bytes; the client's ``Data`` (image + mask) comes in on the node's task
-port. Whichever of the two arrives first waits for the other, ``DATA_WAIT`` at most:
+port. Whichever of the two arrives first waits for the other, ``DATA_WAIT`` at most (a hold waits
+longer for a big task: ``placement.data_wait_s``, the time to move it at ``DATA_MIN_RATE`` more):
 
 - a slot held with no bytes is freed and the leader told (``Done`` with ``no_data``, so it
   places the task again);
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mesh import const
+from mesh.control.placement import data_wait_s
 from mesh.execute.slots import Executor, SlotResult
 from mesh.wire.protocol import (
     HUNG,
@@ -234,10 +236,11 @@ class Worker:
     async def sweep(self, now: float) -> None:
         """Free the slots held too long without bytes (the leader places those tasks again) and drop
         bytes that no placement claimed (their clients submit again)."""
-        for task_id, (_, since) in list(self.held.items()):
-            if now - since >= const.DATA_WAIT:
+        for task_id, (task, since) in list(self.held.items()):
+            wait = data_wait_s(task.size)  # DATA_WAIT, longer for a big photo on a slow link
+            if now - since >= wait:
                 del self.held[task_id]
-                log.info("task %s: its bytes did not come within %g s; slot freed", task_id[:12], const.DATA_WAIT)
+                log.info("task %s: its bytes did not come within %.3g s; slot freed", task_id[:12], wait)
                 await self._send(Done(task_id, False, NO_DATA, "the bytes never came", self.node_id))
         for ticket, (hold, since) in list(self.tickets.items()):
             if now - since >= (hold.ttl_s or const.TICKET_TTL):

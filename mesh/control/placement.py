@@ -244,14 +244,20 @@ def plan(
     return out
 
 
-def deadline_s(finish_ms: float, measured: bool) -> float:
+def data_wait_s(size: int) -> float:
+    """How long a worker holds a slot for a task's bytes (``size``: image + mask) before it gives the
+    slot back: ``DATA_WAIT``, plus the time to move them at ``DATA_MIN_RATE`` (a slow link's photo)."""
+    return const.DATA_WAIT + max(0, size) / const.DATA_MIN_RATE
+
+
+def deadline_s(finish_ms: float, measured: bool, size: int = 0) -> float:
     """How long a placed task may go unanswered before the leader places it elsewhere: the time its
-    bytes may take to come (``DATA_WAIT``) plus ``TASK_DEADLINE_FACTOR`` x its expected finish
+    bytes may take to come (``data_wait_s``) plus ``TASK_DEADLINE_FACTOR`` x its expected finish
     (the queue at its worker and its service time), within ``TASK_DEADLINE_MIN``..``MAX``; a kind of
     task no worker has measured yet (its estimate is a guess) gets the cap."""
     if not measured:
         return const.TASK_DEADLINE_MAX
-    wanted = const.DATA_WAIT + const.TASK_DEADLINE_FACTOR * finish_ms / 1000
+    wanted = data_wait_s(size) + const.TASK_DEADLINE_FACTOR * finish_ms / 1000
     return min(const.TASK_DEADLINE_MAX, max(const.TASK_DEADLINE_MIN, wanted))
 
 
