@@ -189,7 +189,8 @@ class Worker:
         """A task sent straight here under a ticket: run it in the slot the ticket holds. One whose hold
         has not come is kept like early bytes (the leader sends the hold before the client hears of the
         ticket, but on another connection); never claimed, it is answered ``retry`` after ``DATA_WAIT``
-        and the client submits it plainly."""
+        and the client submits it plainly. One whose hold ended unused (``lapsed``, within ``DATA_WAIT``)
+        runs at once, once."""
         held = self.tickets.pop(msg.ticket, None)
         late = self.lapsed.pop(msg.ticket, None) if held is None else None
         if not msg.task_id:  # the client let it go: the slot and the leader's credit come back now
