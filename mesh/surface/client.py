@@ -64,6 +64,11 @@ class Job:
     label: str = ""  # the caller's name for it (a file name); not sent
     quality: int = 0  # JPEG output quality 1-100; 0 = the input's (or 95)
 
+    @property
+    def size(self) -> int:
+        """Bytes of image + mask: what crosses the client's link for it (placement and the byte budget)."""
+        return len(self.image) + len(self.mask)
+
     def submit(self, ticket: str = "") -> Submit:
         return self._spec(Submit, ticket)
 
@@ -84,7 +89,7 @@ class Job:
             resize_limit=self.resize_limit,
             pixels=self.pixels,
             requires=self.requires,
-            size=len(self.image) + len(self.mask),
+            size=self.size,
             quality=self.quality,
         )
 
@@ -438,8 +443,7 @@ class _Batch:
             self.ahead = self._pull()
             if self.ahead is None:
                 return False
-        size = len(self.ahead.image) + len(self.ahead.mask)
-        return not self.pending or self.unanswered + size <= self.budget()
+        return not self.pending or self.unanswered + self.ahead.size <= self.budget()
 
     async def fill(self) -> None:
         max_frame = self.client.ctx.max_frame_bytes
@@ -456,7 +460,7 @@ class _Batch:
                 continue
             now = time.monotonic()
             sent = self.pending[job.task_id] = _Sent(job, now, now)
-            self.unanswered += len(job.image) + len(job.mask)
+            self.unanswered += job.size
             if not await self.send_direct(sent):
                 await self.submit(sent)
 
@@ -585,9 +589,8 @@ class _Batch:
             await self.submit(sent)
             return
         del self.pending[msg.task_id]
-        size = len(sent.job.image) + len(sent.job.mask)
-        self.unanswered -= size
-        self.answers.append((time.monotonic(), self.answers[-1][1] + size))
+        self.unanswered -= sent.job.size
+        self.answers.append((time.monotonic(), self.answers[-1][1] + sent.job.size))
         data = blobs[0].buffer.toreadonly() if (msg.ok and blobs) else b""  # zero-copy: see JobResult.data
         await self.deliver(
             JobResult(
