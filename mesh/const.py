@@ -6,7 +6,7 @@ Read these as ``const.NAME`` at call time (or pass them in through ``Config``): 
 
 from __future__ import annotations
 
-PROTOCOL_VERSION = 4  # wire protocol version: the `v` of every message and the mDNS TXT record
+PROTOCOL_VERSION = 5  # wire protocol version: the `v` of every message and the mDNS TXT record
 
 # ports
 DEFAULT_TASK_PORT = 5555  # the node's client-facing ROUTER; backend ROUTER port + 1, gossip PUB port + 2
@@ -68,6 +68,7 @@ SUBMIT_TIMEOUT = TASK_TRIES * TASK_DEADLINE_MAX + 60.0  # s `submit IMAGE MASK` 
 MAX_WORKER_SLOTS = 256  # slots the leader believes one worker has (a Ready claiming more is capped)
 TRANSFER_ESTIMATE_STALE = 2.0  # s after which an idle worker's unrefreshed transfer estimate is not trusted
 PLAN_DEPTH = 512  # queued tasks the leader looks at in one placement pass
+DONE_HOLD_MAX = 0.02  # s a worker whose slots have their next tasks in hand may hold a Done back (Worker._report)
 BURST_MAX = 64  # messages already waiting that the leader handles before one placement pass
 DATA_STAGED_BYTES = 512 * 1024 * 1024  # bytes of those kept at most (the oldest go first, their clients told retry)
 DATA_TRIES = 3  # times the leader places a task whose bytes never reached the worker before failing it
@@ -103,6 +104,7 @@ HTTP_BODY_GRACE = 30.0  # s a request body may take, plus 1 s per MiB it declare
 MAX_HEADER_BYTES = 64 * 1024  # bytes of the msgpack header frame
 MAX_FRAME_BYTES = 256 * 1024 * 1024  # bytes of one image frame
 MAX_FRAMES = 4  # frames in one message
+BUNDLE_MAX = 64  # messages without data frames sent to one peer as one ZeroMQ message (protocol.encode_bundle)
 MAX_LIST_ITEMS = 1024  # items in one list or map field of a message (members, EWMA table)
 MAX_IMAGE_PIXELS = 100_000_000  # pixels of a decoded image (decompression-bomb guard)
 MAX_QUEUED_PER_CLIENT = 4096  # tasks one client may have queued at a node

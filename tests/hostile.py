@@ -14,7 +14,7 @@ from typing import Any
 
 import zmq
 
-from mesh.wire.protocol import Data, Heartbeat, Ping, Place, Ready, Submit, decode, encode
+from mesh.wire.protocol import Data, Heartbeat, Ping, Place, Ready, Submit, decode_bundle, encode
 from mesh.wire.transport import Context, Dealer
 
 
@@ -108,10 +108,10 @@ def unread_results(port: int, n: int, size: int, tick: Callable[[], None]) -> in
                 lead.send_multipart([encode(Submit(task_id=f"u{sent:06d}", size=size + 1))])
                 sent += 1
             if lead.poll(100):
-                msg = decode(lead.recv_multipart()[0])
-                if isinstance(msg, Place):
-                    data.send_multipart([encode(Data(msg.task_id, msg.attempt)), image, b"m"])
-                    placed += 1
+                for msg in decode_bundle(lead.recv_multipart()[0]):  # a placement pass's Places come as one
+                    if isinstance(msg, Place):
+                        data.send_multipart([encode(Data(msg.task_id, msg.attempt)), image, b"m"])
+                        placed += 1
             if time.monotonic() - last_ping > 1:  # it stays a live client: its tasks are not dropped
                 lead.send_multipart([encode(Ping(0))])
                 last_ping = time.monotonic()

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from mesh import const
 from mesh.errors import ProtocolError, VersionMismatch
 from mesh.wire import protocol
-from mesh.wire.protocol import MESSAGES, Ping, Submit
+from mesh.wire.protocol import MESSAGES, Ping, Place, Submit
 
 texts = st.text(max_size=40)
 ints = st.integers(-(2**40), 2**40)
@@ -113,13 +113,52 @@ def test_unknown_fields_are_ignored_and_missing_get_defaults() -> None:
 
 def test_frames_count_checked() -> None:
     header = protocol.encode(Ping(1))
-    assert protocol.decode_frames([header])[0] == Ping(1)
+    assert protocol.decode_frames([header]) == [(Ping(1), [])]
     with pytest.raises(ProtocolError, match="data frames"):
         protocol.decode_frames([header, b"x"])
     with pytest.raises(ProtocolError, match="frames"):
         protocol.decode_frames([header] * (const.MAX_FRAMES + 1))
     with pytest.raises(ProtocolError, match="empty"):
         protocol.decode_frames([])
+
+
+def test_a_bundle_of_messages_without_data_frames_is_one_frame() -> None:
+    msgs = [Submit(task_id=f"t{i}", size=i) for i in range(3)] + [Place("t0", "n", "h:1")]
+    frame = protocol.encode_bundle(msgs)
+    assert protocol.decode_frames([frame]) == [(m, []) for m in msgs]
+    assert protocol.encode_bundle(msgs[:1]) == protocol.encode(msgs[0])  # one message goes alone
+    assert protocol.decode_bundle(protocol.encode(msgs[0])) == msgs[:1]
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ([], "a bundle of 0"),
+        ([{"v": const.PROTOCOL_VERSION, "t": "ping"}], "a bundle of 1"),
+        ([{"v": const.PROTOCOL_VERSION, "t": "ping"}] * (const.BUNDLE_MAX + 1), "a bundle of"),
+        ([{"v": const.PROTOCOL_VERSION, "t": "ping"}, 7], "holds a int"),
+        (
+            [{"v": const.PROTOCOL_VERSION, "t": "ping"}, [{"v": const.PROTOCOL_VERSION, "t": "ping"}] * 2],
+            "holds a list",
+        ),
+        ([{"v": const.PROTOCOL_VERSION, "t": "ping"}, {"v": const.PROTOCOL_VERSION, "t": "data"}], "data frames"),
+        ([{"v": const.PROTOCOL_VERSION, "t": "ping"}, {"v": 4, "t": "ping"}], "version"),
+        (
+            [{"v": const.PROTOCOL_VERSION, "t": "ping"}, {"v": const.PROTOCOL_VERSION, "t": "ping", "nonce": "x"}],
+            "nonce",
+        ),
+        ("ping", "not a map"),
+    ],
+)
+def test_a_bad_bundle_is_refused_whole(body: object, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        protocol.decode_frames([msgpack.packb(body)])
+
+
+def test_a_bundle_carries_no_data_frames() -> None:
+    frame = protocol.encode_bundle([Ping(1), Ping(2)])
+    with pytest.raises(ProtocolError, match="data frames"):
+        protocol.decode_frames([frame, b"x"])
 
 
 def test_bad_message_log_is_rate_limited_per_peer(caplog: pytest.LogCaptureFixture) -> None:

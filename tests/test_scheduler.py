@@ -15,12 +15,17 @@ class FakeRouter:
     def __init__(self) -> None:
         self.inbox: asyncio.Queue[tuple[bytes, Message, list[Any]]] = asyncio.Queue()
         self.sent: list[tuple[bytes, Message, list[Any]]] = []
+        self.bundles: list[tuple[bytes, list[str]]] = []  # (peer, message types) of each send_bundle
 
     async def recv(self) -> tuple[bytes, Message, list[Any]]:
         return await self.inbox.get()
 
     async def send(self, peer: bytes, msg: Message, blobs: Any = ()) -> None:
         self.sent.append((peer, msg, list(blobs)))
+
+    async def send_bundle(self, peer: bytes, msgs: list[Message]) -> None:
+        self.sent.extend((peer, m, []) for m in msgs)
+        self.bundles.append((peer, [m.t for m in msgs]))
 
 
 def _leader() -> tuple[Scheduler, FakeRouter, FakeRouter]:
@@ -47,6 +52,22 @@ def test_interactive_goes_ahead_of_batch_and_credits_are_respected() -> None:
         assert not [m for _, m, _ in front.sent if isinstance(m, Result)]  # the worker answered the client
         w = leader.workers[b"w1"]
         assert w.ms_per_mib == 50.0 and w.service_ms  # it learnt how fast bytes reach w1 and how fast it runs
+
+    asyncio.run(go())
+
+
+def test_a_pass_tells_each_worker_and_each_client_in_one_message() -> None:
+    """Three credits come back at once (a worker's Dones held back and sent together): the pass places
+    three tasks and sends one message to the worker and one to each client, not one per task."""
+
+    async def go() -> None:
+        leader, front, back = _leader()
+        for i in range(4):
+            await leader._submit(b"a", Submit(f"a{i}", priority="batch"))
+        await leader._submit(b"b", Submit("b0", priority="batch"))
+        await leader._on_back(b"w1", Ready("w1", credits=3, slots=3, host="10.0.0.2", task_port=7000), [])
+        assert back.bundles == [(b"w1", ["task", "task", "task"])]
+        assert sorted(front.bundles) == [(b"a", ["place", "place"]), (b"b", ["place"])]
 
     asyncio.run(go())
 

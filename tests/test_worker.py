@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from mesh import const
 from mesh.cluster.worker import LOCAL, Worker
 from mesh.execute.slots import SlotResult
-from mesh.wire.protocol import HUNG, NO_DATA, RETRY, WITHDRAWN, Data, Direct, Done, Message, Result, Task
+from mesh.wire.protocol import HUNG, NO_DATA, RETRY, WITHDRAWN, Data, Direct, Done, Message, Ready, Result, Task
 from mesh.wire.transport import Context
 
 
@@ -18,6 +18,24 @@ class EchoPool:
 
     async def run(self, spec: Any, image: Any, mask: Any, timeout: float | None = None) -> SlotResult:
         return SlotResult(True, bytes(image), "png", 1.0, 1.0)
+
+
+class GatePool:
+    """One slot; each task runs until the test opens its gate."""
+
+    size, provider, busy = 1, "cpu", 0
+
+    def __init__(self) -> None:
+        self.gates: dict[str, asyncio.Event] = {}
+
+    async def run(self, spec: Any, image: Any, mask: Any, timeout: float | None = None) -> SlotResult:
+        await self.gates.setdefault(spec.task_id, asyncio.Event()).wait()
+        return SlotResult(True, b"out", "png", 1.0, 1.0)
+
+    async def finish(self, task_id: str) -> None:
+        self.gates.setdefault(task_id, asyncio.Event()).set()
+        for _ in range(5):  # the task's coroutine answers, reports and ends
+            await asyncio.sleep(0)
 
 
 def _worker() -> tuple[Worker, list[tuple[bytes, Message, list[Any]]], list[Message]]:
@@ -268,5 +286,80 @@ def test_a_hold_waits_longer_for_a_big_tasks_bytes() -> None:
             ("big", NO_DATA),
         ]
         w.close()
+
+    asyncio.run(go())
+
+
+def _dones(told: list[Message]) -> list[str]:
+    return [m.task_id for m in told if isinstance(m, Done)]
+
+
+def test_a_done_waits_while_the_slot_has_its_next_tasks_in_hand() -> None:
+    """With more tasks in hand than slots, the credit a Done returns is not needed soon: it waits for
+    the next ones (one message, one placement pass for them all), DONE_HOLD_MAX at most."""
+
+    async def go() -> None:
+        w, _replies, told = _worker()
+        w.pool = pool = GatePool()  # type: ignore[assignment]
+        for t in "abc":
+            w.reserve(Task(task_id=t))
+            w.data(b"c", Data(t), [b"img", b"m"])
+        assert w.in_hand == 3
+        await pool.finish("a")
+        assert _dones(told) == []  # b and c are here for the one slot: a's credit waits
+        await pool.finish("b")
+        assert _dones(told) == ["a", "b"]  # only c is left: both go now
+        await pool.finish("c")
+        assert _dones(told) == ["a", "b", "c"]
+        for t in "def":
+            w.reserve(Task(task_id=t))
+            w.data(b"c", Data(t), [b"img", b"m"])
+        await pool.finish("d")
+        assert _dones(told) == ["a", "b", "c"]
+        async with asyncio.timeout(5):  # the slot stays on e: d's Done goes after DONE_HOLD_MAX all the same
+            while _dones(told)[-1:] != ["d"]:
+                await asyncio.sleep(const.DONE_HOLD_MAX / 4)
+        await pool.finish("e")
+        await pool.finish("f")
+        await _settle(w)
+        assert _dones(told) == list("abcdef") and w.in_hand == 0
+        w.close()
+
+    asyncio.run(go())
+
+
+def test_held_dones_reach_a_remote_leader_as_one_message() -> None:
+    async def go() -> None:
+        ctx = Context()
+        backend = ctx.router()
+        port = backend.bind("127.0.0.1", 0)
+        w = Worker(ctx, "w1", "127.0.0.1", GatePool(), task_port=7000)  # type: ignore[arg-type]
+        pool: GatePool = w.pool  # type: ignore[assignment]
+
+        async def reply(client: bytes, msg: Message, blobs: list[Any]) -> None:
+            pass
+
+        w.reply = reply
+        try:
+            async with asyncio.timeout(5):
+                await w.follow(f"tcp://127.0.0.1:{port}")
+                _, ready, _ = await backend.recv()
+                assert isinstance(ready, Ready)
+                for t in "abc":
+                    w.reserve(Task(task_id=t))
+                    w.data(b"c", Data(t), [b"img", b"m"])
+                await pool.finish("a")
+                await pool.finish("b")
+                _, first, _ = await backend.recv()
+                assert isinstance(first, Done) and first.task_id == "a"
+                assert len(backend._held) == 1  # b's came in the same ZeroMQ message
+                _, second, _ = await backend.recv()
+                assert isinstance(second, Done) and second.task_id == "b"
+                await pool.finish("c")
+                await _settle(w)
+        finally:
+            w.close()
+            backend.close()
+            ctx.close()
 
     asyncio.run(go())

@@ -95,6 +95,20 @@ class Pending:
 
 
 @dataclass
+class _Outgoing:
+    """What one placement pass sends: ``Task``s per worker, ``Place``s per client (a bundle each)."""
+
+    tasks: dict[bytes, list[Message]] = field(default_factory=dict)
+    places: dict[bytes, list[Message]] = field(default_factory=dict)
+
+    async def send(self, back: Router, front: Router) -> None:
+        for ident, msgs in self.tasks.items():
+            await back.send_bundle(ident, msgs)
+        for client, msgs in self.places.items():
+            await front.send_bundle(client, msgs)
+
+
+@dataclass
 class WorkerState:
     identity: bytes
     node_id: str
@@ -718,6 +732,7 @@ class Scheduler:
         offers: dict[bytes, Pending] = {}  # each client placed to, with its last task: offered a ticket after
         runnable: dict[tuple[str, str, str], bool] = {}  # (model, requirement, avoid) -> some live worker can run it
         measured: dict[str, bool] = {}  # model -> some worker has run it (its deadline is not a guess)
+        out = _Outgoing()
         for item, p, chosen in zip(head, pend, choices, strict=True):
             if chosen is None:
                 heapq.heappush(self.queue, item)
@@ -731,25 +746,30 @@ class Scheduler:
             model = p.task.model
             if model not in measured:
                 measured[model] = placement.measured(loads.values(), p.needs())
-            await self._place(p, by_node[chosen.node_id], chosen.estimate_ms, measured[model], now)
+            self._place(p, by_node[chosen.node_id], chosen.estimate_ms, measured[model], now, out)
             prio = p.task.priority
             self._vturn[prio] = max(self._vturn.get(prio, 0), p.turn)
             offers[p.client] = p
+        await out.send(self.back, self.front)
         if not self.queue:
             for client, p in offers.items():
                 await self._offer_ticket(client, p)
 
-    async def _place(self, p: Pending, w: WorkerState, estimate_ms: float, measured: bool, now: float) -> None:
-        """Send ``p`` to ``w``: the worker holds a slot (``Task``), the client sends the bytes (``Place``)."""
+    def _place(
+        self, p: Pending, w: WorkerState, estimate_ms: float, measured: bool, now: float, out: _Outgoing
+    ) -> None:
+        """``p`` goes to ``w``: a credit of ``w`` spent, the worker told to hold a slot (``Task``; a call
+        when it is this node's) and the client where to send the bytes (``Place``). The pass sends what
+        ``out`` gathered as one message per worker and one per client."""
         self._assign(p, w, estimate_ms, measured, now)
         w.credits -= 1
         if p.task.session:
             self.affinity[p.task.session] = w.node_id
         if self.local_worker is not None and w.local:
-            self.local_worker(p.task)  # hold a slot by a call
+            self.local_worker(p.task)
         else:
-            await self.back.send(w.identity, p.task)  # hold a slot
-        await self.front.send(p.client, Place(p.task.task_id, w.node_id, w.addr, p.task.attempt))
+            out.tasks.setdefault(w.identity, []).append(p.task)
+        out.places.setdefault(p.client, []).append(Place(p.task.task_id, w.node_id, w.addr, p.task.attempt))
 
     @staticmethod
     def _assign(p: Pending, w: WorkerState, estimate_ms: float, measured: bool, now: float) -> None:

@@ -113,6 +113,9 @@ class Worker:
         self.last_ready = 0.0
         self.started = time.monotonic()
         self._finished: deque[float] = deque()  # monotonic times of the tasks finished in the rate window
+        self.in_hand = 0  # tasks whose bytes are here, running or waiting for a slot
+        self._deferred: list[Message] = []  # Dones held back while the slots have work in hand (see _report)
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     def rate(self, now: float | None = None) -> float:
         """Tasks/s finished over the last ``RATE_WINDOW`` seconds (or since the start, if sooner)."""
@@ -127,6 +130,7 @@ class Worker:
         ``endpoint``: its backend's ``tcp://host:port``, or ``local`` for this node's own scheduler."""
         if endpoint == self.following or self.leaving:
             return
+        await self.flush()  # the Dones held back belong to the leader followed so far
         self.dealer.disconnect()
         if endpoint != LOCAL:
             self.dealer.connect_endpoint(endpoint)
@@ -138,6 +142,34 @@ class Worker:
             await self.local(self.identity, msg, [])
         else:
             await self.dealer.send(msg)
+
+    async def _report(self, done: Done) -> None:
+        """Tell the leader a task is over. While more tasks than slots are in hand (every slot has its
+        next task here already), the credit this returns is not needed soon: the ``Done`` waits, and
+        goes with the next ones as one message (``DONE_HOLD_MAX`` at most), so the leader places their
+        successors in one pass, one message to this worker and one to each client. Under a stream of
+        short tasks a message per task each way cost more than the tasks (64 KiB on loopback)."""
+        self._deferred.append(done)
+        if self.in_hand > self.pool.size and len(self._deferred) < const.BUNDLE_MAX:
+            if self._flush_timer is None:
+                loop = asyncio.get_running_loop()
+                self._flush_timer = loop.call_later(const.DONE_HOLD_MAX, lambda: self._spawn(self.flush()))
+            return
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Send the ``Done``s held back (see ``_report``)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if not self._deferred:
+            return
+        out, self._deferred = self._deferred, []
+        if self.following == LOCAL and self.local is not None:
+            for msg in out:
+                await self.local(self.identity, msg, [])
+        else:
+            await self.dealer.send_bundle(out)
 
     # ---- a task's two halves: the leader's hold, the client's bytes ------------------------------
     def reserve(self, task: Task) -> None:
@@ -223,6 +255,7 @@ class Worker:
         await self._send(Done(task_id, False, WITHDRAWN, "the client has its answer already", self.node_id))
 
     def _start(self, task: Task, client: bytes, blobs: list[Any], fetch_ms: float) -> None:
+        self.in_hand += 1
         self._spawn(self._run_one(task, client, blobs, fetch_ms))
 
     def _spawn(self, coro: Any) -> None:
@@ -297,6 +330,14 @@ class Worker:
                     self.reserve(msg)
 
     async def _run_one(self, task: Task, client: bytes, blobs: list[Any], fetch_ms: float) -> None:
+        try:
+            done = await self._run(task, client, blobs, fetch_ms)
+        finally:
+            self.in_hand -= 1
+        await self._report(done)
+
+    async def _run(self, task: Task, client: bytes, blobs: list[Any], fetch_ms: float) -> Done:
+        """Run it in a slot and answer the client; the ``Done`` for the leader is returned."""
         size = sum(len(b) for b in blobs)
         if len(blobs) != 2:
             res = SlotResult(False, error_code="input", error="a task needs two frames: image and mask")
@@ -322,7 +363,7 @@ class Worker:
         )
         if self.reply is not None and res.error_code != HUNG:  # hung: the leader places it elsewhere, not an answer
             await self.reply(client, result, [res.data] if res.ok else [])
-        done = Done(
+        return Done(
             task.task_id,
             res.ok,
             res.error_code,
@@ -334,11 +375,11 @@ class Worker:
             size=0 if task.ticket else size,  # a ticket's bytes came when the client had them: nothing to learn
             ticket=task.ticket,
         )
-        await self._send(done)
 
     async def leave(self) -> None:
         """Tell the leader to give our queued tasks to others; the running ones still answer."""
         self.leaving = True
+        await self.flush()
         if self.following:
             await self._send(Bye(self.node_id))
 

@@ -329,6 +329,7 @@ class _Sent:
     last: float  # when it was last sent anywhere (the resend rule)
     worker: str = ""  # host:port its bytes went to ("" = waiting for a placement)
     data_sent: int = 0  # times its bytes were sent
+    asked: bool = False  # submitted, its placement not come yet (counted in _Batch.asked)
 
 
 class _Batch:
@@ -374,11 +375,15 @@ class _Batch:
         self.unanswered = 0  # bytes (image + mask) of the tasks in flight
         # (time, bytes answered by then) of the last answers, from the batch's start: the throughput
         self.answers: deque[tuple[float, int]] = deque([(now, 0)], maxlen=33)
+        self.outbox: list[Submit] = []  # Submits for the leader, sent as one bundle per loop turn (flush)
+        self.asked = 0  # our tasks the leader has and has not placed yet
+        self.refill_at = max(1, window // 8)  # see fill
 
     # ---- the loop -----------------------------------------------------------------------------
     async def run(self) -> list[JobResult]:
         while True:
             await self.fill()
+            await self.flush()
             if not self.pending and self.exhausted:
                 break
             if self.deadline is not None and time.monotonic() >= self.deadline:
@@ -446,6 +451,13 @@ class _Batch:
         return not self.pending or self.unanswered + self.ahead.size <= self.budget()
 
     async def fill(self) -> None:
+        """Take new jobs while the window has room. While the leader still has ``refill_at`` of our tasks
+        to place, a place or two freed waits for more (up to ``refill_at``): their ``Submit``s then go as
+        one message (a loop turn per answer, each sending one, cost the client and the leader more than
+        the tasks' bytes at 64 KiB); the leader's queue of ours never runs dry for it."""
+        free = self.window - len(self.pending)
+        if free < self.refill_at and self.asked >= self.refill_at:
+            return
         max_frame = self.client.ctx.max_frame_bytes
         while self._room() and (job := self.next_job()) is not None:
             long = max((len(job.model), "model name"), (len(job.session), "session id"))
@@ -477,6 +489,7 @@ class _Batch:
         if d is None:
             return False
         self.client.submitted = True
+        # the leader first (not in the outbox): it offers our next ticket when this Submit comes
         await self.leader.send(job.submit(t.ticket))
         await d.send(job.direct(t.ticket), [job.image, job.mask])
         sent.worker, sent.last, sent.data_sent = t.addr, time.monotonic(), 1
@@ -495,13 +508,27 @@ class _Batch:
         return d
 
     async def submit(self, sent: _Sent) -> None:
-        """(Again) ask the leader to place it; the bytes wait for the answer."""
+        """(Again) ask the leader to place it; the bytes wait for the answer. Sent by ``flush``."""
         if sent.worker or sent.data_sent:
             self.client.resubmitted += 1
         sent.worker = ""
         sent.last = time.monotonic()
+        if not sent.asked:
+            sent.asked = True
+            self.asked += 1
         self.client.submitted = True
-        await self.leader.send(sent.job.submit())
+        self.outbox.append(sent.job.submit())
+
+    def _placed(self, sent: _Sent) -> None:
+        if sent.asked:
+            sent.asked = False
+            self.asked -= 1
+
+    async def flush(self) -> None:
+        """Send the ``Submit``s this loop turn made, as one message (``BUNDLE_MAX`` a message)."""
+        if self.outbox:
+            out, self.outbox = self.outbox, []
+            await self.leader.send_bundle(out)
 
     async def deliver(self, r: JobResult) -> None:
         if self.keep:
@@ -516,6 +543,7 @@ class _Batch:
             await self.deliver(JobResult(sent.job, False, error_code=code, error=why))
         self.pending.clear()
         self.unanswered = 0
+        self.asked = 0
         while (left := self.next_job()) is not None:
             await self.deliver(JobResult(left, False, error_code=code, error=why))
 
@@ -572,6 +600,7 @@ class _Batch:
         if sent.data_sent:
             self.client.resent += 1
             log.debug("task %s placed again at %s (attempt %d)", msg.task_id[:12], msg.addr, msg.attempt)
+        self._placed(sent)
         sent.worker, sent.last = msg.addr, time.monotonic()
         sent.data_sent += 1
         await d.send(Data(msg.task_id, msg.attempt), [sent.job.image, sent.job.mask])
@@ -589,6 +618,7 @@ class _Batch:
             await self.submit(sent)
             return
         del self.pending[msg.task_id]
+        self._placed(sent)
         self.unanswered -= sent.job.size
         self.answers.append((time.monotonic(), self.answers[-1][1] + sent.job.size))
         data = blobs[0].buffer.toreadonly() if (msg.ok and blobs) else b""  # zero-copy: see JobResult.data

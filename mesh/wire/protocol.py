@@ -14,6 +14,7 @@ import logging
 import time
 import typing
 from collections import Counter, OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -497,9 +498,7 @@ def _check(name: str, value: Any, origin: Any, kind: int) -> Any:
 _NAMES: dict[type[Message], tuple[str, ...]] = {}
 
 
-def encode(msg: Message) -> bytes:
-    """The header frame. Fields are read shallowly (no deep copy as ``dataclasses.asdict`` makes):
-    this runs for every task, twice on the leader."""
+def _body(msg: Message) -> dict[str, Any]:
     cls = type(msg)
     names = _NAMES.get(cls)
     if names is None:
@@ -507,16 +506,60 @@ def encode(msg: Message) -> bytes:
     body: dict[str, Any] = {"v": const.PROTOCOL_VERSION, "t": msg.t}
     for name in names:
         body[name] = getattr(msg, name)
-    data: bytes = msgpack.packb(body, use_bin_type=True)
+    return body
+
+
+def encode(msg: Message) -> bytes:
+    """The header frame. Fields are read shallowly (no deep copy as ``dataclasses.asdict`` makes):
+    this runs for every task, twice on the leader."""
+    data: bytes = msgpack.packb(_body(msg), use_bin_type=True)
+    return data
+
+
+def encode_bundle(msgs: Sequence[Message]) -> bytes:
+    """Several messages without data frames for one peer as one header frame (a msgpack array of
+    their maps): one ZeroMQ message to send, wake for and read instead of several. One message is
+    encoded alone. ``BUNDLE_MAX`` at most, each of a type that carries no data frames."""
+    if len(msgs) == 1:
+        return encode(msgs[0])
+    assert 0 < len(msgs) <= const.BUNDLE_MAX and all(m.blobs == 0 for m in msgs), "not a bundle"
+    data: bytes = msgpack.packb([_body(m) for m in msgs], use_bin_type=True)
     return data
 
 
 def decode(data: bytes | memoryview) -> Message:
     """Decode one header frame. Raises ``ProtocolError`` (never anything else) on bad input."""
+    body = _unpack(data)
+    if not isinstance(body, dict):
+        raise ProtocolError(f"header is a {type(body).__name__}, not a map")
+    return _message(body)
+
+
+def decode_bundle(data: bytes | memoryview) -> list[Message]:
+    """Decode a header frame that is one message or a bundle of them (see ``encode_bundle``)."""
+    body = _unpack(data)
+    if isinstance(body, dict):
+        return [_message(body)]
+    if not isinstance(body, list):
+        raise ProtocolError(f"header is a {type(body).__name__}, not a map")
+    if not 1 < len(body) <= const.BUNDLE_MAX:
+        raise ProtocolError(f"a bundle of {len(body)} messages; 2 to {const.BUNDLE_MAX} may come as one")
+    out = []
+    for item in body:
+        if not isinstance(item, dict):
+            raise ProtocolError(f"a bundle holds a {type(item).__name__}, not a map")
+        msg = _message(item)
+        if msg.blobs:
+            raise ProtocolError(f"{msg.t} carries data frames: it never comes in a bundle")
+        out.append(msg)
+    return out
+
+
+def _unpack(data: bytes | memoryview) -> Any:
     if len(data) > const.MAX_HEADER_BYTES:
         raise ProtocolError(f"header of {len(data)} bytes is over the limit of {const.MAX_HEADER_BYTES}")
     try:
-        body = msgpack.unpackb(
+        return msgpack.unpackb(
             data,
             raw=False,
             strict_map_key=True,
@@ -524,8 +567,9 @@ def decode(data: bytes | memoryview) -> Message:
         )
     except Exception as exc:  # msgpack raises several types on garbage
         raise ProtocolError(f"not msgpack: {type(exc).__name__}") from None
-    if not isinstance(body, dict):
-        raise ProtocolError(f"header is a {type(body).__name__}, not a map")
+
+
+def _message(body: dict[str, Any]) -> Message:
     v = body.get("v")
     if v != const.PROTOCOL_VERSION:
         raise VersionMismatch(f"protocol version {v!r} refused; this node speaks version {const.PROTOCOL_VERSION}")
@@ -564,20 +608,23 @@ def _sane(msg: Message) -> None:
 
 def decode_frames(
     frames: list[bytes] | list[memoryview], max_frame: int = const.MAX_FRAME_BYTES
-) -> tuple[Message, list[Any]]:
-    """Decode ``[header, *blobs]``; checks the frame count and each blob's size."""
+) -> list[tuple[Message, list[Any]]]:
+    """Decode ``[header, *blobs]``, or a bundle ``[header]`` of several messages without blobs;
+    checks the frame count and each blob's size."""
     if not frames:
         raise ProtocolError("empty message")
     if len(frames) > const.MAX_FRAMES:
         raise ProtocolError(f"{len(frames)} frames, over the limit of {const.MAX_FRAMES}")
-    msg = decode(frames[0])
+    msgs = decode_bundle(frames[0])
     blobs = list(frames[1:])
-    if len(blobs) > msg.blobs:
-        raise ProtocolError(f"{msg.t} carries {len(blobs)} data frames, expected at most {msg.blobs}")
+    if len(blobs) > msgs[0].blobs:  # a bundle's messages carry none
+        raise ProtocolError(f"{msgs[0].t} carries {len(blobs)} data frames, expected at most {msgs[0].blobs}")
     for b in blobs:
         if len(b) > max_frame:
             raise ProtocolError(f"data frame of {len(b)} bytes is over the limit of {max_frame}")
-    return msg, blobs
+    if len(msgs) > 1:
+        return [(m, []) for m in msgs]
+    return [(msgs[0], blobs)]
 
 
 class BadMessages:

@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,6 +184,7 @@ class _Socket:
         self._fd = -1
         self._readers: list[asyncio.Future[None]] = []
         self._writers: list[asyncio.Future[None]] = []
+        self._held: deque[tuple[Message, list[Any]]] = deque()  # the rest of a bundle read (see _decode)
 
     def close(self, linger: int = const.SOCKET_LINGER) -> None:
         self.ctx.sockets.discard(self)
@@ -289,11 +291,15 @@ class _Socket:
             send(part, more if i < last else _NOBLOCK | int(flags), copy=False)
 
     def _decode(self, peer: str, frames: list[zmq.Frame]) -> tuple[Message, list[zmq.Frame]] | None:
+        """The message in ``frames``; a bundle's first message, the rest kept in ``_held`` (read next)."""
         try:
-            msg, blobs = protocol.decode_frames([f.buffer for f in frames], self.ctx.max_frame_bytes)
+            got = protocol.decode_frames([f.buffer for f in frames], self.ctx.max_frame_bytes)
         except ProtocolError as exc:
             self.ctx.bad.note(peer, exc)
             return None
+        if len(got) > 1:
+            self._held.extend(got[1:])
+        msg, blobs = got[0]
         return msg, frames[1 : 1 + len(blobs)]
 
 
@@ -375,8 +381,11 @@ class Router(_Bound):
     def __init__(self, ctx: Context, sndhwm: int = const.ROUTER_SNDHWM) -> None:
         super().__init__(ctx)
         self.sock.setsockopt(zmq.SNDHWM, sndhwm)
+        self._from = b""  # the peer whose bundle's rest is held
 
     async def recv(self) -> tuple[bytes, Message, list[zmq.Frame]]:
+        if self._held:
+            return self._held_routed()
         while True:
             got = self._routed(await self._recv_frames())
             if got is not None:
@@ -384,6 +393,8 @@ class Router(_Bound):
 
     def recv_now(self) -> tuple[bytes, Message, list[zmq.Frame]] | None:
         """A message already here, or None (never waits)."""
+        if self._held:
+            return self._held_routed()
         while (frames := self._recv_ready()) is not None:
             got = self._routed(frames)
             if got is not None:
@@ -396,10 +407,22 @@ class Router(_Bound):
             return None
         identity = frames[0].bytes
         got = self._decode(identity.hex(), frames[1:])
-        return None if got is None else (identity, got[0], got[1])
+        if got is None:
+            return None
+        self._from = identity  # whose the held rest of a bundle is
+        return identity, got[0], got[1]
+
+    def _held_routed(self) -> tuple[bytes, Message, list[zmq.Frame]]:
+        msg, blobs = self._held.popleft()
+        return self._from, msg, blobs
 
     async def send(self, peer: bytes, msg: Message, blobs: Sequence[Blob] = ()) -> None:
         await self._send_frames([peer, protocol.encode(msg), *blobs])
+
+    async def send_bundle(self, peer: bytes, msgs: Sequence[Message]) -> None:
+        """Messages without data frames to ``peer``, ``BUNDLE_MAX`` to a ZeroMQ message."""
+        for i in range(0, len(msgs), const.BUNDLE_MAX):
+            await self._send_frames([peer, protocol.encode_bundle(msgs[i : i + const.BUNDLE_MAX])])
 
 
 class Dealer(_Socket):
@@ -439,6 +462,8 @@ class Dealer(_Socket):
             self.peer = ""
 
     async def recv(self) -> tuple[Message, list[zmq.Frame]]:
+        if self._held:
+            return self._held.popleft()
         while True:
             got = self._decode(self.peer, await self._recv_frames())
             if got is not None:
@@ -446,6 +471,8 @@ class Dealer(_Socket):
 
     def recv_now(self) -> tuple[Message, list[zmq.Frame]] | None:
         """A message already here, or None (never waits)."""
+        if self._held:
+            return self._held.popleft()
         while True:
             frames = self._recv_ready()
             if frames is None:
@@ -456,6 +483,11 @@ class Dealer(_Socket):
 
     async def send(self, msg: Message, blobs: Sequence[Blob] = ()) -> None:
         await self._send_frames([protocol.encode(msg), *blobs])
+
+    async def send_bundle(self, msgs: Sequence[Message]) -> None:
+        """Messages without data frames, ``BUNDLE_MAX`` to a ZeroMQ message."""
+        for i in range(0, len(msgs), const.BUNDLE_MAX):
+            await self._send_frames([protocol.encode_bundle(msgs[i : i + const.BUNDLE_MAX])])
 
 
 class Pub(_Bound):
@@ -508,6 +540,7 @@ class Sub(_Socket):
         while True:
             frames = await self._recv_frames()
             got = self._decode("gossip", frames)
+            self._held.clear()  # gossip is one heartbeat per message: a bundle there is no peer's
             if got is not None:
                 return got[0]
 
