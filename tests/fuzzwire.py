@@ -2,7 +2,8 @@
 
 ``frames()`` is a hypothesis strategy for one multipart message: random bytes, truncated
 and version-bumped encodings of real messages, valid msgpack of the wrong shape, msgpack
-that claims huge lengths, real messages with absurd field values, and frames out of order.
+that claims huge lengths, real messages with absurd field values, bundles of them, and frames
+out of order.
 ``Fuzzer`` sends them with raw pyzmq sockets (the package's transport would refuse to) to
 a node's task ROUTER, its worker ROUTER and, through a PUB the node subscribes to, its
 gossip input.
@@ -64,7 +65,7 @@ def packed(body: Any) -> bytes:
 
 @st.composite
 def header(draw: st.DrawFn) -> bytes:
-    kind = draw(st.integers(0, 6))
+    kind = draw(st.integers(0, 7))
     if kind == 0:
         return draw(st.binary(max_size=200))  # random bytes
     if kind == 1:
@@ -81,6 +82,9 @@ def header(draw: st.DrawFn) -> bytes:
         return draw(st.sampled_from([b"\xdb", b"\xc6", b"\xdd", b"\xdf"])) + b"\xff\xff\xff\xf0" + b"x" * 8
     if kind == 5:  # a real message type with absurd values
         return packed(draw(real_message()))
+    if kind == 6:  # a bundle (protocol v5): real message types with absurd values, any count, maybe nested
+        items = st.one_of(real_message(), values, st.lists(real_message(), max_size=2))
+        return packed(draw(st.lists(items, max_size=const.BUNDLE_MAX + 2)))
     return protocol.encode(Ping(draw(st.integers(0, 2**31))))  # a valid one, so real paths run too
 
 

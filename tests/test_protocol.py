@@ -17,6 +17,8 @@ from mesh.errors import ProtocolError, VersionMismatch
 from mesh.wire import protocol
 from mesh.wire.protocol import MESSAGES, Ping, Place, Submit
 
+from .fuzzwire import frames
+
 texts = st.text(max_size=40)
 ints = st.integers(-(2**40), 2**40)
 
@@ -153,6 +155,14 @@ def test_a_bundle_of_messages_without_data_frames_is_one_frame() -> None:
 def test_a_bad_bundle_is_refused_whole(body: object, match: str) -> None:
     with pytest.raises(ProtocolError, match=match):
         protocol.decode_frames([msgpack.packb(body)])
+
+
+@given(frames())
+def test_any_message_or_bundle_only_raises_protocol_error(msg: list[bytes]) -> None:
+    """The wire fuzzer's messages (bundles among them), decoded as a socket does."""
+    with contextlib.suppress(ProtocolError):
+        for m, blobs in protocol.decode_frames(msg):
+            assert isinstance(m, protocol.Message) and len(blobs) <= m.blobs
 
 
 def test_a_bundle_carries_no_data_frames() -> None:
