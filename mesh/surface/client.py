@@ -458,6 +458,8 @@ class _Batch:
         free = self.window - len(self.pending)
         if free < self.refill_at and self.asked >= self.refill_at:
             return
+        if free > 0 and self.ticket is None:
+            await self.read_leader()  # an offer waiting there saves the next task the placement round trip
         max_frame = self.client.ctx.max_frame_bytes
         while self._room() and (job := self.next_job()) is not None:
             long = max((len(job.model), "model name"), (len(job.session), "session id"))
@@ -565,6 +567,16 @@ class _Batch:
         if got is not None and got[0] is self.leader:
             self.last_heard = time.monotonic()
         return got
+
+    async def read_leader(self) -> None:
+        """Handle what the leader has sent and we have not read. ``receive`` takes one message a turn,
+        from the leader and the workers in rotation: a task's result (from its worker) and the ticket for
+        the next task (from the leader, sent when the task's ``Submit`` came) often wait together, and
+        read in that order the next task went without its ticket (64 KiB one at a time: 46 of 300, p50
+        0.66 ms against 0.45 when none did)."""
+        while (got := self.leader.recv_now()) is not None:
+            self.last_heard = time.monotonic()
+            await self.handle(self.leader, *got)
 
     async def handle(self, sock: Dealer, msg: Message, blobs: list[Any]) -> None:
         if isinstance(msg, Place):
