@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -70,3 +71,4 @@ def test_bytes_go_straight_to_the_worker_not_through_the_leader() -> None:
         for p in nodes:
             p.wait(10)
         lan.close()
+        shutil.rmtree(work, ignore_errors=True)  # its logs and the client's figures (each run left one in /tmp)
