@@ -176,3 +176,34 @@ def test_a_busy_workers_queue_counts_the_time_a_task_really_holds_a_slot() -> No
     (got,) = placement.plan(after, [task])
     assert got is not None and got.node_id == "idle"
     assert placement.service_estimate_ms(after["busy"], task) == 1.0  # never under the floor
+
+
+worker_loads = st.builds(
+    wl,
+    node_id=st.sampled_from(["a", "b", "c", "d"]),
+    credits=st.integers(-1, 3),
+    slots=st.integers(1, 4),
+    assigned_ms=st.floats(0, 5000),
+    service=st.dictionaries(st.sampled_from([KEY, "other@s"]), st.floats(0.1, 2000), max_size=2),
+    provider=st.sampled_from(["cpu", "cuda"]),
+    vram_mb=st.sampled_from([0, 6144, 24576]),
+    ms_per_mib=st.one_of(st.none(), st.floats(0, 500)),
+    floor_ms=st.floats(0, 300),
+)
+
+
+@given(
+    st.lists(worker_loads, max_size=4, unique_by=lambda w: w.node_id),
+    st.sampled_from(["", "cpu", "gpu-low", "gpu-high"]),
+    st.sampled_from(["", "s1"]),
+    st.sampled_from(list(placement.Policy)),
+)
+def test_plan_one_answers_as_a_pass_over_one_task(
+    ws: list[WorkerLoad], requires: str, session: str, policy: str
+) -> None:
+    """The leader's ticket offer asks plan_one; it must choose as a placement pass would."""
+    workers = {w.node_id: w for w in ws}
+    task = TaskNeeds("builtin", SMALL, session, requires, size=1 << 20)
+    affinity = {"s1": "b"}
+    got = placement.plan(workers, [task], affinity, policy)
+    assert placement.plan_one(workers, task, affinity, policy) == (got[0] if got else None)

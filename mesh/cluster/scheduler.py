@@ -419,7 +419,13 @@ class Scheduler:
         log.info("task %s came by a ticket and was sent again: placed anew", p.task.task_id[:12])
         await self.kick()
 
-    async def _offer_ticket(self, client: bytes, like: Pending) -> None:
+    async def _offer_ticket(
+        self,
+        client: bytes,
+        like: Pending,
+        loads: dict[str, placement.WorkerLoad] | None = None,
+        now: float | None = None,
+    ) -> None:
         """Nothing waits in the queue: hold a slot, where placement would put it, for ``client``'s next
         task like ``like`` (its model and requirement), so that task's bytes go straight there with
         ``Direct`` while its ``Submit`` tells us (the leader's round trip leaves the task's path).
@@ -431,13 +437,14 @@ class Scheduler:
             return
         t = like.task
         needs = placement.TaskNeeds(t.model, t.pixels, t.session, t.requires, t.size)
-        now = time.monotonic()
-        loads = {w.node_id: w.load(now) for w in self.workers.values()}
-        chosen = placement.plan(loads, [needs], self.affinity, self.policy)
-        if not chosen or chosen[0] is None:
+        if now is None or loads is None:  # the caller's, when it has them (a redeemed ticket's Submit)
+            now = time.monotonic()
+            loads = {w.node_id: w.load(now) for w in self.workers.values()}
+        chosen = placement.plan_one(loads, needs, self.affinity, self.policy)
+        if chosen is None:
             return
-        w = next(w for w in self.workers.values() if w.node_id == chosen[0].node_id)
-        finish = w.finish_ms(chosen[0].estimate_ms)
+        w = next(w for w in self.workers.values() if w.node_id == chosen.node_id)
+        finish = w.finish_ms(chosen.estimate_ms)
         limit = placement.deadline_s(finish, placement.measured(loads.values(), needs), t.size)
         ticket = self.tickets.issue(client, w.identity, t.model, t.requires)
         ttl = round(min(const.TICKET_TTL_MAX, self.ticket_ttl + 2 * finish / 1000), 3)
@@ -464,15 +471,16 @@ class Scheduler:
             return False
         now = time.monotonic()
         p = Pending(task_of(msg), client, next(self._seq), now, by_ticket=True)
-        load = w.load(now)
+        loads = {o.node_id: o.load(now) for o in self.workers.values()}  # for this task and the next ticket
         # its deadline is measured when any worker ran this model (not only this one: a guess is 600 s)
-        measured = placement.measured((o.load(now) for o in self.workers.values()), p.needs())
-        self._assign(p, w, placement.service_estimate_ms(load, p.needs()), measured, now)
+        measured = placement.measured(loads.values(), p.needs())
+        self._assign(p, w, placement.service_estimate_ms(loads[w.node_id], p.needs()), measured, now)
+        loads[w.node_id] = w.load(now)  # charged with this task now
         self.tasks[msg.task_id] = p
         self.per_client[client] += 1
         self.client_seen[client] = now
         self.direct += 1
-        await self._offer_ticket(client, p)
+        await self._offer_ticket(client, p, loads, now)
         return True
 
     # ---- workers -------------------------------------------------------------------

@@ -244,6 +244,27 @@ def plan(
     return out
 
 
+def plan_one(
+    workers: Mapping[str, WorkerLoad],
+    task: TaskNeeds,
+    affinity: Mapping[str, str] | None = None,
+    policy: str = Policy.COMPLETION,
+) -> Placement | None:
+    """``plan(workers, [task])``'s answer for one task, without the pass's bookkeeping (the leader asks
+    it for every ticket it offers: one at a time, that is once a task)."""
+    if sum(max(0, w.credits) for w in workers.values()) <= 0:
+        return None
+    if policy == Policy.LEAST_LOADED:
+        fleet = fleet_means(workers.values())
+        node = least_loaded(workers, task)
+    else:
+        fleet = fleet_means(w for w in workers.values() if capable(w, task))
+        node = best(workers, task, affinity, fleet)
+    if node is None or workers[node].credits <= 0:
+        return None
+    return Placement(node, service_estimate_ms(workers[node], task, fleet))
+
+
 def data_wait_s(size: int) -> float:
     """How long a worker holds a slot for a task's bytes (``size``: image + mask) before it gives the
     slot back: ``DATA_WAIT``, plus the time to move them at ``DATA_MIN_RATE`` (a slow link's photo)."""
