@@ -198,6 +198,26 @@ def least_loaded(workers: Mapping[str, WorkerLoad], task: TaskNeeds) -> str | No
     return min(able, key=lambda w: (w.assigned / max(1, w.slots), w.node_id)).node_id
 
 
+def _choose(
+    loads: Mapping[str, WorkerLoad],
+    task: TaskNeeds,
+    affinity: Mapping[str, str] | None,
+    policy: str,
+    fleets: dict[tuple[str, str, str] | None, Fleet],
+) -> tuple[str | None, Fleet]:
+    """The worker ``policy`` picks for ``task`` (None: none can run it) and the fleet means it was judged
+    by: every worker's for the least-loaded contrast, else the capable ones' (``fleets`` keeps them by
+    kind of task for the rest of a pass)."""
+    if policy == Policy.LEAST_LOADED:
+        if None not in fleets:
+            fleets[None] = fleet_means(loads.values())
+        return least_loaded(loads, task), fleets[None]
+    kind = (task.model, task.requires, task.avoid)
+    if kind not in fleets:
+        fleets[kind] = fleet_means(w for w in loads.values() if capable(w, task))
+    return best(loads, task, affinity, fleets[kind]), fleets[kind]
+
+
 def plan(
     workers: Mapping[str, WorkerLoad],
     tasks: Iterable[TaskNeeds],
@@ -211,23 +231,14 @@ def plan(
     credit is left, so ``tasks`` may be a lazy iterator over a long queue,
     and the tasks after the last one returned are not consumed."""
     loads = dict(workers)
-    everyone: Fleet | None = None  # every worker's means: only the least-loaded contrast asks
     # service times do not change during a pass: the capable workers' means, once per kind of task
-    fleets: dict[tuple[str, str, str], Fleet] = {}
+    fleets: dict[tuple[str, str, str] | None, Fleet] = {}
     credits = sum(max(0, w.credits) for w in loads.values())
     out: list[Placement | None] = []
     if credits <= 0:
         return out
     for task in tasks:
-        if policy == Policy.LEAST_LOADED:
-            fleet = everyone = everyone or fleet_means(loads.values())
-            node = least_loaded(loads, task)
-        else:
-            kind = (task.model, task.requires, task.avoid)
-            if kind not in fleets:
-                fleets[kind] = fleet_means(w for w in loads.values() if capable(w, task))
-            fleet = fleets[kind]
-            node = best(loads, task, affinity, fleet)
+        node, fleet = _choose(loads, task, affinity, policy, fleets)
         if node is None:
             out.append(None)
             continue
@@ -254,12 +265,7 @@ def plan_one(
     it for every ticket it offers: one at a time, that is once a task)."""
     if sum(max(0, w.credits) for w in workers.values()) <= 0:
         return None
-    if policy == Policy.LEAST_LOADED:
-        fleet = fleet_means(workers.values())
-        node = least_loaded(workers, task)
-    else:
-        fleet = fleet_means(w for w in workers.values() if capable(w, task))
-        node = best(workers, task, affinity, fleet)
+    node, fleet = _choose(workers, task, affinity, policy, {})
     if node is None or workers[node].credits <= 0:
         return None
     return Placement(node, service_estimate_ms(workers[node], task, fleet))

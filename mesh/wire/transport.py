@@ -282,6 +282,11 @@ class _Socket:
             self._after_io()
             return
 
+    async def _send_bundles(self, head: list[Blob], msgs: Sequence[Message]) -> None:
+        """``msgs`` (no data frames) as bundles of ``BUNDLE_MAX``, each after ``head`` (a ROUTER's peer)."""
+        for i in range(0, len(msgs), const.BUNDLE_MAX):
+            await self._send_frames([*head, protocol.encode_bundle(msgs[i : i + const.BUNDLE_MAX])])
+
     def _send_parts(self, parts: Sequence[Blob], flags: int) -> None:
         """``send_multipart(parts, NOBLOCK | flags, copy=False)`` without its per-part flag arithmetic.
         ZeroMQ takes a multipart message whole or not at all: only the first part can raise ``Again``."""
@@ -421,8 +426,7 @@ class Router(_Bound):
 
     async def send_bundle(self, peer: bytes, msgs: Sequence[Message]) -> None:
         """Messages without data frames to ``peer``, ``BUNDLE_MAX`` to a ZeroMQ message."""
-        for i in range(0, len(msgs), const.BUNDLE_MAX):
-            await self._send_frames([peer, protocol.encode_bundle(msgs[i : i + const.BUNDLE_MAX])])
+        await self._send_bundles([peer], msgs)
 
 
 class Dealer(_Socket):
@@ -486,8 +490,7 @@ class Dealer(_Socket):
 
     async def send_bundle(self, msgs: Sequence[Message]) -> None:
         """Messages without data frames, ``BUNDLE_MAX`` to a ZeroMQ message."""
-        for i in range(0, len(msgs), const.BUNDLE_MAX):
-            await self._send_frames([protocol.encode_bundle(msgs[i : i + const.BUNDLE_MAX])])
+        await self._send_bundles([], msgs)
 
 
 class Pub(_Bound):
