@@ -65,6 +65,7 @@ async def main(args: argparse.Namespace) -> None:
                 "duplicates": sum(n - 1 for n in seen.values()),
                 "missing": args.tasks - len(seen),
                 "resent": getattr(client, "resent", 0),
+                "direct": client.direct,
                 "by_node": by_node,
                 "link": link,
                 "answered": answered,
