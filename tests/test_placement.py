@@ -207,3 +207,43 @@ def test_plan_one_answers_as_a_pass_over_one_task(
     affinity = {"s1": "b"}
     got = placement.plan(workers, [task], affinity, policy)
     assert placement.plan_one(workers, task, affinity, policy) == (got[0] if got else None)
+
+
+def test_a_clients_tasks_stay_with_its_crew_until_it_may_grow() -> None:
+    """A client's tasks go to its crew's workers (waiting for them when they have no credit), not
+    to idle ones outside it: a client whose link is the limit gains nothing from more connections."""
+    ws = {n: wl(n, 4, 1, 0.0, {KEY: 100.0}) for n in "abcd"}
+    task = TaskNeeds("builtin", SMALL, client=b"c")
+    out = placement.plan(ws, [task] * 6, crews={b"c": placement.Crew(frozenset("a"))})
+    assert [p.node_id if p else None for p in out] == ["a"] * 4 + [None, None]
+    # allowed to grow by one: an outside worker goes first among near-equal ones, then the crew is two
+    out = placement.plan(ws, [task] * 6, crews={b"c": placement.Crew(frozenset("a"), grow=1)})
+    chosen = [p.node_id for p in out if p]
+    assert chosen[0] != "a" and set(chosen) == {"a", chosen[0]} and len(chosen) == 6
+    # no crews given (the least-loaded contrast, or a caller without clients): every worker is looked at
+    assert {p.node_id for p in placement.plan(ws, [task] * 8) if p} == set("abcd")
+
+
+def test_a_new_clients_first_task_starts_its_crew() -> None:
+    ws = {"a": wl("a", 2, 1, 0.0, {KEY: 100.0}), "b": wl("b", 2, 1, 0.0, {KEY: 150.0})}
+    out = placement.plan(ws, [TaskNeeds("builtin", SMALL, client=b"new")] * 3, crews={})
+    assert [p.node_id if p else None for p in out] == ["a", "a", None]  # the soonest, then it alone
+
+
+def test_a_growing_crew_takes_the_worker_fewest_other_crews_hold() -> None:
+    """Two link-bound clients get workers of their own: the one another crew holds goes last."""
+    ws = {n: wl(n, 4, 1, 0.0, {KEY: 100.0}) for n in "abc"}
+    crews = {b"one": placement.Crew(frozenset("a"), grow=1), b"two": placement.Crew(frozenset("b"))}
+    out = placement.plan(ws, [TaskNeeds("builtin", SMALL, client=b"one")], crews=crews)
+    assert out[0] is not None and out[0].node_id == "c"
+    # a much faster worker is still taken, whoever holds it: near-equal is within the estimates' noise
+    ws["b"] = wl("b", 4, 1, 0.0, {KEY: 10.0})
+    out = placement.plan(ws, [TaskNeeds("builtin", SMALL, client=b"one")], crews=crews)
+    assert out[0] is not None and out[0].node_id == "b"
+
+
+def test_a_crew_none_of_whose_workers_can_run_a_task_grows_for_it() -> None:
+    ws = {"a": wl("a", 4, 1, 0.0, {KEY: 100.0}, models=frozenset({"other"})), "b": wl("b", 4, 1, 0.0, {KEY: 100.0})}
+    crew = placement.Crew(frozenset("a"))
+    task = TaskNeeds("builtin", SMALL, client=b"c")
+    assert placement.plan_one(ws, task, crews={b"c": crew}) == placement.Placement("b", 100.0)

@@ -491,3 +491,79 @@ def test_a_worker_answering_tasks_it_never_had_gets_no_credit_past_its_grant() -
         assert leader.outcomes["ok"] == 0 and not leader.tickets.spent
 
     asyncio.run(go())
+
+
+class _Clock:
+    """The scheduler's ``time`` with a monotonic clock the test moves (answers' timing is what crews grow by)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return time.time()
+
+
+def _crew_run(monkeypatch: Any, fetch_ms: list[float], gap_s: float) -> tuple[Scheduler, list[bytes]]:
+    """Four idle workers; a client's 12 tasks of 1 MiB; the first worker answers three of them, its
+    bytes having come ``fetch_ms`` after each was placed, one answer every ``gap_s``. Returns the
+    workers every task was sent to, in order."""
+    import mesh.cluster.scheduler as sched
+
+    clock = _Clock()
+    monkeypatch.setattr(sched, "time", clock)
+
+    async def go() -> tuple[Scheduler, list[bytes]]:
+        leader, _front, back = _leader()
+        for i in range(1, 5):
+            await leader._on_back(f"w{i}".encode(), Ready(f"w{i}", credits=4, slots=1), [])
+        for i in range(12):
+            await leader._submit(b"c", Submit(f"t{i}", size=1 << 20))
+        sent = [(ident, m.task_id) for ident, m, _ in back.sent if isinstance(m, Task)]
+        first = sent[0][0]
+        assert [ident for ident, _ in sent] == [first] * 4  # a crew of one to start with, held to its credit
+        for k, (_, tid) in enumerate(sent[:3]):
+            clock.now += gap_s if k else fetch_ms[0] / 1000 + 0.1
+            done = Done(tid, True, node_id=first.decode(), model_ms=100.0, fetch_ms=fetch_ms[k], size=1 << 20)
+            await leader._on_back(first, done, [])
+        return leader, [ident for ident, m, _ in back.sent if isinstance(m, Task)]
+
+    return asyncio.run(go())
+
+
+def test_a_crew_does_not_grow_while_its_clients_link_is_the_limit(monkeypatch: Any) -> None:
+    """Bytes that come one every 250 ms to a worker that needs 100 ms a task: the client's link is
+    the limit, more workers would only split it; the crew stays one worker and its tasks wait for it."""
+    leader, sent = _crew_run(monkeypatch, [250.0, 500.0, 750.0], 0.25)
+    assert len(set(sent)) == 1 and len(sent) == 7  # 4, then one more per answer
+    assert list(leader.crews[b"c"]) == [sent[0].decode()]
+
+
+def test_a_crew_grows_while_its_workers_are_the_limit(monkeypatch: Any) -> None:
+    """Bytes that come 10 ms apart to a worker answering back to back: its slot is the limit; the
+    crew takes in others (as many as the client's link can feed: here all four)."""
+    leader, sent = _crew_run(monkeypatch, [10.0, 20.0, 30.0], 0.1)
+    assert len(set(sent)) == 4 and len(sent) == 12
+    assert len(leader.crews[b"c"]) == 4
+
+
+def test_crews_end_with_their_clients_tasks_and_lose_dead_workers() -> None:
+    async def go() -> None:
+        leader, _front, back = _leader()
+        for i in (1, 2):
+            await leader._on_back(f"w{i}".encode(), Ready(f"w{i}", credits=4, slots=1), [])
+        await leader._submit(b"c", Submit("t1"))
+        await leader._submit(b"d", Submit("t2"))
+        placed = {m.task_id: ident for ident, m, _ in back.sent if isinstance(m, Task)}
+        assert set(leader.crews) == {b"c", b"d"}
+        dead = placed["t2"].decode()
+        await leader.drop_worker(dead, "died")
+        assert all(dead not in crew for crew in leader.crews.values())
+        (again,) = [ident for ident, m, _ in back.sent if isinstance(m, Task) and m.task_id == "t2" and m.attempt]
+        assert list(leader.crews[b"d"]) == [again.decode()]  # placed again, on the one left, its crew now
+        await leader._on_back(placed["t1"], Done("t1", True, node_id=placed["t1"].decode(), model_ms=5.0), [])
+        assert b"c" not in leader.crews and b"c" not in leader.links  # answered: its next batch starts afresh
+
+    asyncio.run(go())

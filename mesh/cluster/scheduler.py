@@ -21,6 +21,8 @@ import asyncio
 import heapq
 import itertools
 import logging
+import math
+import statistics
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator
@@ -81,6 +83,7 @@ class Pending:
     avoid: str = ""  # node id of the worker its last placement expired on
     turn: int = 0  # its client's fair-share round (see Scheduler._turn_of)
     by_ticket: bool = False  # placed by its client's ticket: its bytes went straight to the worker
+    placed: float = 0.0  # monotonic time it was last sent to a worker
     _needs: placement.TaskNeeds | None = None
 
     @property
@@ -90,8 +93,25 @@ class Pending:
     def needs(self) -> placement.TaskNeeds:
         if self._needs is None:  # built once: a placement pass asks for it per worker
             t = self.task
-            self._needs = placement.TaskNeeds(t.model, t.pixels, t.session, t.requires, t.size, self.avoid)
+            self._needs = placement.TaskNeeds(t.model, t.pixels, t.session, t.requires, t.size, self.avoid, self.client)
         return self._needs
+
+
+@dataclass
+class ClientLink:
+    """What one client's tasks show of its link: the least time seen between two of its tasks' bytes
+    reaching the same worker (back to back on one connection, that is the time one task's bytes take on
+    the client's link), and its tasks' model time; so how many workers its link can keep busy."""
+
+    last: dict[str, float] = field(default_factory=dict)  # node id -> monotonic time its last bytes came
+    gaps: deque[float] = field(default_factory=lambda: deque(maxlen=8))  # ms between two arrivals there
+    model_ms: float | None = None
+
+    def feeds(self) -> int:
+        """Workers it can keep busy (0: not known yet): its model time over its bytes' time, with headroom."""
+        if self.model_ms is None or not self.gaps:
+            return 0
+        return math.ceil(const.CREW_HEADROOM * self.model_ms / max(1.0, statistics.median(self.gaps)))
 
 
 @dataclass
@@ -128,6 +148,8 @@ class WorkerState:
     floor_ms: float | None = None  # EWMA of ms between its answers while all its slots were busy, x slots
     floor_at: float = 0.0  # monotonic time floor_ms last learned something
     last_done: float = 0.0  # monotonic time of its last answer, or of the work that ended its idling
+    busy: float | None = None  # EWMA: share of its slots' time spent running tasks (model ms over answers' gaps)
+    waits: float | None = None  # EWMA: how long a task's bytes waited there for a slot, in its model times
 
     def charge(self, task_id: str, estimate_ms: float, now: float) -> None:
         """``task_id`` sent to it, expected to take ``estimate_ms``. A turn is timed from its last
@@ -193,6 +215,9 @@ class Scheduler:
         self.workers: dict[bytes, WorkerState] = {}
         self.affinity: dict[str, str] = {}
         self.per_client: Counter[bytes] = Counter()  # tasks held per client
+        # per client with tasks held: the workers its tasks go to, each with its answers when the crew last changed
+        self.crews: dict[bytes, dict[str, int]] = {}
+        self.links: dict[bytes, ClientLink] = {}  # per client with tasks held: what its link and tasks take
         self.client_seen: dict[bytes, float] = {}  # when each client holding tasks was last heard
         self.refused: Counter[str] = Counter()  # worker messages refused, by why (status, metrics)
         self._last_sweep = 0.0
@@ -244,6 +269,8 @@ class Scheduler:
         self.tasks.clear()
         self.queue.clear()
         self.per_client.clear()
+        self.crews.clear()
+        self.links.clear()
         self.client_seen.clear()
         self._turns.clear()
         self._vturn.clear()
@@ -436,14 +463,15 @@ class Scheduler:
         if self.ticket_ttl <= 0 or self.queue or self.tickets.holds(client) or not self.leading or not self.accepting:
             return
         t = like.task
-        needs = placement.TaskNeeds(t.model, t.pixels, t.session, t.requires, t.size)
+        needs = placement.TaskNeeds(t.model, t.pixels, t.session, t.requires, t.size, client=client)
         if now is None or loads is None:  # the caller's, when it has them (a redeemed ticket's Submit)
             now = time.monotonic()
             loads = {w.node_id: w.load(now) for w in self.workers.values()}
-        chosen = placement.plan_one(loads, needs, self.affinity, self.policy)
+        chosen = placement.plan_one(loads, needs, self.affinity, self.policy, self._crew_view())
         if chosen is None:
             return
         w = next(w for w in self.workers.values() if w.node_id == chosen.node_id)
+        self._join(client, w)
         finish = w.finish_ms(chosen.estimate_ms)
         limit = placement.deadline_s(finish, placement.measured(loads.values(), needs), t.size)
         ticket = self.tickets.issue(client, w.identity, t.model, t.requires)
@@ -556,6 +584,8 @@ class Scheduler:
             w.credits = min(w.credits + 1, w.slots + const.WORKER_PREFETCH)
             if msg.task_id:  # not an unused ticket's hold
                 self._measure(w, p, msg)
+                if p is not None and p.placed and not p.by_ticket and msg.ok and msg.size > 0:
+                    self._learn_link(p, w, msg)
         if p is None:
             return await self.kick()  # a second answer (the task was re-queued and ran twice): drop it
         if msg.error_code == NO_DATA:
@@ -588,6 +618,14 @@ class Scheduler:
         if len(w.assigned) >= w.slots and w.last_done:  # busy since its last answer: this gap is a turn
             w.floor_ms = placement.ewma(w.floor_ms, (now - w.last_done) * 1000 * w.slots)
             w.floor_at = now
+        if msg.ok and msg.model_ms > 0:  # how busy its slots are, and whether bytes wait for them: crews grow by it
+            if w.last_done:
+                busy = min(1.0, msg.model_ms / max(1e-3, (now - w.last_done) * 1000 * w.slots))
+                w.busy = busy if w.busy is None else 0.5 * w.busy + 0.5 * busy
+            if p is not None and p.placed and not p.by_ticket:
+                wait_ms = (now - p.placed) * 1000 - msg.fetch_ms - msg.model_ms
+                waits = min(4.0, max(0.0, wait_ms) / max(1.0, msg.model_ms))
+                w.waits = waits if w.waits is None else 0.5 * w.waits + 0.5 * waits
         w.last_done = now
         if msg.ok:
             w.done += 1
@@ -629,6 +667,8 @@ class Scheduler:
         self.per_client[client] -= 1
         if self.per_client[client] <= 0:
             del self.per_client[client]
+            self.crews.pop(client, None)  # its next batch starts a crew afresh
+            self.links.pop(client, None)
             self.client_seen.pop(client, None)
             for prio in PRIORITY:
                 self._turns.pop((client, prio), None)
@@ -661,6 +701,7 @@ class Scheduler:
             err = f"{why} ({const.TASK_TRIES} placements; last on {node})"
             return await self._reject(p.client, t.task_id, "timeout", err)
         log.warning("task %s: %s on %s; placing it elsewhere", t.task_id[:12], why, node)
+        self.crews.get(p.client, {}).pop(node, None)  # its client's tasks do not wait for it any more
         elsewhere = replace(p.needs(), avoid=node)
         if any(placement.capable(o.load(), elsewhere) for o in self.workers.values()):
             p.avoid, p._needs = node, None
@@ -708,6 +749,8 @@ class Scheduler:
                     requeued += 1
             if self.affinity:
                 self.affinity = {s: n for s, n in self.affinity.items() if n != node_id}
+            for members in self.crews.values():
+                members.pop(node_id, None)
             log.info("worker %s %s; %d of its tasks re-queued", w.node_id, why, requeued)
         await self.dispatch()
 
@@ -736,7 +779,7 @@ class Scheduler:
                     pend.append(p)
                     yield p.needs()
 
-        choices = placement.plan(loads, queued(), self.affinity, self.policy)
+        choices = placement.plan(loads, queued(), self.affinity, self.policy, self._crew_view())
         offers: dict[bytes, Pending] = {}  # each client placed to, with its last task: offered a ticket after
         runnable: dict[tuple[str, str, str], bool] = {}  # (model, requirement, avoid) -> some live worker can run it
         measured: dict[str, bool] = {}  # model -> some worker has run it (its deadline is not a guess)
@@ -763,6 +806,48 @@ class Scheduler:
             for client, p in offers.items():
                 await self._offer_ticket(client, p)
 
+    def _crew_view(self) -> dict[bytes, placement.Crew]:
+        """Each client's crew as placement sees it: its live members, and how many more may join: as many
+        again as it has when its members are busy ``CREW_BUSY`` of the time on average or its tasks'
+        bytes wait ``CREW_WAITS`` model times for a slot there, judged once each member has answered
+        since the crew last changed. A member with nothing assigned counts as idle whatever it measured
+        before, one not measured yet too."""
+        alive = {w.node_id: w for w in self.workers.values()}
+        view: dict[bytes, placement.Crew] = {}
+        for client, members in self.crews.items():
+            live = [alive[n] for n in members if n in alive]
+            if not live:
+                continue
+            busy = sum((w.busy or 0.0) if w.assigned else 0.0 for w in live) / len(live)
+            waits = sum((w.waits or 0.0) if w.assigned else 0.0 for w in live) / len(live)
+            # judged once every member has answered since the crew last changed (without one from the
+            # newest, the others' figures from before it joined would grow the crew past what keeps up)
+            settled = all(w.done > members[w.node_id] for w in live)
+            grow = len(live) if settled and (busy >= const.CREW_BUSY or waits >= const.CREW_WAITS) else 0
+            link = self.links.get(client)
+            if link is not None:  # as many as its link can keep busy, at once
+                grow = max(grow, link.feeds() - len(live))
+            view[client] = placement.Crew(frozenset(w.node_id for w in live), grow)
+        return view
+
+    def _learn_link(self, p: Pending, w: WorkerState, msg: Done) -> None:
+        link = self.links.setdefault(p.client, ClientLink())
+        came = p.placed + msg.fetch_ms / 1000  # when its bytes reached the worker, about
+        last = link.last.get(w.node_id)
+        if last is not None and came > last:
+            link.gaps.append((came - last) * 1000)
+        link.last[w.node_id] = max(came, last or 0.0)
+        link.model_ms = placement.ewma(link.model_ms, msg.model_ms)
+
+    def _join(self, client: bytes, w: WorkerState) -> None:
+        """``w`` has a task of ``client``'s now: in its crew (a newcomer restarts every member's count)."""
+        members = self.crews.setdefault(client, {})
+        if w.node_id not in members:
+            alive = {o.node_id: o for o in self.workers.values()}
+            for n in members:
+                members[n] = alive[n].done if n in alive else 0
+            members[w.node_id] = w.done
+
     def _place(
         self, p: Pending, w: WorkerState, estimate_ms: float, measured: bool, now: float, out: _Outgoing
     ) -> None:
@@ -771,6 +856,7 @@ class Scheduler:
         ``out`` gathered as one message per worker and one per client."""
         self._assign(p, w, estimate_ms, measured, now)
         w.credits -= 1
+        self._join(p.client, w)
         if p.task.session:
             self.affinity[p.task.session] = w.node_id
         if self.local_worker is not None and w.local:
@@ -785,6 +871,7 @@ class Scheduler:
         limit = placement.deadline_s(w.finish_ms(estimate_ms), measured, p.task.size)
         p.task = evolve(p.task, deadline_s=round(limit, 1))
         p.deadline = now + limit
+        p.placed = now
         w.charge(p.task.task_id, estimate_ms, now)
         p.worker = w.identity
 

@@ -10,6 +10,13 @@ where service times are measured per worker, per model and per image size class 
 EWMA of what its slots reported), and moving the bytes per worker in ms per MiB (an EWMA
 of how long the bytes took to reach it after its slot was held for them). So a fast GPU
 behind a slow link is judged as it really performs, and no worker is preferred for where it is.
+
+A client's tasks go to its *crew*: the workers it uses now, grown only while their slots are busy
+(the scheduler decides how many may join, ``Crew.grow``). A client whose link, not the workers, is
+the limit then sends its bytes over as few connections as keep up (on 100 Mbit/s links the same
+bytes over 4-8 workers' connections at once moved 2-4% slower than over 2, and came back in bursts),
+and two such clients get workers of their own. A crew starts with the soonest worker; the workers
+that join it are the soonest ones, among near-equal ones those fewest other clients' crews hold.
 Least-loaded alone is wrong on a mixed GPU/CPU mesh:
 a GPU node with three tasks queued still finishes a new one long before an idle CPU
 node. So the best worker may be one with no free credit right now; then the task *waits*
@@ -79,6 +86,21 @@ class TaskNeeds:
     requires: str = ""
     size: int = 0  # bytes of image + mask
     avoid: str = ""  # node id of a worker that let this task pass its deadline: placed elsewhere if possible
+    client: bytes = b""  # whose task (its crew is looked up by it); b"": no crew
+
+
+@dataclass(frozen=True)
+class Crew:
+    """The workers one client's tasks go to now, and how many more may join it in this pass (the
+    scheduler grants that while the members' slots are busy: ``const.CREW_BUSY``)."""
+
+    members: frozenset[str] = frozenset()
+    grow: int = 0
+
+    def joined(self, node_id: str) -> Crew:
+        if node_id in self.members:
+            return self
+        return Crew(self.members | {node_id}, max(0, self.grow - 1))
 
 
 @dataclass(frozen=True)
@@ -159,13 +181,18 @@ def best(
     task: TaskNeeds,
     affinity: Mapping[str, str] | None = None,
     fleet: Fleet | None = None,
+    crew: Crew | None = None,
+    shared: Mapping[str, int] | None = None,
 ) -> str | None:
     """The capable worker that will finish ``task`` soonest (credit or not), or None if none can run it.
 
     Estimates within ``WAIT_GAIN_MS`` and ``WAIT_GAIN_FRACTION`` of the soonest count as equal: a worker with credit is
     preferred to a busy one that would finish less than that sooner (waiting for a gain in the
     noise of the estimates only costs a round trip), and among those the soonest.
-    ``fleet``: the capable workers' means, when the caller already has them."""
+    ``fleet``: the capable workers' means, when the caller already has them. ``crew``: the task's
+    client's; only its members are looked at unless it may grow (or none of them can run the task);
+    when it may, a worker outside it goes first among near-equal ones, and of those the one fewest
+    other crews hold (``shared``: how many crews hold each worker)."""
     able = [w for w in workers.values() if capable(w, task)]
     if not able:
         return None
@@ -174,12 +201,20 @@ def best(
         if sticky is not None and any(w.node_id == sticky for w in able):
             return sticky
     means = fleet_means(able) if fleet is None else fleet
+    if crew is not None and crew.grow <= 0:
+        inner = [w for w in able if w.node_id in crew.members]
+        able = inner or able  # none of its workers can run this one: the crew grows for it
     scored = [(expected_finish_ms(w, task, means), w.node_id, w.credits > 0) for w in able]
     top = min(scored)
     near = [s for s in scored if s[2] and s[0] <= top[0] + max(WAIT_GAIN_MS, WAIT_GAIN_FRACTION * top[0])]
     if not near:
         return top[1]  # no worker with credit comes close: wait for the soonest
-    return min(near)[1]
+    if crew is None or crew.grow <= 0:
+        return min(near)[1]
+    # the crew may grow because its members are busy: a worker outside it goes first among near-equal
+    # ones (the members' own credits come back with every answer, so they would always be there too)
+    counts = shared or {}
+    return min(near, key=lambda s: (s[1] in crew.members, counts.get(s[1], 0), s))[1]
 
 
 def place(workers: Mapping[str, WorkerLoad], task: TaskNeeds, affinity: Mapping[str, str] | None = None) -> str | None:
@@ -204,10 +239,12 @@ def _choose(
     affinity: Mapping[str, str] | None,
     policy: str,
     fleets: dict[tuple[str, str, str] | None, Fleet],
+    crews: Mapping[bytes, Crew] | None = None,
 ) -> tuple[str | None, Fleet]:
     """The worker ``policy`` picks for ``task`` (None: none can run it) and the fleet means it was judged
     by: every worker's for the least-loaded contrast, else the capable ones' (``fleets`` keeps them by
-    kind of task for the rest of a pass)."""
+    kind of task for the rest of a pass). ``crews``: per client (none given: no crews, every worker
+    is looked at; a client not in it has an empty crew, which its first task starts)."""
     if policy == Policy.LEAST_LOADED:
         if None not in fleets:
             fleets[None] = fleet_means(loads.values())
@@ -215,7 +252,14 @@ def _choose(
     kind = (task.model, task.requires, task.avoid)
     if kind not in fleets:
         fleets[kind] = fleet_means(w for w in loads.values() if capable(w, task))
-    return best(loads, task, affinity, fleets[kind]), fleets[kind]
+    crew = None if crews is None or not task.client else crews.get(task.client, Crew())
+    shared: dict[str, int] | None = None
+    if crew is not None and crews:
+        shared = {}
+        for c in crews.values():
+            for node in c.members:
+                shared[node] = shared.get(node, 0) + 1
+    return best(loads, task, affinity, fleets[kind], crew, shared), fleets[kind]
 
 
 def plan(
@@ -223,14 +267,17 @@ def plan(
     tasks: Iterable[TaskNeeds],
     affinity: Mapping[str, str] | None = None,
     policy: str = Policy.COMPLETION,
+    crews: Mapping[bytes, Crew] | None = None,
 ) -> list[Placement | None]:
     """Place queued tasks in priority order, one pass: each task either goes to a worker with
     credit now, or waits and *reserves* its best worker (its expected work counts against
     that worker for the tasks behind it). Returns a ``Placement`` (the worker and the estimate
     that chose it, which the caller charges) or None per task looked at: the pass stops when no
     credit is left, so ``tasks`` may be a lazy iterator over a long queue,
-    and the tasks after the last one returned are not consumed."""
+    and the tasks after the last one returned are not consumed. ``crews``: each client's (see ``best``);
+    a worker a task is sent to joins its client's crew for the rest of the pass (the caller keeps the same)."""
     loads = dict(workers)
+    crews = None if crews is None else dict(crews)
     # service times do not change during a pass: the capable workers' means, once per kind of task
     fleets: dict[tuple[str, str, str] | None, Fleet] = {}
     credits = sum(max(0, w.credits) for w in loads.values())
@@ -238,7 +285,7 @@ def plan(
     if credits <= 0:
         return out
     for task in tasks:
-        node, fleet = _choose(loads, task, affinity, policy, fleets)
+        node, fleet = _choose(loads, task, affinity, policy, fleets, crews)
         if node is None:
             out.append(None)
             continue
@@ -246,6 +293,8 @@ def plan(
         est = service_estimate_ms(w, task, fleet)  # the slot time of the estimate that chose it
         sent = w.credits > 0
         credits -= sent
+        if sent and crews is not None and task.client:
+            crews[task.client] = crews.get(task.client, Crew()).joined(node)
         out.append(Placement(node, est) if sent else None)
         loads[node] = evolve(
             w, credits=w.credits - 1 if sent else w.credits, assigned_ms=w.assigned_ms + est, assigned=w.assigned + 1
@@ -260,12 +309,13 @@ def plan_one(
     task: TaskNeeds,
     affinity: Mapping[str, str] | None = None,
     policy: str = Policy.COMPLETION,
+    crews: Mapping[bytes, Crew] | None = None,
 ) -> Placement | None:
     """``plan(workers, [task])``'s answer for one task, without the pass's bookkeeping (the leader asks
     it for every ticket it offers: one at a time, that is once a task)."""
     if sum(max(0, w.credits) for w in workers.values()) <= 0:
         return None
-    node, fleet = _choose(workers, task, affinity, policy, {})
+    node, fleet = _choose(workers, task, affinity, policy, {}, crews)
     if node is None or workers[node].credits <= 0:
         return None
     return Placement(node, service_estimate_ms(workers[node], task, fleet))
