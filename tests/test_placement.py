@@ -224,10 +224,11 @@ def test_a_clients_tasks_stay_with_its_crew_until_it_may_grow() -> None:
     assert {p.node_id for p in placement.plan(ws, [task] * 8) if p} == set("abcd")
 
 
-def test_a_new_clients_first_task_starts_its_crew() -> None:
-    ws = {"a": wl("a", 2, 1, 0.0, {KEY: 100.0}), "b": wl("b", 2, 1, 0.0, {KEY: 150.0})}
-    out = placement.plan(ws, [TaskNeeds("builtin", SMALL, client=b"new")] * 3, crews={})
-    assert [p.node_id if p else None for p in out] == ["a", "a", None]  # the soonest, then it alone
+def test_a_new_clients_first_tasks_start_its_crew() -> None:
+    """A crew starts with CREW_START workers (2): the soonest, then the soonest other one."""
+    ws = {n: wl(n, 2, 1, 0.0, {KEY: 100.0 + 10 * i}) for i, n in enumerate("abc")}
+    out = placement.plan(ws, [TaskNeeds("builtin", SMALL, client=b"new")] * 5, crews={})
+    assert [p.node_id if p else None for p in out] == ["a", "b", "a", "b", None]
 
 
 def test_a_growing_crew_takes_the_worker_fewest_other_crews_hold() -> None:

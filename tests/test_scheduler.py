@@ -507,8 +507,8 @@ class _Clock:
 
 
 def _crew_run(monkeypatch: Any, fetch_ms: list[float], gap_s: float) -> tuple[Scheduler, list[bytes]]:
-    """Four idle workers; a client's 12 tasks of 1 MiB; the first worker answers three of them, its
-    bytes having come ``fetch_ms`` after each was placed, one answer every ``gap_s``. Returns the
+    """Four idle workers; a client's 12 tasks of 1 MiB; one of its crew's workers answers three of them,
+    its bytes having come ``fetch_ms`` after each was placed, one answer every ``gap_s``. Returns the
     workers every task was sent to, in order."""
     import mesh.cluster.scheduler as sched
 
@@ -522,9 +522,10 @@ def _crew_run(monkeypatch: Any, fetch_ms: list[float], gap_s: float) -> tuple[Sc
         for i in range(12):
             await leader._submit(b"c", Submit(f"t{i}", size=1 << 20))
         sent = [(ident, m.task_id) for ident, m, _ in back.sent if isinstance(m, Task)]
+        # a crew of CREW_START to start with, each held to its credit
+        assert len({ident for ident, _ in sent}) == const.CREW_START and len(sent) == 4 * const.CREW_START
         first = sent[0][0]
-        assert [ident for ident, _ in sent] == [first] * 4  # a crew of one to start with, held to its credit
-        for k, (_, tid) in enumerate(sent[:3]):
+        for k, tid in enumerate([tid for ident, tid in sent if ident == first][:3]):
             clock.now += gap_s if k else fetch_ms[0] / 1000 + 0.1
             done = Done(tid, True, node_id=first.decode(), model_ms=100.0, fetch_ms=fetch_ms[k], size=1 << 20)
             await leader._on_back(first, done, [])
@@ -535,10 +536,10 @@ def _crew_run(monkeypatch: Any, fetch_ms: list[float], gap_s: float) -> tuple[Sc
 
 def test_a_crew_does_not_grow_while_its_clients_link_is_the_limit(monkeypatch: Any) -> None:
     """Bytes that come one every 250 ms to a worker that needs 100 ms a task: the client's link is
-    the limit, more workers would only split it; the crew stays one worker and its tasks wait for it."""
+    the limit, more workers would only split it; the crew stays as it is and its tasks wait for it."""
     leader, sent = _crew_run(monkeypatch, [250.0, 500.0, 750.0], 0.25)
-    assert len(set(sent)) == 1 and len(sent) == 7  # 4, then one more per answer
-    assert list(leader.crews[b"c"]) == [sent[0].decode()]
+    assert len(set(sent)) == const.CREW_START and len(sent) == 4 * const.CREW_START + 3  # one more per answer
+    assert len(leader.crews[b"c"]) == const.CREW_START
 
 
 def test_a_crew_grows_while_its_workers_are_the_limit(monkeypatch: Any) -> None:

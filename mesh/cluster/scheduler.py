@@ -825,8 +825,8 @@ class Scheduler:
             settled = all(w.done > members[w.node_id] for w in live)
             grow = len(live) if settled and (busy >= const.CREW_BUSY or waits >= const.CREW_WAITS) else 0
             link = self.links.get(client)
-            if link is not None:  # as many as its link can keep busy, at once
-                grow = max(grow, link.feeds() - len(live))
+            feeds = link.feeds() if link is not None else 0  # as many as its link can keep busy, at once
+            grow = max(grow, feeds - len(live), const.CREW_START - len(live))
             view[client] = placement.Crew(frozenset(w.node_id for w in live), grow)
         return view
 

@@ -117,6 +117,9 @@ class Placement:
     estimate_ms: float  # the slot time choosing it was judged to cost; the scheduler charges exactly this
 
 
+NEW_CREW = Crew(grow=const.CREW_START)  # a client's with no tasks held yet
+
+
 def capable(w: WorkerLoad, task: TaskNeeds) -> bool:
     if task.avoid and w.node_id == task.avoid:
         return False
@@ -252,7 +255,7 @@ def _choose(
     kind = (task.model, task.requires, task.avoid)
     if kind not in fleets:
         fleets[kind] = fleet_means(w for w in loads.values() if capable(w, task))
-    crew = None if crews is None or not task.client else crews.get(task.client, Crew())
+    crew = None if crews is None or not task.client else crews.get(task.client, NEW_CREW)
     shared: dict[str, int] | None = None
     if crew is not None and crews:
         shared = {}
@@ -294,7 +297,7 @@ def plan(
         sent = w.credits > 0
         credits -= sent
         if sent and crews is not None and task.client:
-            crews[task.client] = crews.get(task.client, Crew()).joined(node)
+            crews[task.client] = crews.get(task.client, NEW_CREW).joined(node)
         out.append(Placement(node, est) if sent else None)
         loads[node] = evolve(
             w, credits=w.credits - 1 if sent else w.credits, assigned_ms=w.assigned_ms + est, assigned=w.assigned + 1
