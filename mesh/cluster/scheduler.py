@@ -105,13 +105,17 @@ class ClientLink:
 
     last: dict[str, float] = field(default_factory=dict)  # node id -> monotonic time its last bytes came
     gaps: deque[float] = field(default_factory=lambda: deque(maxlen=8))  # ms between two arrivals there
+    fetch_ms: float | None = None  # the least time from a task's placement to its bytes being there
     model_ms: float | None = None
 
     def feeds(self) -> int:
-        """Workers it can keep busy (0: not known yet): its model time over its bytes' time, with headroom."""
-        if self.model_ms is None or not self.gaps:
+        """Workers it can keep busy (0: not known yet): its model time over its bytes' time, with headroom.
+        Its bytes' time: the median gap, or the least fetch while no worker has had two (both are at
+        least what one task's bytes take on its link, so this never counts more workers than it feeds)."""
+        if self.model_ms is None or self.fetch_ms is None:
             return 0
-        return math.ceil(const.CREW_HEADROOM * self.model_ms / max(1.0, statistics.median(self.gaps)))
+        took = min(statistics.median(self.gaps), self.fetch_ms) if self.gaps else self.fetch_ms
+        return math.ceil(const.CREW_HEADROOM * self.model_ms / max(1.0, took))
 
 
 @dataclass
@@ -838,6 +842,7 @@ class Scheduler:
             link.gaps.append((came - last) * 1000)
         link.last[w.node_id] = max(came, last or 0.0)
         link.model_ms = placement.ewma(link.model_ms, msg.model_ms)
+        link.fetch_ms = msg.fetch_ms if link.fetch_ms is None else min(link.fetch_ms, msg.fetch_ms)
 
     def _join(self, client: bytes, w: WorkerState) -> None:
         """``w`` has a task of ``client``'s now: in its crew (a newcomer restarts every member's count)."""
