@@ -257,7 +257,7 @@ def _choose(
         fleets[kind] = fleet_means(w for w in loads.values() if capable(w, task))
     crew = None if crews is None or not task.client else crews.get(task.client, NEW_CREW)
     shared: dict[str, int] | None = None
-    if crew is not None and crews:
+    if crews is not None and crew is not None and crew.grow > 0 and len(crews) > 1:  # only a growing one looks
         shared = {}
         for c in crews.values():
             for node in c.members:
