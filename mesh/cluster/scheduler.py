@@ -590,7 +590,7 @@ class Scheduler:
             w.credits = min(w.credits + 1, w.slots + const.WORKER_PREFETCH)
             if msg.task_id:  # not an unused ticket's hold
                 self._measure(w, p, msg)
-                if p is not None and p.placed and not p.by_ticket and msg.ok and msg.size > 0:
+                if p is not None:
                     self._learn_link(p, w, msg)
         if p is None:
             return await self.kick()  # a second answer (the task was re-queued and ran twice): drop it
@@ -812,12 +812,15 @@ class Scheduler:
             for client, p in offers.items():
                 await self._offer_ticket(client, p)
 
-    def _crew_view(self) -> dict[bytes, placement.Crew]:
+    def _crew_view(self) -> dict[bytes, placement.Crew] | None:
         """Each client's crew as placement sees it: its live members, and how many more may join: as many
         again as it has when its members are busy ``CREW_BUSY`` of the time on average or its tasks'
         bytes wait ``CREW_WAITS`` model times for a slot there, judged once each member has answered
         since the crew last changed. A member with nothing assigned counts as idle whatever it measured
         before, one not measured yet too."""
+        everyone = len(self.workers)
+        if len(self.crews) >= len(self.per_client) and all(len(m) >= everyone for m in self.crews.values()):
+            return None  # every client's crew holds every worker: nothing to keep apart (no cost per task)
         alive = {w.node_id: w for w in self.workers.values()}
         view: dict[bytes, placement.Crew] = {}
         for client, members in self.crews.items():
@@ -837,6 +840,11 @@ class Scheduler:
         return view
 
     def _learn_link(self, p: Pending, w: WorkerState, msg: Done) -> None:
+        """What a task whose bytes came by ``Place`` says of its client's link, while its crew may grow."""
+        if not p.placed or p.by_ticket or not msg.ok or msg.size <= 0:
+            return
+        if len(self.crews.get(p.client, ())) >= len(self.workers):  # its crew holds every worker already
+            return
         link = self.links.setdefault(p.client, ClientLink())
         came = p.placed + msg.fetch_ms / 1000  # when its bytes reached the worker, about
         last = link.last.get(w.node_id)
