@@ -66,12 +66,13 @@ TASK_TRIES = 3  # placements of a task that went past its deadline before the cl
 SUBMIT_TIMEOUT = TASK_TRIES * TASK_DEADLINE_MAX + 60.0  # s `submit IMAGE MASK` waits by default: every
 # placement's longest deadline, then a minute of queue (a batch has no overall default)
 MAX_WORKER_SLOTS = 256  # slots the leader believes one worker has (a Ready claiming more is capped)
-CREW_BUSY = 0.85  # a client's crew (the workers its tasks go to) takes in more workers when its members' slots are
-# busy this share of the time on average (a client's link, not its workers, is what holds it back below that),
-CREW_START = 2  # workers a client's crew starts with: a second connection opened later, behind a link already
-# full of the first one's bytes, got almost nothing for 1-2 s (bench/lan.py: one FIFO queue at each host's link)
+CREW_START = 2  # workers a client's crew (the workers its tasks go to) starts with: a second connection opened
+# later, behind a link already full of the first one's bytes, got almost nothing for 1-2 s (bench/lan.py: one
+# FIFO queue at each host's link)
 CREW_HEADROOM = 1.3  # a crew takes in at once as many workers as its client's link can keep busy, times this
-CREW_WAITS = 1.0  # or when its tasks' bytes wait there this many of their model times for a slot (short tasks,
+CREW_BUSY = 0.85  # ... and more while its members' slots are busy this share of the time on average (a client's
+# link, not its workers, is what holds it back below that),
+CREW_WAITS = 1.0  # or while its tasks' bytes wait there this many of their model times for a slot (short tasks,
 # whose workers' own handling is a good part of a turn, leave the slots idle while the worker is the limit)
 TRANSFER_ESTIMATE_STALE = 2.0  # s after which an idle worker's unrefreshed transfer estimate is not trusted
 PLAN_DEPTH = 512  # queued tasks the leader looks at in one placement pass

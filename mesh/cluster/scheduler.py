@@ -99,9 +99,10 @@ class Pending:
 
 @dataclass
 class ClientLink:
-    """What one client's tasks show of its link: the least time seen between two of its tasks' bytes
-    reaching the same worker (back to back on one connection, that is the time one task's bytes take on
-    the client's link), and its tasks' model time; so how many workers its link can keep busy."""
+    """What one client's tasks show of its link: the times between two of its tasks' bytes reaching the
+    same worker (back to back on one connection, that is the time one task's bytes take on the
+    client's link), the least time from placement to bytes, and its tasks' model time; so how many
+    workers its link can keep busy."""
 
     last: dict[str, float] = field(default_factory=dict)  # node id -> monotonic time its last bytes came
     gaps: deque[float] = field(default_factory=lambda: deque(maxlen=8))  # ms between two arrivals there
@@ -785,7 +786,7 @@ class Scheduler:
                     pend.append(p)
                     yield p.needs()
 
-        choices = placement.plan(loads, queued(), self.affinity, self.policy, self._crew_view())
+        choices = placement.plan(loads, queued(), self.affinity, self.policy, self._crew_view(by_node))
         offers: dict[bytes, Pending] = {}  # each client placed to, with its last task: offered a ticket after
         runnable: dict[tuple[str, str, str], bool] = {}  # (model, requirement, avoid) -> some live worker can run it
         measured: dict[str, bool] = {}  # model -> some worker has run it (its deadline is not a guess)
@@ -812,16 +813,15 @@ class Scheduler:
             for client, p in offers.items():
                 await self._offer_ticket(client, p)
 
-    def _crew_view(self) -> dict[bytes, placement.Crew] | None:
+    def _crew_view(self, alive: dict[str, WorkerState]) -> dict[bytes, placement.Crew] | None:
         """Each client's crew as placement sees it: its live members, and how many more may join: as many
         again as it has when its members are busy ``CREW_BUSY`` of the time on average or its tasks'
         bytes wait ``CREW_WAITS`` model times for a slot there, judged once each member has answered
         since the crew last changed. A member with nothing assigned counts as idle whatever it measured
-        before, one not measured yet too."""
+        before, one not measured yet too. ``alive``: the workers by node id (the pass has them)."""
         everyone = len(self.workers)
         if len(self.crews) >= len(self.per_client) and all(len(m) >= everyone for m in self.crews.values()):
             return None  # every client's crew holds every worker: nothing to keep apart (no cost per task)
-        alive = {w.node_id: w for w in self.workers.values()}
         view: dict[bytes, placement.Crew] = {}
         for client, members in self.crews.items():
             live = [alive[n] for n in members if n in alive]

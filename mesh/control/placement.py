@@ -11,12 +11,13 @@ EWMA of what its slots reported), and moving the bytes per worker in ms per MiB 
 of how long the bytes took to reach it after its slot was held for them). So a fast GPU
 behind a slow link is judged as it really performs, and no worker is preferred for where it is.
 
-A client's tasks go to its *crew*: the workers it uses now, grown only while their slots are busy
-(the scheduler decides how many may join, ``Crew.grow``). A client whose link, not the workers, is
-the limit then sends its bytes over as few connections as keep up (on 100 Mbit/s links the same
-bytes over 4-8 workers' connections at once moved 2-4% slower than over 2, and came back in bursts),
-and two such clients get workers of their own. A crew starts with the soonest worker; the workers
-that join it are the soonest ones, among near-equal ones those fewest other clients' crews hold.
+A client's tasks go to its *crew*: the workers it uses now, grown only as far as its link can feed
+or while their slots are busy (the scheduler decides how many may join, ``Crew.grow``). A client
+whose link, not the workers, is the limit then sends its bytes over as few connections as keep up
+(on 100 Mbit/s links the same bytes over 4-8 workers' connections at once moved 2-4% slower than
+over 2, and came back in bursts), and two such clients get workers of their own. A new client's crew
+takes its first ``CREW_START`` workers at once (``NEW_CREW``); the workers that join a crew are the
+soonest ones, among near-equal ones those fewest other clients' crews hold.
 Least-loaded alone is wrong on a mixed GPU/CPU mesh:
 a GPU node with three tasks queued still finishes a new one long before an idle CPU
 node. So the best worker may be one with no free credit right now; then the task *waits*
@@ -92,7 +93,7 @@ class TaskNeeds:
 @dataclass(frozen=True)
 class Crew:
     """The workers one client's tasks go to now, and how many more may join it in this pass (the
-    scheduler grants that while the members' slots are busy: ``const.CREW_BUSY``)."""
+    scheduler grants that from what the client's link can feed and how busy the members are)."""
 
     members: frozenset[str] = frozenset()
     grow: int = 0
