@@ -10,8 +10,10 @@ and what is measured is the mesh: routing, credits, placement.
 2. Three nodes at 10x, 3x and 1x speed (20, 67, 200 ms per task): batch makespan against
    the ideal split (tasks / sum of rates), with completion-time placement (ours) and with
    least-loaded placement for contrast (design: within 15%; aim 10%).
+3. Small batches of a slow model (4 and 8 nodes, 1000 ms a task, 4 tasks per node) on a mesh
+   that ran it before: makespan against the ideal (what a batch's start costs).
 
-    python bench/scaling.py [--quick]
+    python bench/scaling.py [--quick] [--parts equal,mixed,slow]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import statistics
 
 from _common import Job, cluster, run_jobs, save, tmpdir, wait_mesh
 
@@ -68,27 +71,67 @@ def mixed(delays: list[float], tasks: int, policy: str) -> dict[str, object]:
         }
 
 
+def slow(n_nodes: int, delay_ms: float, per_node: int, batches: int) -> dict[str, object]:
+    """Small batches of a slow model (CPU LaMa takes seconds a photo) on a mesh that ran it before:
+    each batch is a new client (as each ``lamamesh submit`` is), so this is where a batch's start shows."""
+    with cluster(tmpdir(), extra=["--slots", "1", "--bench-delay-ms", str(delay_ms)]) as c:
+        c.start(n_nodes)
+        wait_mesh(c, n_nodes)
+        run_jobs(c.nodes[0].port, jobs(n_nodes))  # warm-up: the mesh has run this model before
+        spans = []
+        for _ in range(batches):
+            res, secs, _ = run_jobs(c.nodes[0].port, jobs(per_node * n_nodes), window=64)
+            assert all(r.ok for r in res)
+            spans.append(round(secs, 3))
+        ideal = per_node * delay_ms / 1000
+        return {
+            "nodes": n_nodes,
+            "delay_ms": delay_ms,
+            "tasks": per_node * n_nodes,
+            "makespans_s": spans,
+            "ideal_s": ideal,
+            "over_ideal": round(statistics.median(spans) / ideal - 1, 4),
+        }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer tasks (a smoke run)")
+    ap.add_argument("--parts", default="equal,mixed,slow", help="which of equal, mixed, slow to run")
     args = ap.parse_args()
-    per_node = 20 if args.quick else 60
-    delay = 100.0
-    rows = [equal(n, delay, per_node) for n in (1, 2, 4, 8)]
-    one = rows[0]["tasks_per_s"]
-    print(f"equal nodes, {delay:g} ms per task, 1 slot each")
-    print(f"{'nodes':>5} {'tasks':>6} {'tasks/s':>9} {'vs N x one':>11}")
-    for r in rows:
-        r["efficiency"] = round(r["tasks_per_s"] / (one * r["nodes"]), 4)
-        print(f"{r['nodes']:>5} {r['tasks']:>6} {r['tasks_per_s']:>9.2f} {r['efficiency']:>11.3f}")
-    delays = [20.0, 67.0, 200.0]
-    tasks = 150 if args.quick else 400
-    mix = [mixed(delays, tasks, p) for p in ("completion", "least-loaded")]
-    print(f"\nmixed speeds {delays} ms per task, {tasks} tasks")
-    print(f"{'policy':>13} {'makespan s':>11} {'ideal s':>8} {'over ideal':>11}  split")
-    for m in mix:
-        print(f"{m['policy']:>13} {m['makespan_s']:>11.2f} {m['ideal_s']:>8.2f} {m['over_ideal']:>10.1%}  {m['split']}")
-    save("scaling", {"delay_ms": delay, "equal": rows, "mixed_delays_ms": delays, "mixed": mix})
+    parts = set(args.parts.split(","))
+    out: dict[str, object] = {}
+    if "equal" in parts:
+        per_node = 20 if args.quick else 60
+        delay = 100.0
+        rows = [equal(n, delay, per_node) for n in (1, 2, 4, 8)]
+        one = rows[0]["tasks_per_s"]
+        print(f"equal nodes, {delay:g} ms per task, 1 slot each")
+        print(f"{'nodes':>5} {'tasks':>6} {'tasks/s':>9} {'vs N x one':>11}")
+        for r in rows:
+            r["efficiency"] = round(r["tasks_per_s"] / (one * r["nodes"]), 4)
+            print(f"{r['nodes']:>5} {r['tasks']:>6} {r['tasks_per_s']:>9.2f} {r['efficiency']:>11.3f}")
+        out |= {"delay_ms": delay, "equal": rows}
+    if "mixed" in parts:
+        delays = [20.0, 67.0, 200.0]
+        tasks = 150 if args.quick else 400
+        mix = [mixed(delays, tasks, p) for p in ("completion", "least-loaded")]
+        print(f"\nmixed speeds {delays} ms per task, {tasks} tasks")
+        print(f"{'policy':>13} {'makespan s':>11} {'ideal s':>8} {'over ideal':>11}  split")
+        for m in mix:
+            span = f"{m['makespan_s']:>11.2f} {m['ideal_s']:>8.2f} {m['over_ideal']:>10.1%}"
+            print(f"{m['policy']:>13} {span}  {m['split']}")
+        out |= {"mixed_delays_ms": delays, "mixed": mix}
+    if "slow" in parts:
+        batches = 2 if args.quick else 3
+        rows = [slow(n, 1000.0, 4, batches) for n in (4, 8)]
+        print(f"\nsmall batches of a slow model (1000 ms a task, 4 per node), {batches} batches after a warm-up")
+        print(f"{'nodes':>5} {'tasks':>6} {'makespans s':>22} {'ideal s':>8} {'over ideal':>11}")
+        for r in rows:
+            spans = " / ".join(f"{x:.2f}" for x in r["makespans_s"])  # type: ignore[attr-defined]
+            print(f"{r['nodes']:>5} {r['tasks']:>6} {spans:>22} {r['ideal_s']:>8.2f} {r['over_ideal']:>10.1%}")
+        out |= {"slow": rows}
+    save("scaling" if parts == {"equal", "mixed", "slow"} else "scaling-" + "-".join(sorted(parts)), out)
 
 
 if __name__ == "__main__":

@@ -248,3 +248,22 @@ def test_a_crew_none_of_whose_workers_can_run_a_task_grows_for_it() -> None:
     crew = placement.Crew(frozenset("a"))
     task = TaskNeeds("builtin", SMALL, client=b"c")
     assert placement.plan_one(ws, task, crews={b"c": crew}) == placement.Placement("b", 100.0)
+
+
+def test_keeps_busy_weighs_the_models_time_against_its_bytes_from_what_was_measured() -> None:
+    mib = placement.MIB
+    task = TaskNeeds("builtin", SMALL, size=mib)
+    # LaMa on CPUs (1 s a task) and bytes that take 10 ms: far more workers than any mesh has
+    slow = [wl(n, 4, 1, 0.0, {KEY: 1000.0}, ms_per_mib=10.0) for n in "ab"]
+    assert placement.keeps_busy(slow, task) == 130
+    # the bytes take as long as the model: two workers (with headroom) keep up with one client's link
+    linked = [wl(n, 4, 1, 0.0, {KEY: 100.0}, ms_per_mib=90.0) for n in "ab"]
+    assert placement.keeps_busy(linked, task) == 2
+    # the model's time is that of the workers that ran it (a median); one that has not does not count
+    mixed = [*slow, wl("c", 4, 1, 0.0, {}, ms_per_mib=10.0)]
+    assert placement.keeps_busy(mixed, task) == 130
+    # nothing to judge by: a fresh mesh, bytes never timed, a task of unknown size, a model never run
+    assert placement.keeps_busy([wl("a", 4, 1, 0.0, {})], task) == 0
+    assert placement.keeps_busy([wl("a", 4, 1, 0.0, {KEY: 1000.0})], task) == 0
+    assert placement.keeps_busy(slow, TaskNeeds("builtin", SMALL)) == 0
+    assert placement.keeps_busy(slow, TaskNeeds("other", SMALL, size=mib)) == 0

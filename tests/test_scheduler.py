@@ -568,3 +568,28 @@ def test_crews_end_with_their_clients_tasks_and_lose_dead_workers() -> None:
         assert b"c" not in leader.crews and b"c" not in leader.links  # answered: its next batch starts afresh
 
     asyncio.run(go())
+
+
+def _first_pass_spread(ms_per_mib: float) -> set[bytes]:
+    """Four workers that ran the model before (1000 ms a task) and took ``ms_per_mib`` to receive
+    bytes; a new client's 8 tasks of 1 MiB: the workers they were sent to."""
+
+    async def go() -> set[bytes]:
+        leader, _front, back = _leader()
+        for i in range(1, 5):
+            await leader._on_back(f"w{i}".encode(), Ready(f"w{i}", credits=4, slots=1), [])
+        for w in leader.workers.values():
+            w.service_ms, w.ms_per_mib = {"builtin@?": 1000.0}, ms_per_mib
+        for i in range(8):
+            await leader._submit(b"c", Submit(f"t{i}", size=1 << 20))
+        return {ident for ident, m, _ in back.sent if isinstance(m, Task)}
+
+    return asyncio.run(go())
+
+
+def test_a_batch_the_mesh_knows_is_compute_bound_takes_every_worker_from_its_start() -> None:
+    """A model that takes 1000 ms against bytes that take 10 ms: no crew holds the batch back (it took
+    CREW_START workers and waited a model time for answers before growing: small batches of a slow
+    model took 26% longer than the ideal). Bytes that take as long as the model: the crew as before."""
+    assert len(_first_pass_spread(10.0)) == 4
+    assert len(_first_pass_spread(1000.0)) == const.CREW_START

@@ -223,6 +223,8 @@ class Scheduler:
         # per client with tasks held: the workers its tasks go to, each with its answers when the crew last changed
         self.crews: dict[bytes, dict[str, int]] = {}
         self.links: dict[bytes, ClientLink] = {}  # per client with tasks held: what its link and tasks take
+        # clients whose tasks, by what the mesh measured before, keep every worker busy: no crew holds them back
+        self.wide: set[bytes] = set()
         self.client_seen: dict[bytes, float] = {}  # when each client holding tasks was last heard
         self.refused: Counter[str] = Counter()  # worker messages refused, by why (status, metrics)
         self._last_sweep = 0.0
@@ -276,6 +278,7 @@ class Scheduler:
         self.per_client.clear()
         self.crews.clear()
         self.links.clear()
+        self.wide.clear()
         self.client_seen.clear()
         self._turns.clear()
         self._vturn.clear()
@@ -433,9 +436,24 @@ class Scheduler:
         self.tasks[msg.task_id] = p
         self.per_client[client] += 1
         self.client_seen[client] = p.submitted
+        if self.per_client[client] == 1:  # its batch's first task: its crew starts with it
+            self._judge_crew(client, p)
         heapq.heappush(self.queue, (p.key, msg.task_id))
         await self.kick()
         return None
+
+    def _judge_crew(self, client: bytes, p: Pending) -> None:
+        """A new batch whose tasks, by what the mesh measured before (``keeps_busy``: model time against
+        moving the bytes), keep more workers busy than there are: its crew holds every worker from the
+        start. A crew that grows from ``CREW_START`` waits a model time for its first answers, and a
+        compute-bound batch of slow tasks (LaMa on CPUs: seconds each) left the other workers idle that
+        long. The figures are the workers' raw ones, not the ones placement stops trusting after an
+        idle spell: whether the model takes much longer than its bytes does not change with idling."""
+        needs = p.needs()
+        loads = [w.load() for w in self.workers.values()]
+        able = sum(placement.capable(w, needs) for w in loads)
+        if able > const.CREW_START and placement.keeps_busy(loads, needs) >= able:
+            self.wide.add(client)
 
     # ---- tickets: a slot held ahead for a client's next task -----------------------------------
     async def _unticket(self, p: Pending) -> None:
@@ -676,6 +694,7 @@ class Scheduler:
             del self.per_client[client]
             self.crews.pop(client, None)  # its next batch starts a crew afresh
             self.links.pop(client, None)
+            self.wide.discard(client)
             self.client_seen.pop(client, None)
             for prio in PRIORITY:
                 self._turns.pop((client, prio), None)
@@ -822,10 +841,10 @@ class Scheduler:
         everyone = len(self.workers)
         if len(self.crews) >= len(self.per_client) and all(len(m) >= everyone for m in self.crews.values()):
             return None  # every client's crew holds every worker: nothing to keep apart (no cost per task)
-        view: dict[bytes, placement.Crew] = {}
+        view = {client: placement.Crew(grow=everyone) for client in self.wide}  # any worker, from the start
         for client, members in self.crews.items():
             live = [alive[n] for n in members if n in alive]
-            if not live:
+            if not live or client in self.wide:
                 continue
             busy = sum((w.busy or 0.0) if w.assigned else 0.0 for w in live) / len(live)
             waits = sum((w.waits or 0.0) if w.assigned else 0.0 for w in live) / len(live)

@@ -32,6 +32,8 @@ keeps GPUs free), ``gpu-low`` (any CUDA node), ``gpu-medium`` (CUDA with >= 8 Gi
 from __future__ import annotations
 
 import functools
+import math
+import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -47,6 +49,7 @@ WAIT_GAIN_FRACTION = 0.25  # ... and by this fraction of the soonest estimate (e
 # transfer times vary by tens of percent; waiting on noise leaves credits, and links, idle)
 MIB = 1024 * 1024  # bytes
 REQUIREMENTS = MIN_VRAM_MB  # min VRAM MiB of a worker's largest GPU (-1: no GPU)
+KEEPS_BUSY_MAX = 1_000_000  # keeps_busy's answer for bytes that take no measurable time
 
 
 def size_class(pixels: int) -> str:
@@ -148,7 +151,7 @@ def _model_estimate_ms(w: WorkerLoad, task: TaskNeeds, fleet: Fleet | None) -> f
     got = w.service_ms.get(key)
     if got is not None:
         return got
-    same_model = [v for k, v in w.service_ms.items() if k.split("@", 1)[0] == task.model]
+    same_model = [v for k, v in w.service_ms.items() if _model_of(k) == task.model]
     if same_model:
         return sum(same_model) / len(same_model)
     if fleet is not None and key in fleet.service_ms:
@@ -325,6 +328,24 @@ def plan_one(
     return Placement(node, service_estimate_ms(workers[node], task, fleet))
 
 
+def keeps_busy(workers: Iterable[WorkerLoad], task: TaskNeeds) -> int:
+    """How many workers one client's link keeps busy with tasks like ``task``, judged from what the mesh
+    measured before (any client's tasks): the median model time of the workers that ran this model over
+    the time its bytes take to reach one (the workers' mean ms per MiB), times ``CREW_HEADROOM``. 0 when
+    either is not measured yet (a fresh mesh's first batch: its crew starts with ``CREW_START``)."""
+    able = [w for w in workers if capable(w, task)]
+    rates = [w.ms_per_mib for w in able if w.ms_per_mib is not None]
+    models = [_model_estimate_ms(w, task, None) for w in able if any(_model_of(k) == task.model for k in w.service_ms)]
+    if task.size <= 0 or not rates or not models:
+        return 0
+    move_ms = sum(rates) / len(rates) * task.size / MIB
+    return min(KEEPS_BUSY_MAX, math.ceil(const.CREW_HEADROOM * statistics.median(models) / max(move_ms, 0.01)))
+
+
+def _model_of(key: str) -> str:
+    return key.split("@", 1)[0]
+
+
 def data_wait_s(size: int) -> float:
     """How long a worker holds a slot for a task's bytes (``size``: image + mask) before it gives the
     slot back: ``DATA_WAIT``, plus the time to move them at ``DATA_MIN_RATE`` (a slow link's photo)."""
@@ -344,7 +365,7 @@ def deadline_s(finish_ms: float, measured: bool, size: int = 0) -> float:
 
 def measured(workers: Iterable[WorkerLoad], task: TaskNeeds) -> bool:
     """Some worker has run this model (at any size): the service estimates are not a guess."""
-    return any(k.split("@", 1)[0] == task.model for w in workers for k in w.service_ms)
+    return any(_model_of(k) == task.model for w in workers for k in w.service_ms)
 
 
 def ewma(old: float | None, sample: float) -> float:
