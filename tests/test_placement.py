@@ -267,3 +267,17 @@ def test_keeps_busy_weighs_the_models_time_against_its_bytes_from_what_was_measu
     assert placement.keeps_busy([wl("a", 4, 1, 0.0, {KEY: 1000.0})], task) == 0
     assert placement.keeps_busy(slow, TaskNeeds("builtin", SMALL)) == 0
     assert placement.keeps_busy(slow, TaskNeeds("other", SMALL, size=mib)) == 0
+
+
+def test_plan_one_gives_the_preferred_worker_a_tie_within_the_estimates_noise() -> None:
+    """The leader names its own node for a ticket: between equal workers it takes the task (its hold
+    and answer go by a call), never one that would finish it noticeably later or has no credit."""
+    ws = {"a": wl("a", 4, 1, 0.0, {KEY: 100.0}), "own": wl("own", 4, 1, 0.0, {KEY: 101.0})}
+    task = TaskNeeds("builtin", SMALL)
+    assert placement.plan_one(ws, task) == placement.Placement("a", 100.0)
+    assert placement.plan_one(ws, task, prefer="own") == placement.Placement("own", 101.0)
+    ws["own"] = wl("own", 4, 1, 0.0, {KEY: 100.0 + 2 * placement.WAIT_GAIN_MS})
+    assert placement.plan_one(ws, task, prefer="own").node_id == "a"  # type: ignore[union-attr]
+    ws["own"] = wl("own", 0, 1, 0.0, {KEY: 100.0})
+    assert placement.plan_one(ws, task, prefer="own").node_id == "a"  # type: ignore[union-attr]
+    assert placement.plan_one(ws, task, prefer="gone").node_id == "a"  # type: ignore[union-attr]

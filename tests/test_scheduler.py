@@ -7,8 +7,22 @@ import time
 from typing import Any
 
 from mesh import const
-from mesh.cluster.scheduler import Scheduler
-from mesh.wire.protocol import HUNG, NO_DATA, WITHDRAWN, Bye, Cancel, Done, Message, Place, Ready, Result, Submit, Task
+from mesh.cluster.scheduler import Pending, Scheduler
+from mesh.wire.protocol import (
+    HUNG,
+    NO_DATA,
+    WITHDRAWN,
+    Bye,
+    Cancel,
+    Done,
+    Message,
+    Place,
+    Ready,
+    Result,
+    Submit,
+    Task,
+    task_of,
+)
 
 
 class FakeRouter:
@@ -377,6 +391,23 @@ def test_a_ticket_is_offered_when_nothing_waits_and_its_task_needs_no_place() ->
         assert not leader.tickets.held and not leader.tickets.of
         await leader._on_back(b"w1", Done("t1", True, node_id="w1"), [])
         assert leader.workers[b"w1"].credits == 4 and not leader.tasks
+
+    asyncio.run(go())
+
+
+def test_between_equal_workers_a_ticket_goes_to_the_leaders_own() -> None:
+    """Its hold and its answer go by a call, not a message (on one machine: a process less a task)."""
+
+    async def go() -> None:
+        leader, front, _back = _ticketing()
+        holds: list[Task] = []
+        leader.local_worker = holds.append
+        for name in ("a1", "z9"):  # the remote one sorts first: without a preference it would win the tie
+            ready = Ready(name, credits=4, slots=1, host="10.0.0.2", task_port=7000)
+            await leader._on_back(name.encode(), ready, [], local=name == "z9")
+        await leader._offer_ticket(b"c", Pending(task_of(Submit("t1")), b"c", 1, 0.0))  # both idle
+        (offer,) = _offers(front)
+        assert offer.node_id == "z9" and [h.ticket for h in holds] == [offer.ticket]
 
     asyncio.run(go())
 

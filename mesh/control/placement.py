@@ -317,14 +317,25 @@ def plan_one(
     affinity: Mapping[str, str] | None = None,
     policy: str = Policy.COMPLETION,
     crews: Mapping[bytes, Crew] | None = None,
+    prefer: str = "",
 ) -> Placement | None:
     """``plan(workers, [task])``'s answer for one task, without the pass's bookkeeping (the leader asks
-    it for every ticket it offers: one at a time, that is once a task)."""
+    it for every ticket it offers: one at a time, that is once a task). ``prefer``: a worker that gets
+    the task instead when it has credit and would finish it within ``WAIT_GAIN_MS`` of the chosen one
+    (equal, within the estimates' noise)."""
     if sum(max(0, w.credits) for w in workers.values()) <= 0:
         return None
     node, fleet = _choose(workers, task, affinity, policy, {}, crews)
     if node is None or workers[node].credits <= 0:
         return None
+    own = workers.get(prefer) if prefer != node else None
+    if (
+        own is not None
+        and own.credits > 0
+        and capable(own, task)
+        and expected_finish_ms(own, task, fleet) <= expected_finish_ms(workers[node], task, fleet) + WAIT_GAIN_MS
+    ):
+        node = prefer
     return Placement(node, service_estimate_ms(workers[node], task, fleet))
 
 
