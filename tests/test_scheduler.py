@@ -66,6 +66,7 @@ def test_interactive_goes_ahead_of_batch_and_credits_are_respected() -> None:
         assert not [m for _, m, _ in front.sent if isinstance(m, Result)]  # the worker answered the client
         w = leader.workers[b"w1"]
         assert w.ms_per_mib == 50.0 and w.service_ms  # it learnt how fast bytes reach w1 and how fast it runs
+        assert w.rates == {"m": 50.0}  # and for bytes of that size class
 
     asyncio.run(go())
 
@@ -348,11 +349,13 @@ def test_an_idle_workers_old_transfer_estimate_is_not_trusted_for_ever() -> None
     TRANSFER_ESTIMATE_STALE without tasks it reads as unknown (the fleet's stands in)."""
     from mesh.cluster.scheduler import WorkerState
 
-    w = WorkerState(b"w", "w", slots=1, credits=4, ms_per_mib=80.0, measured_at=100.0)
-    assert w.load(100.0 + const.TRANSFER_ESTIMATE_STALE / 2).ms_per_mib == 80.0
-    assert w.load(100.0 + const.TRANSFER_ESTIMATE_STALE + 0.1).ms_per_mib is None
+    w = WorkerState(b"w", "w", slots=1, credits=4, ms_per_mib=80.0, rates={"m": 80.0}, measured_at=100.0)
+    fresh = w.load(100.0 + const.TRANSFER_ESTIMATE_STALE / 2)
+    assert fresh.ms_per_mib == 80.0 and fresh.rates == {"m": 80.0}
+    stale = w.load(100.0 + const.TRANSFER_ESTIMATE_STALE + 0.1)
+    assert stale.ms_per_mib is None and not stale.rates
     w.assigned["t"] = 1.0  # while it holds work its estimate is kept (it will be refreshed)
-    assert w.load(100.0 + const.TRANSFER_ESTIMATE_STALE + 0.1).ms_per_mib == 80.0
+    assert w.load(100.0 + const.TRANSFER_ESTIMATE_STALE + 0.1).rates == {"m": 80.0}
 
 
 # ---- tickets: a slot held ahead for a client's next task --------------------------------------

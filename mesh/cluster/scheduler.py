@@ -149,6 +149,7 @@ class WorkerState:
     local: bool = False  # this node's own worker, reached by a call (Scheduler.local_worker)
     addr: str = ""  # host:task_port where clients send it the bytes
     ms_per_mib: float | None = None  # EWMA: ms from its slot being held to the bytes being there, per MiB
+    rates: dict[str, float] = field(default_factory=dict)  # the same per placement.bytes_class
     measured_at: float = 0.0  # monotonic time ms_per_mib last learned something
     floor_ms: float | None = None  # EWMA of ms between its answers while all its slots were busy, x slots
     floor_at: float = 0.0  # monotonic time floor_ms last learned something
@@ -172,10 +173,10 @@ class WorkerState:
         """What placement sees of it. A transfer estimate that an idle worker has not refreshed for
         ``TRANSFER_ESTIMATE_STALE`` reads as unknown (the fleet's stands in): a worker judged slow once
         gets no work, so its estimate would never learn otherwise, and it would sit idle for good."""
-        rate, floor = self.ms_per_mib, self.floor_ms or 0.0
+        rate, rates, floor = self.ms_per_mib, self.rates, self.floor_ms or 0.0
         if now is not None and not self.assigned:  # idle
             if now - self.measured_at > const.TRANSFER_ESTIMATE_STALE:
-                rate = None
+                rate, rates = None, {}
             if now - self.floor_at > const.TRANSFER_ESTIMATE_STALE:
                 floor = 0.0  # the same for its turn time: unknown, not what it was long ago
         return placement.WorkerLoad(
@@ -189,6 +190,7 @@ class WorkerState:
             vram_mb=self.vram_mb,
             assigned=len(self.assigned),
             ms_per_mib=rate,
+            rates=dict(rates),
             floor_ms=floor,
         )
 
@@ -660,7 +662,10 @@ class Scheduler:
                 key = placement.service_key(p.task.model, p.task.pixels)
                 w.service_ms[key] = placement.ewma(w.service_ms.get(key), msg.model_ms)
         if msg.size > 0 and msg.error_code != NO_DATA:
-            w.ms_per_mib = placement.ewma(w.ms_per_mib, msg.fetch_ms * placement.MIB / msg.size)
+            per_mib = msg.fetch_ms * placement.MIB / msg.size
+            w.ms_per_mib = placement.ewma(w.ms_per_mib, per_mib)
+            cls = placement.bytes_class(msg.size)
+            w.rates[cls] = placement.ewma(w.rates.get(cls), per_mib)
             w.measured_at = now
 
     async def _no_data(self, p: Pending, msg: Done) -> None:

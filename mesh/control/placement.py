@@ -48,6 +48,7 @@ WAIT_GAIN_MS = 2.0  # ms: a task waits for a busy worker only when that finishes
 WAIT_GAIN_FRACTION = 0.25  # ... and by this fraction of the soonest estimate (estimates are noisy: a LAN's
 # transfer times vary by tens of percent; waiting on noise leaves credits, and links, idle)
 MIB = 1024 * 1024  # bytes
+_BYTES_S, _BYTES_M = 256 * 1024, 4 * MIB  # image + mask bytes up to -> bytes_class "s", "m"; above: "l"
 REQUIREMENTS = MIN_VRAM_MB  # min VRAM MiB of a worker's largest GPU (-1: no GPU)
 KEEPS_BUSY_MAX = 1_000_000  # keeps_busy's answer for bytes that take no measurable time
 
@@ -59,6 +60,12 @@ def size_class(pixels: int) -> str:
         if pixels <= limit:
             return name
     return "xl"
+
+
+def bytes_class(size: int) -> str:
+    """The size class a task's bytes are timed by: a small task's time is mostly the fixed part (the
+    placement's round trip, the client's turn), which over a fraction of a MiB reads as a slow link."""
+    return "s" if size <= _BYTES_S else "m" if size <= _BYTES_M else "l"  # asked per worker per task placed
 
 
 @functools.lru_cache(maxsize=4096)
@@ -79,6 +86,7 @@ class WorkerLoad:
     vram_mb: int = 0
     assigned: int = 0  # how many tasks that is
     ms_per_mib: float | None = None  # EWMA of moving a task's bytes to it, per MiB (None: not measured)
+    rates: Mapping[str, float] = field(default_factory=dict)  # the same per bytes_class (those measured)
     floor_ms: float = 0.0  # the least a task holds one of its slots, as seen (ms between answers while busy)
 
 
@@ -113,6 +121,7 @@ class Fleet:
 
     service_ms: Mapping[str, float] = field(default_factory=dict)
     ms_per_mib: float = 0.0
+    rates: Mapping[str, float] = field(default_factory=dict)  # per bytes_class
 
 
 @dataclass(frozen=True)
@@ -160,20 +169,47 @@ def _model_estimate_ms(w: WorkerLoad, task: TaskNeeds, fleet: Fleet | None) -> f
 
 
 def transfer_estimate_ms(w: WorkerLoad, task: TaskNeeds, fleet: Fleet | None = None) -> float:
-    """Expected ms to move ``task``'s bytes to ``w``: its own rate, else the fleet's, else nothing."""
-    rate = w.ms_per_mib if w.ms_per_mib is not None else (fleet.ms_per_mib if fleet is not None else 0.0)
-    return rate * task.size / MIB
+    """Expected ms to move ``task``'s bytes to ``w``, at a rate per MiB: its own for bytes of this size
+    class; else its own at other sizes, scaled by how the fleet's rates differ between those sizes and
+    this one (64 KiB tasks read 10 ms per MiB on loopback where 1 MiB ones read 1-2: taken as they are,
+    a worker that had run only small tasks looked 8 ms slower for a big one than one that had not);
+    else its rate over all sizes; else the fleet's for this class or over all; else nothing."""
+    return transfer_rate(w, task, fleet) * task.size / MIB
+
+
+def transfer_rate(w: WorkerLoad, task: TaskNeeds, fleet: Fleet | None = None) -> float:
+    cls = bytes_class(task.size)
+    own = w.rates.get(cls)
+    if own is not None:
+        return own
+    shape = fleet.rates if fleet is not None else {}
+    if cls in shape:
+        scaled = [v * shape[cls] / shape[k] for k, v in w.rates.items() if shape.get(k)]
+        if scaled:
+            return sum(scaled) / len(scaled)
+    if w.ms_per_mib is not None:
+        return w.ms_per_mib
+    if fleet is None:
+        return 0.0
+    return shape.get(cls, fleet.ms_per_mib)
 
 
 def fleet_means(workers: Iterable[WorkerLoad]) -> Fleet:
     sums: dict[str, list[float]] = {}
     rates: list[float] = []
+    by_class: dict[str, list[float]] = {}
     for w in workers:
         for k, v in w.service_ms.items():
             sums.setdefault(k, []).append(v)
         if w.ms_per_mib is not None:
             rates.append(w.ms_per_mib)
-    return Fleet({k: sum(v) / len(v) for k, v in sums.items()}, sum(rates) / len(rates) if rates else 0.0)
+        for k, v in w.rates.items():
+            by_class.setdefault(k, []).append(v)
+    return Fleet(
+        {k: sum(v) / len(v) for k, v in sums.items()},
+        sum(rates) / len(rates) if rates else 0.0,
+        {k: sum(v) / len(v) for k, v in by_class.items()},
+    )
 
 
 def expected_finish_ms(w: WorkerLoad, task: TaskNeeds, fleet: Fleet | None = None) -> float:
@@ -342,10 +378,12 @@ def plan_one(
 def keeps_busy(workers: Iterable[WorkerLoad], task: TaskNeeds) -> int:
     """How many workers one client's link keeps busy with tasks like ``task``, judged from what the mesh
     measured before (any client's tasks): the median model time of the workers that ran this model over
-    the time its bytes take to reach one (the workers' mean ms per MiB), times ``CREW_HEADROOM``. 0 when
-    either is not measured yet (a fresh mesh's first batch: its crew starts with ``CREW_START``)."""
+    the time its bytes take to reach one (the workers' mean ms per MiB at its size), times
+    ``CREW_HEADROOM``. 0 when either is not measured yet (a fresh mesh's first batch: its crew starts
+    with ``CREW_START``)."""
     able = [w for w in workers if capable(w, task)]
-    rates = [w.ms_per_mib for w in able if w.ms_per_mib is not None]
+    fleet = fleet_means(able)
+    rates = [transfer_rate(w, task, fleet) for w in able if w.rates or w.ms_per_mib is not None]
     models = [_model_estimate_ms(w, task, None) for w in able if any(_model_of(k) == task.model for k in w.service_ms)]
     if task.size <= 0 or not rates or not models:
         return 0
