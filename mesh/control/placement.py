@@ -8,8 +8,10 @@ A task goes to the worker expected to *finish* it soonest:
 (the bytes move while the worker's slots are busy with earlier tasks, hence the max)
 where service times are measured per worker, per model and per image size class (an
 EWMA of what its slots reported), and moving the bytes per worker in ms per MiB (an EWMA
-of how long the bytes took to reach it after its slot was held for them). So a fast GPU
-behind a slow link is judged as it really performs, and no worker is preferred for where it is.
+of how long the bytes took to reach it after its slot was held for them), per size class of
+bytes (a small task's time is mostly a fixed part). So a fast GPU behind a slow link is
+judged as it really performs, and no worker is preferred for where it is (only a tie goes
+to the leader's own node, for a ticket: ``plan_one(prefer=)``).
 
 A client's tasks go to its *crew*: the workers it uses now, grown only as far as its link can feed
 or while their slots are busy (the scheduler decides how many may join, ``Crew.grow``). A client
@@ -178,6 +180,7 @@ def transfer_estimate_ms(w: WorkerLoad, task: TaskNeeds, fleet: Fleet | None = N
 
 
 def transfer_rate(w: WorkerLoad, task: TaskNeeds, fleet: Fleet | None = None) -> float:
+    """The ms per MiB ``transfer_estimate_ms`` moves ``task``'s bytes to ``w`` at (see there)."""
     cls = bytes_class(task.size)
     own = w.rates.get(cls)
     if own is not None:
