@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from _common import save
@@ -29,16 +29,15 @@ from _common import save
 def run_once(tree: Path, sizes: str, n: int) -> dict[str, dict[str, float]]:
     """One ``overhead.py`` run in ``tree``: its lamamesh figures per payload size."""
     py = tree / ".venv" / "bin" / "python"
-    with tempfile.TemporaryDirectory() as tmp:
-        name = f"trees-scratch-{Path(tmp).name}"
-        cmd = [str(py if py.exists() else sys.executable), "bench/overhead.py", "--only", "lamamesh"]
-        cmd += ["--n", str(n), "--sizes", sizes, "--out", name]
-        subprocess.run(cmd, cwd=tree, check=True, stdout=subprocess.DEVNULL, timeout=900)
-        out = tree / "bench" / "results" / f"{name}.json"
-        try:
-            return dict(json.loads(out.read_text())["results"]["lamamesh"])
-        finally:
-            out.unlink(missing_ok=True)
+    name = f"trees-scratch-{os.getpid()}"
+    cmd = [str(py if py.exists() else sys.executable), "bench/overhead.py", "--only", "lamamesh"]
+    cmd += ["--n", str(n), "--sizes", sizes, "--out", name]
+    subprocess.run(cmd, cwd=tree, check=True, stdout=subprocess.DEVNULL, timeout=900)
+    out = tree / "bench" / "results" / f"{name}.json"
+    try:
+        return dict(json.loads(out.read_text())["results"]["lamamesh"])
+    finally:
+        out.unlink(missing_ok=True)
 
 
 def revision(tree: Path) -> str:

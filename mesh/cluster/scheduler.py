@@ -21,7 +21,6 @@ import asyncio
 import heapq
 import itertools
 import logging
-import math
 import statistics
 import time
 from collections import Counter, deque
@@ -116,7 +115,7 @@ class ClientLink:
         if self.model_ms is None or self.fetch_ms is None:
             return 0
         took = min(statistics.median(self.gaps), self.fetch_ms) if self.gaps else self.fetch_ms
-        return math.ceil(const.CREW_HEADROOM * self.model_ms / max(1.0, took))
+        return placement.workers_fed(self.model_ms, max(1.0, took))
 
 
 @dataclass
@@ -650,11 +649,11 @@ class Scheduler:
         if msg.ok and msg.model_ms > 0:  # how busy its slots are, and whether bytes wait for them: crews grow by it
             if w.last_done:
                 busy = min(1.0, msg.model_ms / max(1e-3, (now - w.last_done) * 1000 * w.slots))
-                w.busy = busy if w.busy is None else 0.5 * w.busy + 0.5 * busy
+                w.busy = placement.ewma(w.busy, busy, 0.5)
             if p is not None and p.placed and not p.by_ticket:
                 wait_ms = (now - p.placed) * 1000 - msg.fetch_ms - msg.model_ms
                 waits = min(4.0, max(0.0, wait_ms) / max(1.0, msg.model_ms))
-                w.waits = waits if w.waits is None else 0.5 * w.waits + 0.5 * waits
+                w.waits = placement.ewma(w.waits, waits, 0.5)
         w.last_done = now
         if msg.ok:
             w.done += 1

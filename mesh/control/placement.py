@@ -52,7 +52,7 @@ WAIT_GAIN_FRACTION = 0.25  # ... and by this fraction of the soonest estimate (e
 MIB = 1024 * 1024  # bytes
 _BYTES_S, _BYTES_M = 256 * 1024, 4 * MIB  # image + mask bytes up to -> bytes_class "s", "m"; above: "l"
 REQUIREMENTS = MIN_VRAM_MB  # min VRAM MiB of a worker's largest GPU (-1: no GPU)
-KEEPS_BUSY_MAX = 1_000_000  # keeps_busy's answer for bytes that take no measurable time
+KEEPS_BUSY_MAX = 1_000_000  # workers_fed's answer for bytes that take no measurable time
 
 
 def size_class(pixels: int) -> str:
@@ -391,7 +391,7 @@ def keeps_busy(workers: Iterable[WorkerLoad], task: TaskNeeds) -> int:
     if task.size <= 0 or not rates or not models:
         return 0
     move_ms = sum(rates) / len(rates) * task.size / MIB
-    return min(KEEPS_BUSY_MAX, math.ceil(const.CREW_HEADROOM * statistics.median(models) / max(move_ms, 0.01)))
+    return workers_fed(statistics.median(models), max(move_ms, 0.01))
 
 
 def _model_of(key: str) -> str:
@@ -420,5 +420,11 @@ def measured(workers: Iterable[WorkerLoad], task: TaskNeeds) -> bool:
     return any(_model_of(k) == task.model for w in workers for k in w.service_ms)
 
 
-def ewma(old: float | None, sample: float) -> float:
-    return sample if old is None else (1 - EWMA_ALPHA) * old + EWMA_ALPHA * sample
+def ewma(old: float | None, sample: float, alpha: float = EWMA_ALPHA) -> float:
+    return sample if old is None else (1 - alpha) * old + alpha * sample
+
+
+def workers_fed(model_ms: float, bytes_ms: float) -> int:
+    """How many workers one client's link keeps busy: a task's model time over the time its bytes take
+    on that link, times ``CREW_HEADROOM`` (``bytes_ms`` > 0; the callers floor it)."""
+    return min(KEEPS_BUSY_MAX, math.ceil(const.CREW_HEADROOM * model_ms / bytes_ms))
