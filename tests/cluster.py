@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -63,11 +64,13 @@ class Cluster:
     extra: Sequence[str] = ()
     env: dict[str, str] = field(default_factory=dict)
     nodes: list[NodeProc] = field(default_factory=list)
+    # a mesh name of its own, as `lamamesh demo` has: a node of another test can never join this one
+    name: str = field(default_factory=lambda: f"test-{secrets.token_hex(3)}")
 
     def _spawn(self, port: int, seed: int, args: Sequence[str], mode: str = "wb") -> subprocess.Popen[bytes]:
         log = self.root / f"node-{port}.log"
         cmd = [
-            sys.executable, "-m", "mesh", "join", "--bind", "127.0.0.1", "--port", str(port),
+            sys.executable, "-m", "mesh", "join", "--mesh", self.name, "--bind", "127.0.0.1", "--port", str(port),
             "--peer", f"127.0.0.1:{seed}", "--no-mdns", "--log-level", "info", *self.extra, *args,
         ]  # fmt: skip
         env = {**os.environ, "LAMAMESH_HOME": str(self.root / "home"), **self.env}
@@ -125,13 +128,37 @@ def status(port: int) -> dict[str, Any]:
     return json.loads(p.stdout) if p.returncode == 0 else {}  # type: ignore[no-any-return]
 
 
+class NodeExited(AssertionError):
+    """A node process of the cluster ended while the test waited for it."""
+
+
 def wait_mesh(c: Cluster, n: int, timeout: float = 90) -> dict[str, Any]:
-    """Wait until a leader is elected and ``n`` nodes are alive with their slots up (registered with it)."""
+    """Wait until a leader is elected and ``n`` nodes are alive with their slots up (registered with it).
+
+    Fails at once when a node process has exited, and on a timeout says what the mesh last looked like
+    and how each node's log ends (a flaky start must say why)."""
+    seen: dict[str, Any] = {}
 
     def ok() -> dict[str, Any]:
+        nonlocal seen
+        dead = [nd for nd in c.nodes if not nd.alive and nd.proc.returncode not in (None, -signal.SIGKILL)]
+        if dead:
+            raise NodeExited(f"node {dead[0].port} exited ({dead[0].proc.returncode}):\n{_tail(dead[0])}")
         s = status(c.nodes[0].port)
+        seen = s or seen
         ready = [x for x in s.get("nodes", []) if x["alive"] and x.get("ready")]
         return s if s.get("leader") and len(ready) == n else {}
 
-    got: dict[str, Any] = wait_until(ok, timeout, f"{n} nodes registered with a leader")
+    try:
+        got: dict[str, Any] = wait_until(ok, timeout, f"{n} nodes registered with a leader")
+    except NodeExited:
+        raise
+    except AssertionError as e:
+        rows = [(x.get("port"), x.get("role"), x.get("alive"), x.get("ready")) for x in seen.get("nodes", [])]
+        logs = "\n".join(f"--- node {nd.port} (alive {nd.alive}):\n{_tail(nd)}" for nd in c.nodes)
+        raise AssertionError(f"{e}; last status: leader {seen.get('leader')!r}, nodes {rows}\n{logs}") from None
     return got
+
+
+def _tail(node: NodeProc, lines: int = 15) -> str:
+    return "\n".join(node.text().splitlines()[-lines:])

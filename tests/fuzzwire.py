@@ -100,7 +100,7 @@ def frames(draw: st.DrawFn) -> list[bytes]:
 class Fuzzer:
     """Raw sockets aimed at one node: its task and worker ROUTERs and its gossip input."""
 
-    def __init__(self, host: str, task_port: int, backend_port: int) -> None:
+    def __init__(self, host: str, task_port: int, backend_port: int, mesh: str) -> None:
         self.ctx = zmq.Context()
         self.front = self.ctx.socket(zmq.DEALER)
         self.back = self.ctx.socket(zmq.DEALER)
@@ -112,7 +112,7 @@ class Fuzzer:
         self.back.connect(f"tcp://{host}:{backend_port}")
         self.gossip_port = self.pub.bind_to_random_port("tcp://127.0.0.1")
         # a Ping carrying our gossip endpoint makes the node subscribe to our PUB
-        self.front.send(protocol.encode(Ping(1, "fuzzer-node", "127.0.0.1", self.gossip_port, "default")))
+        self.front.send(protocol.encode(Ping(1, "fuzzer-node", "127.0.0.1", self.gossip_port, mesh)))
         self.sent: Counter[str] = Counter()
 
     def send(self, target: str, msg: list[bytes]) -> None:
@@ -197,7 +197,7 @@ def fuzz_node(root: Path, examples: int) -> dict[str, Any]:
         wait_mesh(c, 1)
         tasks = RealTasks(node.port)
         tasks.start()
-        fz = Fuzzer("127.0.0.1", node.port, node.port + 1)  # --port P: the worker ROUTER is P+1
+        fz = Fuzzer("127.0.0.1", node.port, node.port + 1, c.name)  # --port P: the worker ROUTER is P+1
         try:
             wait_until(lambda: tasks.ok >= 3, 30, "real tasks to flow")
             ok_before = tasks.ok

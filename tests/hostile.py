@@ -19,7 +19,7 @@ from mesh.wire.transport import Context, Dealer
 
 
 class HostilePeer:
-    def __init__(self, mesh: str = "default") -> None:
+    def __init__(self, mesh: str) -> None:
         self.mesh = mesh
         self.ctx = Context()
         self.pub = self.ctx.pub()

@@ -76,7 +76,7 @@ def leader_port(c: Cluster, s: dict[str, Any]) -> int:
 def test_a_heartbeat_with_a_huge_term_does_not_break_the_mesh(mesh2: Cluster) -> None:
     """Finding 1: one heartbeat with term 2**31 made every node claim a term the decoder refuses."""
     before = healthy(mesh2)
-    hp = HostilePeer()
+    hp = HostilePeer(mesh2.name)
 
     async def attack() -> None:
         for n in mesh2.nodes:
@@ -96,7 +96,7 @@ def test_a_forged_ready_for_a_real_worker_is_refused_and_no_task_is_lost(mesh2: 
     """Finding 2: a Ready naming a real worker's id with 65,536 credits took 38 of 40 tasks."""
     s = healthy(mesh2)
     victim = next(x for x in s["nodes"] if x["id"] != s["leader"])
-    hp = HostilePeer()
+    hp = HostilePeer(mesh2.name)
 
     async def attack() -> None:
         await hp.ready(
@@ -124,7 +124,7 @@ def test_a_flood_of_fake_members_keeps_status_readable(mesh2: Cluster) -> None:
     """Finding 7: 1,100 fake heartbeats made the status answer 200 KB, over the header limit, and
     `lamamesh status` died with a traceback."""
     healthy(mesh2)
-    hp = HostilePeer()
+    hp = HostilePeer(mesh2.name)
     fakes = [hp.heartbeat(f"fake-{i:04d}", task_port=2000 + i) for i in range(1100)]
 
     async def attack() -> None:
@@ -234,7 +234,7 @@ def test_forged_tickets_cost_a_node_no_task(mesh2: Cluster) -> None:
     rest answered ``retry`` at once; ``Submit`` naming a made-up ticket is placed like any task (and
     dropped with the peer's ``Cancel``). Real tasks keep going and each is answered."""
     s = healthy(mesh2)
-    hp = HostilePeer()
+    hp = HostilePeer(mesh2.name)
     blob = bytes(65536)
 
     async def attack() -> int:

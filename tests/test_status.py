@@ -166,5 +166,5 @@ def test_log_json_lines_name_the_events(tmp_path: Path) -> None:
     events = [json.loads(line) for line in a.text().splitlines()]
     assert all({"time", "level", "logger", "message"} <= e.keys() for e in events)
     text = "\n".join(e["message"] for e in events)
-    assert "joined mesh 'default'" in text and "leads mesh" in text and "(term 1)" in text
+    assert f"joined mesh '{c.name}'" in text and "leads mesh" in text and "(term 1)" in text
     assert f"-{b.port}-" in text and "is dead" in text

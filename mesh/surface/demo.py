@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import secrets
 import signal
 import socket
@@ -30,25 +31,57 @@ START_TIMEOUT = 90.0  # s for every node to be up (slot processes load ONNX Runt
 STOP_TIMEOUT = 20.0  # s a node has to leave after SIGTERM before it is killed
 
 
+_HANDED: dict[int, float] = {}  # port -> when this process handed it out in a block
+_HOLD_S = 60.0  # a block handed out is not handed out again for this long (its node may not have bound it yet)
+
+
 def free_port_block(n: int = 3, host: str = "127.0.0.1") -> int:
-    """A port P with P..P+n-1 free (a node takes its task, backend and gossip ports)."""
+    """A port P with P..P+n-1 free (a node takes its task, backend and gossip ports).
+
+    Taken below the kernel's ephemeral range where there is room: a port the kernel picks for an
+    outgoing connection (a ZeroMQ socket retrying a node that is still starting) can land in the block
+    of a node that has not bound it yet. And not part of a block this process handed out in the last
+    minute: nodes started one after another bind their ports a second later (Python's start)."""
+    now = time.monotonic()
+    for p, t in list(_HANDED.items()):
+        if now - t > _HOLD_S:
+            del _HANDED[p]
+    low, high = _PORTS_BELOW_EPHEMERAL
     for _ in range(200):
-        with socket.socket() as s:
-            s.bind((host, 0))
-            p = int(s.getsockname()[1])
-        if p + n >= 65536:
+        p = random.randrange(low, high - n) if high - low > 1000 else _kernel_port(host)
+        if p + n >= 65536 or any(p + i in _HANDED for i in range(n)):
             continue
-        ok = True
-        for i in range(1, n):
-            with socket.socket() as s:
-                try:
-                    s.bind((host, p + i))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
+        if all(_bindable(host, p + i) for i in range(n)):
+            _HANDED.update({p + i: now for i in range(n)})
             return p
     raise MeshError("no free block of ports on 127.0.0.1")
+
+
+def _below_ephemeral() -> tuple[int, int]:
+    """Ports 10000 up to the kernel's ephemeral range (Linux's is 32768-60999 unless changed)."""
+    try:
+        first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+    return 10_000, first
+
+
+_PORTS_BELOW_EPHEMERAL = _below_ephemeral()  # read once, at import (it may be called on an event loop)
+
+
+def _kernel_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass
