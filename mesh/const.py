@@ -40,6 +40,11 @@ CLIENT_BACKLOG_S = 6.0  # s of its measured throughput a client keeps in flight,
 # bottleneck, the last task's bytes then reach their worker well within DATA_WAIT (12 MB photos on 100 Mbit/s with 4
 # nodes: 16 placed at once, the last bytes came after 15 s, their holds expired, 25 were sent again, 3 failed)
 CLIENT_BYTES_FLOOR = 16 * 1024 * 1024  # bytes a client may keep in flight before it has measured (1 task at least)
+CLIENT_REACH_WAIT = 0.25  # s a batch (window > 1) waits for its connections to the mesh's workers before bytes flow
+CLIENT_REACH_MAX = 16  # workers a batch connects to before it starts (the first of the leader's list of members)
+# (one opened while the client's link is full of another's bytes had its handshake or first segment dropped by the
+# link's queue and waited out TCP's initial 1 s retransmission timeout: 1 MiB on 100 Mbit/s, 4 nodes, 2 clients, a
+# crew's second worker got no bytes for 2.1-3 s and its first worker ran 82 of 100 tasks, 0.87-0.89 of the limit)
 CLIENT_MDNS_BROWSE = 1.5  # s a client browses mDNS for a mesh when no --peer is given and none is local
 
 # node and client timings

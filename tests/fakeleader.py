@@ -15,9 +15,10 @@ OnSubmit = Callable[[Router, bytes, Submit], Awaitable[None]]
 
 @asynccontextmanager
 async def fake_leader(
-    on_submit: OnSubmit, on_ping: Callable[[], Awaitable[None]] | None = None
+    on_submit: OnSubmit, on_ping: Callable[[], Awaitable[None]] | None = None, members: tuple[str, ...] = ()
 ) -> AsyncIterator[tuple[Context, int]]:
-    """Yields a context for the client and the leader's port; closes both (and stops serving) after."""
+    """Yields a context for the client and the leader's port; closes both (and stops serving) after.
+    ``members``: the host:port list its ``Pong`` names (none by default)."""
     ctx = Context()
     router = ctx.router()
     port = router.bind("127.0.0.1", 0)
@@ -28,7 +29,7 @@ async def fake_leader(
             if isinstance(msg, Ping):
                 addr = f"127.0.0.1:{port}"
                 pong = Pong(nonce=msg.nonce, node_id="L", mesh="default", leader_id="L", leader_addr=addr, term=1,
-                            host="127.0.0.1")  # fmt: skip
+                            host="127.0.0.1", members=members)  # fmt: skip
                 await router.send(peer, pong)
                 if on_ping is not None:
                     await on_ping()

@@ -72,3 +72,57 @@ def test_a_ticket_offered_while_our_tasks_wait_for_a_place_is_let_go_at_once() -
         assert batch.ticket is not None and batch.ticket.ticket == "t2" and len(dealer.sent) == 1
 
     asyncio.run(main())
+
+
+def test_a_batch_reaches_every_worker_before_its_bytes_flow() -> None:
+    """A batch (window > 1) connects to the members the leader names and waits for each to answer a
+    ping before its first Submit: a connection opened later, on a link full of another worker's bytes,
+    lost its handshake and waited out TCP's 1 s retransmission timeout (the LAN benchmark's uneven
+    crews). A member that never answers holds the batch up ``CLIENT_REACH_WAIT`` at most; a batch of one
+    task at a time reaches nobody ahead (nothing of its own to share a link with)."""
+    from mesh.wire.protocol import Ping, Pong
+
+    async def main() -> None:
+        ctx_w = Context()
+        answering, silent = ctx_w.router(), ctx_w.router()
+        a_port, s_port = answering.bind("127.0.0.1", 0), silent.bind("127.0.0.1", 0)
+        pinged: list[str] = []  # what the workers and the leader heard, in order
+
+        async def serve(router: Router, name: str, answer: bool) -> None:
+            while True:
+                peer, msg, _ = await router.recv()
+                if isinstance(msg, Ping):
+                    pinged.append(name)
+                    if answer:
+                        await router.send(peer, Pong(nonce=msg.nonce, node_id=name))
+
+        async def on_submit(router: Router, peer: bytes, msg: Submit) -> None:
+            pinged.append("submit")
+            await router.send(peer, Result(msg.task_id, True, "", "", "L", "png", 1.0), [b"out"])
+
+        servers = [asyncio.create_task(serve(answering, "a", True)), asyncio.create_task(serve(silent, "s", False))]
+        members = (f"127.0.0.1:{a_port}", f"127.0.0.1:{s_port}")
+        try:
+            async with fake_leader(on_submit, members=members) as (ctx, port):
+                for window, want in ((4, ["a", "s"]), (1, [])):
+                    pinged.clear()
+                    client = Client(ctx, [("127.0.0.1", port)])
+                    try:
+                        await client.connect()
+                        async with asyncio.timeout(20):
+                            res = await client.run([Job(b"img", b"mask")] * 2, window=window)
+                    finally:
+                        client.close()
+                    assert [r.ok for r in res] == [True, True]
+                    first = pinged.index("submit")
+                    assert sorted(pinged[:first]) == want, (window, pinged)
+                    assert set(pinged[first:]) == {"submit"}, pinged
+        finally:
+            for t in servers:
+                t.cancel()
+            await asyncio.gather(*servers, return_exceptions=True)
+            answering.close()
+            silent.close()
+            ctx_w.close()
+
+    asyncio.run(main())

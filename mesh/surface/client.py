@@ -9,6 +9,7 @@ node inside this process (its slots are still separate processes).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -381,6 +382,8 @@ class _Batch:
 
     # ---- the loop -----------------------------------------------------------------------------
     async def run(self) -> list[JobResult]:
+        if self.window > 1:
+            await self.reach()
         while True:
             await self.fill()
             await self.flush()
@@ -397,6 +400,32 @@ class _Batch:
             if not await self.watch_leader():
                 break
         return [self.results[t] for t in self.order if t in self.results]
+
+    async def reach(self) -> None:
+        """Connect to the mesh's workers (up to ``CLIENT_REACH_MAX``) and wait until each answers a ping
+        (``CLIENT_REACH_WAIT`` at most), before any bytes flow. A connection opened later, once our link
+        is full of another worker's bytes, can lose its handshake or first segment in the link's queue
+        and wait out TCP's initial retransmission timeout (1 s, then 2): that worker then gets nothing
+        for seconds while the first one runs our tasks alone. Opened now, every connection has its
+        handshake and a round-trip time done on an idle link. Nothing but a ``Pong`` can come on these
+        connections before our first task is sent, so nothing is lost reading them here."""
+        leader = self.client.leader
+        addrs = list(dict.fromkeys(leader.members if leader is not None else ()))[: const.CLIENT_REACH_MAX]
+
+        async def one(addr: str) -> None:
+            d = self.worker(addr)
+            if d is None:
+                return
+            nonce = secrets.randbits(31)
+            await d.send(Ping(nonce))
+            while True:
+                msg, _ = await d.recv()
+                if isinstance(msg, Pong) and msg.nonce == nonce:
+                    return
+
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(const.CLIENT_REACH_WAIT):
+                await asyncio.gather(*(one(a) for a in addrs))
 
     def close(self) -> None:
         t = self.ticket
