@@ -11,6 +11,10 @@ Each checkout runs its own code: its ``.venv/bin/python`` when it has one (make 
 install -e /tmp/pre``), else this interpreter.
 
     python bench/trees.py /tmp/pre . [--rounds 8] [--sizes 65536,1048576,8388608] [--n 200] [--out trees]
+
+``--nodes 1`` runs each mesh as one node (every task on the leader's node: the per-task cost of each
+path without the second node's process competing for the same cores); a checkout older than that flag
+needs this checkout's ``bench/overhead.py`` copied into it (it runs against any client since e50b7a4).
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ from pathlib import Path
 from _common import save
 
 
-def run_once(tree: Path, sizes: str, n: int) -> dict[str, dict[str, float]]:
-    """One ``overhead.py`` run in ``tree``: its lamamesh figures per payload size."""
+def run_once(tree: Path, sizes: str, n: int, nodes: int = 2) -> dict[str, dict[str, float]]:
+    """One ``overhead.py`` run in ``tree``: its lamamesh figures per payload size (``nodes``: of its mesh;
+    other than 2 needs ``--lamamesh-nodes``, which checkouts before 2026-12-03's twelfth session lack)."""
     py = tree / ".venv" / "bin" / "python"
     name = f"trees-scratch-{os.getpid()}"
     cmd = [str(py if py.exists() else sys.executable), "bench/overhead.py", "--only", "lamamesh"]
-    cmd += ["--n", str(n), "--sizes", sizes, "--out", name]
+    cmd += ["--n", str(n), "--sizes", sizes, "--out", name] + (["--lamamesh-nodes", str(nodes)] if nodes != 2 else [])
     subprocess.run(cmd, cwd=tree, check=True, stdout=subprocess.DEVNULL, timeout=900)
     out = tree / "bench" / "results" / f"{name}.json"
     try:
@@ -51,6 +56,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--sizes", default="65536,1048576,8388608")
     ap.add_argument("--n", type=int, default=200, help="tasks one at a time per size (2n with 64 in flight)")
+    ap.add_argument("--nodes", type=int, default=2, help="nodes of each mesh (1: every task on the leader's node)")
     ap.add_argument("--out", default="trees")
     args = ap.parse_args()
     trees = [t.resolve() for t in args.trees]
@@ -61,11 +67,12 @@ def main() -> None:
     runs: list[dict[str, object]] = []
     for r in range(args.rounds):
         for t in trees if r % 2 == 0 else trees[::-1]:
-            got = run_once(t, args.sizes, args.n)
+            got = run_once(t, args.sizes, args.n, args.nodes)
             runs.append({"round": r + 1, "tree": str(t), "rev": revs[t], "lamamesh": got})
             brief = "  ".join(
                 f"{int(k) // 1024} KiB {v['p50_ms']:.2f} ms {v['tasks_per_s']:,.0f}/s"
                 + (f" ({v['on_leader']:.0f} on the leader's node)" if "on_leader" in v else "")
+                + (f" ({v['inflight_on_leader']:.0%} in flight)" if "inflight_on_leader" in v else "")
                 for k, v in got.items()
             )
             print(f"round {r + 1}  {revs[t]:>9}  {brief}", flush=True)
@@ -76,7 +83,7 @@ def main() -> None:
             p50 = statistics.median(m["p50_ms"] for m in mine)
             tps = statistics.median(m["tasks_per_s"] for m in mine)
             print(f"  {int(size) // 1024:>6} KiB  {revs[t]:>9}  {p50:6.3f} ms  {tps:9,.0f}/s  ({t})")
-    save(args.out, {"sizes": args.sizes, "n": args.n, "rounds": args.rounds, "runs": runs})
+    save(args.out, {"sizes": args.sizes, "n": args.n, "rounds": args.rounds, "nodes": args.nodes, "runs": runs})
 
 
 if __name__ == "__main__":
