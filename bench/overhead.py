@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 from _common import ROOT, Job, cluster, run_jobs, save, tmpdir, wait_mesh
 
 from tests.cluster import free_port_block, wait_until
@@ -57,6 +58,17 @@ def summary(lat_ms: list[float], tput: float) -> dict[str, float]:
 # ---- lamamesh ------------------------------------------------------------------------------
 
 
+def _cpu_s(p: psutil.Process) -> float:
+    """CPU seconds (user + system) of a process and its live children (a node's slot processes)."""
+    t = p.cpu_times()
+    total = t.user + t.system
+    for child in p.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            ct = child.cpu_times()
+            total += ct.user + ct.system
+    return total
+
+
 def bench_lamamesh(sizes: list[int], n: int, inflight: int, nodes: int = 2) -> dict[int, dict[str, float]]:
     out = {}
     with cluster(tmpdir(), extra=["--slots", "1", "--bench-delay-ms", "0"]) as c:
@@ -69,9 +81,12 @@ def bench_lamamesh(sizes: list[int], n: int, inflight: int, nodes: int = 2) -> d
             res, _, one = run_jobs(port, [Job(payload, b"m") for _ in range(n)], window=1, keep_data=False)
             lat = [r.latency_ms for r in res]
             leader = one.leader.leader_id if one.leader is not None else ""
+            procs = [psutil.Process(nd.proc.pid) for nd in c.nodes]
+            before = [_cpu_s(p) for p in procs], _cpu_s(psutil.Process())
             res2, secs, _ = run_jobs(
                 port, [Job(payload, b"m", priority="batch") for _ in range(n * 2)], window=inflight, keep_data=False
             )
+            after = [_cpu_s(p) for p in procs], _cpu_s(psutil.Process())
             bad = [(r.error_code, r.error) for r in res + res2 if not r.ok]
             if bad:
                 raise RuntimeError(f"{len(bad)} tasks failed at {size} bytes, e.g. {bad[0]}")
@@ -84,6 +99,10 @@ def bench_lamamesh(sizes: list[int], n: int, inflight: int, nodes: int = 2) -> d
                 # with 64 in flight placement spreads the tasks over both nodes (right on a LAN); on one
                 # 2-core host the second node's process only competes for the same cores
                 "inflight_on_leader": round(sum(r.node_id == leader for r in res2) / max(1, len(res2)), 3),
+                # CPU time a task costs with 64 in flight (us, user + system, all threads): steadier than
+                # tasks/s on a shared VM, whose wall-clock figures spread by 20-40% from run to run
+                "cpu_us_nodes": round((sum(after[0]) - sum(before[0])) / max(1, len(res2)) * 1e6, 1),
+                "cpu_us_client": round((after[1] - before[1]) / max(1, len(res2)) * 1e6, 1),
             }
     return out
 

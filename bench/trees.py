@@ -73,6 +73,7 @@ def main() -> None:
                 f"{int(k) // 1024} KiB {v['p50_ms']:.2f} ms {v['tasks_per_s']:,.0f}/s"
                 + (f" ({v['on_leader']:.0f} on the leader's node)" if "on_leader" in v else "")
                 + (f" ({v['inflight_on_leader']:.0%} in flight)" if "inflight_on_leader" in v else "")
+                + (f" cpu {v['cpu_us_nodes'] + v['cpu_us_client']:.0f} us" if "cpu_us_nodes" in v else "")
                 for k, v in got.items()
             )
             print(f"round {r + 1}  {revs[t]:>9}  {brief}", flush=True)
@@ -82,7 +83,9 @@ def main() -> None:
             mine = [run["lamamesh"][size] for run in runs if run["tree"] == str(t)]  # type: ignore[index]
             p50 = statistics.median(m["p50_ms"] for m in mine)
             tps = statistics.median(m["tasks_per_s"] for m in mine)
-            print(f"  {int(size) // 1024:>6} KiB  {revs[t]:>9}  {p50:6.3f} ms  {tps:9,.0f}/s  ({t})")
+            cpu = [m["cpu_us_nodes"] + m["cpu_us_client"] for m in mine if "cpu_us_nodes" in m]
+            per = f"  cpu {statistics.median(cpu):5.0f} us/task" if cpu else ""
+            print(f"  {int(size) // 1024:>6} KiB  {revs[t]:>9}  {p50:6.3f} ms  {tps:9,.0f}/s{per}  ({t})")
     save(args.out, {"sizes": args.sizes, "n": args.n, "rounds": args.rounds, "nodes": args.nodes, "runs": runs})
 
 
