@@ -15,7 +15,7 @@ import secrets
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sized
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, TypeVar
 
@@ -315,6 +315,9 @@ class Client:
         (a batch of thousands of photos then holds no more than the window at a time)."""
         assert self.dealer is not None, "connect() first"
         batch = _Batch(self, jobs, on_result, window, timeout, keep)
+        # one task at a time, or one task (a single photo, an HTTP request): one connection carries the
+        # bytes, so nothing is gained by reaching every worker first, and a slow member would delay it
+        batch.reaching = window > 1 and not (isinstance(jobs, Sized) and len(jobs) < 2)
         try:
             return await batch.run()
         finally:
@@ -379,10 +382,11 @@ class _Batch:
         self.outbox: list[Submit] = []  # Submits for the leader, sent as one bundle per loop turn (flush)
         self.asked = 0  # our tasks the leader has and has not placed yet
         self.refill_at = max(1, window // 8)  # see fill
+        self.reaching = window > 1  # connect to the workers before the first task (see reach)
 
     # ---- the loop -----------------------------------------------------------------------------
     async def run(self) -> list[JobResult]:
-        if self.window > 1:
+        if self.reaching:
             await self.reach()
         while True:
             await self.fill()
@@ -408,7 +412,8 @@ class _Batch:
         and wait out TCP's initial retransmission timeout (1 s, then 2): that worker then gets nothing
         for seconds while the first one runs our tasks alone. Opened now, every connection has its
         handshake and a round-trip time done on an idle link. Nothing but a ``Pong`` can come on these
-        connections before our first task is sent, so nothing is lost reading them here."""
+        connections before our first task is sent, so nothing is lost reading them here. Not for a batch
+        of one task, nor of one task at a time (``Client.run`` decides)."""
         leader = self.client.leader
         addrs = list(dict.fromkeys(leader.members if leader is not None else ()))[: const.CLIENT_REACH_MAX]
 
