@@ -33,6 +33,7 @@ STOP_TIMEOUT = 20.0  # s a node has to leave after SIGTERM before it is killed
 
 _HANDED: dict[int, float] = {}  # port -> when this process handed it out in a block
 _HOLD_S = 60.0  # a block handed out is not handed out again for this long (its node may not have bound it yet)
+_RANDOM = random.SystemRandom()  # not the module's generator: a test (hypothesis) may seed that one
 
 
 def free_port_block(n: int = 3, host: str = "127.0.0.1") -> int:
@@ -48,7 +49,7 @@ def free_port_block(n: int = 3, host: str = "127.0.0.1") -> int:
             del _HANDED[p]
     low, high = _PORTS_BELOW_EPHEMERAL
     for _ in range(200):
-        p = random.randrange(low, high - n) if high - low > 1000 else _kernel_port(host)
+        p = _RANDOM.randrange(low, high - n) if high - low > 1000 else _kernel_port(host)
         if p + n >= 65536 or any(p + i in _HANDED for i in range(n)):
             continue
         if all(_bindable(host, p + i) for i in range(n)):
