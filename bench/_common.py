@@ -24,7 +24,9 @@ from mesh.wire.transport import Context  # noqa: E402
 from tests.cluster import Cluster, cluster, status, wait_mesh  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-__all__ = ["Client", "Cluster", "Job", "JobResult", "cluster", "machine", "run_jobs", "save", "status", "wait_mesh"]
+__all__ = [
+    "Client", "Cluster", "Job", "JobResult", "cluster", "machine", "pct", "run_jobs", "save", "status", "wait_mesh"
+]  # fmt: skip
 
 
 def machine() -> dict[str, Any]:
@@ -90,6 +92,12 @@ def run_jobs(
             ctx.close()
 
     return asyncio.run(main())
+
+
+def pct(xs: list[float], q: float) -> float:
+    """The ``q`` quantile of ``xs`` (nearest rank, as every benchmark here reports p99)."""
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
 def tmpdir() -> Path:

@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from _common import ROOT, Job, cluster, run_jobs, save, tmpdir, wait_mesh
+from _common import ROOT, Job, cluster, pct, run_jobs, save, tmpdir, wait_mesh
 
 from mesh.surface.demo import free_port_block
 
@@ -38,11 +38,6 @@ SAMPLES = ROOT / "mesh" / "data" / "samples"
 def inputs(sample: str) -> tuple[bytes, bytes]:
     """A bundled sample photo (JPEG) and its mask (PNG), as `lamamesh demo` sends them."""
     return (SAMPLES / "images" / f"{sample}.jpg").read_bytes(), (SAMPLES / "masks" / f"{sample}.png").read_bytes()
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
 def post(conn: http.client.HTTPConnection, body: bytes) -> None:

@@ -35,16 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from _common import ROOT, Job, cluster, run_jobs, save, tmpdir, wait_mesh
+from _common import ROOT, Job, cluster, pct, run_jobs, save, tmpdir, wait_mesh
 
 from tests.cluster import free_port_block, wait_until
 
 BENCH = Path(__file__).resolve().parent
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
 def summary(lat_ms: list[float], tput: float) -> dict[str, float]:

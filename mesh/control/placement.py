@@ -387,7 +387,7 @@ def keeps_busy(workers: Iterable[WorkerLoad], task: TaskNeeds) -> int:
     able = [w for w in workers if capable(w, task)]
     fleet = fleet_means(able)
     rates = [transfer_rate(w, task, fleet) for w in able if w.rates or w.ms_per_mib is not None]
-    models = [_model_estimate_ms(w, task, None) for w in able if any(_model_of(k) == task.model for k in w.service_ms)]
+    models = [_model_estimate_ms(w, task, None) for w in able if _ran(w, task.model)]
     if task.size <= 0 or not rates or not models:
         return 0
     move_ms = sum(rates) / len(rates) * task.size / MIB
@@ -396,6 +396,11 @@ def keeps_busy(workers: Iterable[WorkerLoad], task: TaskNeeds) -> int:
 
 def _model_of(key: str) -> str:
     return key.split("@", 1)[0]
+
+
+def _ran(w: WorkerLoad, model: str) -> bool:
+    """``w`` has a service time measured for ``model`` (at any size)."""
+    return any(_model_of(k) == model for k in w.service_ms)
 
 
 def data_wait_s(size: int) -> float:
@@ -417,7 +422,7 @@ def deadline_s(finish_ms: float, measured: bool, size: int = 0) -> float:
 
 def measured(workers: Iterable[WorkerLoad], task: TaskNeeds) -> bool:
     """Some worker has run this model (at any size): the service estimates are not a guess."""
-    return any(_model_of(k) == task.model for w in workers for k in w.service_ms)
+    return any(_ran(w, task.model) for w in workers)
 
 
 def ewma(old: float | None, sample: float, alpha: float = EWMA_ALPHA) -> float:

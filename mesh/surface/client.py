@@ -111,6 +111,16 @@ class JobResult:
     notes: tuple[str, ...] = ()  # lines the worker had for the user (mask resized, mask empty ...)
 
 
+async def _pong(d: Dealer) -> Pong:
+    """Ping the node at the other end of ``d`` and wait for its answer (the caller bounds the wait)."""
+    nonce = secrets.randbits(31)
+    await d.send(Ping(nonce))
+    while True:
+        msg, _ = await d.recv()
+        if isinstance(msg, Pong) and msg.nonce == nonce:
+            return msg
+
+
 class Client:
     """Talks to a mesh: finds its leader from any member, submits, and follows the leader.
 
@@ -148,14 +158,10 @@ class Client:
         ok = False
         try:
             d.connect(host, port)
-            nonce = secrets.randbits(31)
-            await d.send(Ping(nonce))
             async with asyncio.timeout(self.probe_timeout if timeout is None else timeout):
-                while True:
-                    msg, _ = await d.recv()
-                    if isinstance(msg, Pong) and msg.nonce == nonce:
-                        ok = True
-                        return d, msg
+                pong = await _pong(d)
+            ok = True
+            return d, pong
         except TimeoutError:
             return None
         finally:
@@ -315,9 +321,6 @@ class Client:
         (a batch of thousands of photos then holds no more than the window at a time)."""
         assert self.dealer is not None, "connect() first"
         batch = _Batch(self, jobs, on_result, window, timeout, keep)
-        # one task at a time, or one task (a single photo, an HTTP request): one connection carries the
-        # bytes, so nothing is gained by reaching every worker first, and a slow member would delay it
-        batch.reaching = window > 1 and not (isinstance(jobs, Sized) and len(jobs) < 2)
         try:
             return await batch.run()
         finally:
@@ -382,7 +385,9 @@ class _Batch:
         self.outbox: list[Submit] = []  # Submits for the leader, sent as one bundle per loop turn (flush)
         self.asked = 0  # our tasks the leader has and has not placed yet
         self.refill_at = max(1, window // 8)  # see fill
-        self.reaching = window > 1  # connect to the workers before the first task (see reach)
+        # connect to the workers before the first task (see reach); not for one task at a time, nor for one
+        # task (a single photo, an HTTP request): one connection carries the bytes, a slow member would delay it
+        self.reaching = window > 1 and not (isinstance(jobs, Sized) and len(jobs) < 2)
 
     # ---- the loop -----------------------------------------------------------------------------
     async def run(self) -> list[JobResult]:
@@ -413,24 +418,14 @@ class _Batch:
         for seconds while the first one runs our tasks alone. Opened now, every connection has its
         handshake and a round-trip time done on an idle link. Nothing but a ``Pong`` can come on these
         connections before our first task is sent, so nothing is lost reading them here. Not for a batch
-        of one task, nor of one task at a time (``Client.run`` decides)."""
+        of one task, nor of one task at a time (``reaching``)."""
         leader = self.client.leader
         addrs = list(dict.fromkeys(leader.members if leader is not None else ()))[: const.CLIENT_REACH_MAX]
 
-        async def one(addr: str) -> None:
-            d = self.worker(addr)
-            if d is None:
-                return
-            nonce = secrets.randbits(31)
-            await d.send(Ping(nonce))
-            while True:
-                msg, _ = await d.recv()
-                if isinstance(msg, Pong) and msg.nonce == nonce:
-                    return
-
+        dealers = [d for d in map(self.worker, addrs) if d is not None]
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(const.CLIENT_REACH_WAIT):
-                await asyncio.gather(*(one(a) for a in addrs))
+                await asyncio.gather(*map(_pong, dealers))
 
     def close(self) -> None:
         t = self.ticket
