@@ -53,11 +53,12 @@ def summary(lat_ms: list[float], tput: float) -> dict[str, float]:
 # ---- lamamesh ------------------------------------------------------------------------------
 
 
-def _cpu_s(p: psutil.Process) -> float:
-    """CPU seconds (user + system) of a process and its live children (a node's slot processes)."""
+def _cpu_s(p: psutil.Process, children: bool = True) -> float:
+    """CPU seconds (user + system) of a process and, with ``children``, its live children (a node's
+    slot processes; not for this process: the nodes are its children)."""
     t = p.cpu_times()
     total = t.user + t.system
-    for child in p.children(recursive=True):
+    for child in p.children(recursive=True) if children else ():
         with contextlib.suppress(psutil.Error):
             ct = child.cpu_times()
             total += ct.user + ct.system
@@ -77,11 +78,11 @@ def bench_lamamesh(sizes: list[int], n: int, inflight: int, nodes: int = 2) -> d
             lat = [r.latency_ms for r in res]
             leader = one.leader.leader_id if one.leader is not None else ""
             procs = [psutil.Process(nd.proc.pid) for nd in c.nodes]
-            before = [_cpu_s(p) for p in procs], _cpu_s(psutil.Process())
+            before = [_cpu_s(p) for p in procs], _cpu_s(psutil.Process(), children=False)
             res2, secs, _ = run_jobs(
                 port, [Job(payload, b"m", priority="batch") for _ in range(n * 2)], window=inflight, keep_data=False
             )
-            after = [_cpu_s(p) for p in procs], _cpu_s(psutil.Process())
+            after = [_cpu_s(p) for p in procs], _cpu_s(psutil.Process(), children=False)
             bad = [(r.error_code, r.error) for r in res + res2 if not r.ok]
             if bad:
                 raise RuntimeError(f"{len(bad)} tasks failed at {size} bytes, e.g. {bad[0]}")
