@@ -47,6 +47,7 @@ def _leader() -> tuple[Scheduler, FakeRouter, FakeRouter]:
     leader = Scheduler("n1", "m", front, back, "h:1")  # type: ignore[arg-type]
     leader.leading, leader.leader_id, leader.leader_addr, leader.term = True, "n1", "h:1", 1
     leader.ticket_ttl = 0  # plain placement here; tickets are tested on their own below
+    leader.headroom = const.WORKER_PREFETCH  # a grant is what may be sent (prefetch is tested on its own)
     return leader, front, back
 
 
@@ -83,6 +84,51 @@ def test_a_pass_tells_each_worker_and_each_client_in_one_message() -> None:
         await leader._on_back(b"w1", Ready("w1", credits=3, slots=3, host="10.0.0.2", task_port=7000), [])
         assert back.bundles == [(b"w1", ["task", "task", "task"])]
         assert sorted(front.bundles) == [(b"a", ["place", "place"]), (b"b", ["place"])]
+
+    asyncio.run(go())
+
+
+def test_a_worker_is_sent_more_beyond_its_slots_only_when_its_tasks_are_short() -> None:
+    """It grants slots + WORKER_PREFETCH_MAX; the leader uses WORKER_PREFETCH of that until the worker
+    has measured short tasks whose bytes come at once (PREFETCH_COVER_MS of work), and goes back to it
+    when they are long."""
+
+    async def go() -> None:
+        leader, _front, back = _leader()
+        leader.headroom = const.WORKER_PREFETCH_MAX  # what a real worker grants
+        for i in range(40):
+            await leader._submit(b"c", Submit(f"t{i}", priority="batch"))
+        await leader._on_back(b"w1", Ready("w1", credits=1 + const.WORKER_PREFETCH_MAX, slots=1), [])
+
+        def placed() -> list[str]:
+            return [m.task_id for _, m, _ in back.sent if isinstance(m, Task)]
+
+        assert len(placed()) == 1 + const.WORKER_PREFETCH  # unmeasured: the LAN's prefetch
+        short = Done("t0", True, node_id="w1", model_ms=0.5, fetch_ms=0.2, size=65536)  # bytes at once
+        await leader._on_back(b"w1", short, [])
+        assert len(placed()) == 1 + const.WORKER_PREFETCH_MAX + 1  # in hand: its slot and the most beyond
+        w = leader.workers[b"w1"]
+        assert len(w.assigned) == 1 + const.WORKER_PREFETCH_MAX and w.free() == 0
+        for tid in placed()[1:]:  # long tasks from now on: it is filled only to slots + WORKER_PREFETCH
+            await leader._on_back(b"w1", Done(tid, True, node_id="w1", model_ms=500.0, fetch_ms=0.2, size=65536), [])
+        assert w.prefetch() == const.WORKER_PREFETCH
+        assert len(w.assigned) == 1 + const.WORKER_PREFETCH and w.free() == 0
+
+    asyncio.run(go())
+
+
+def test_short_tasks_whose_bytes_take_a_while_keep_the_lan_prefetch() -> None:
+    """1 ms tasks of 64 KiB over 100 Mbit/s (5.2 ms on the wire): a deeper pipeline only queues bytes
+    on the client's link (bench/lan.py, 1 ms: 0.87-0.88 of the limit against 0.91-0.92)."""
+
+    async def go() -> None:
+        leader, _front, _back = _leader()
+        leader.headroom = const.WORKER_PREFETCH_MAX
+        await leader._on_back(b"w1", Ready("w1", credits=1 + const.WORKER_PREFETCH_MAX, slots=1), [])
+        for i in range(10):
+            await leader._submit(b"c", Submit(f"t{i}", priority="batch"))
+            await leader._on_back(b"w1", Done(f"t{i}", True, node_id="w1", model_ms=1.0, fetch_ms=6.0, size=65536), [])
+        assert leader.workers[b"w1"].prefetch() == const.WORKER_PREFETCH
 
     asyncio.run(go())
 
@@ -238,13 +284,15 @@ def test_a_ready_naming_another_node_is_refused_and_credit_is_capped() -> None:
 
     async def go() -> None:
         leader, _front, back = _leader()
+        leader.headroom = const.WORKER_PREFETCH_MAX  # what a real worker grants
         await leader._on_back(b"w1", Ready("w1", credits=1, slots=1), [])
         await leader._on_back(b"forger", Ready("w1", credits=65536, slots=1024), [])
         assert list(leader.workers) == [b"w1"] and leader.refused["ready for another node"] == 1
         await leader._on_back(b"w2", Ready("w2", credits=65536, slots=1024), [])
         assert leader.workers[b"w2"].slots == const.MAX_WORKER_SLOTS
         await leader._on_back(b"w3", Ready("w3", credits=65536, slots=2), [])
-        assert leader.workers[b"w3"].credits == 2 + const.WORKER_PREFETCH
+        assert leader.workers[b"w3"].credits == 2 + const.WORKER_PREFETCH_MAX
+        assert leader.workers[b"w3"].free() == 2 + const.WORKER_PREFETCH  # its tasks' length unknown yet
         for i in range(10):
             await leader._submit(b"c", Submit(f"t{i}"))
         placed = [ident for ident, m, _ in back.sent if isinstance(m, Task)]

@@ -155,6 +155,9 @@ class WorkerState:
     last_done: float = 0.0  # monotonic time of its last answer, or of the work that ended its idling
     busy: float | None = None  # EWMA: share of its slots' time spent running tasks (model ms over answers' gaps)
     waits: float | None = None  # EWMA: how long a task's bytes waited there for a slot, in its model times
+    model_ms: float | None = None  # EWMA of its tasks' time in a slot, any model (for prefetch)
+    fetch_low_ms: float | None = None  # its tasks' bytes' time to come when nothing queued ahead (for prefetch)
+    headroom: int = const.WORKER_PREFETCH_MAX  # how far beyond its slots its grant goes (Worker.send_ready)
 
     def charge(self, task_id: str, estimate_ms: float, now: float) -> None:
         """``task_id`` sent to it, expected to take ``estimate_ms``. A turn is timed from its last
@@ -163,6 +166,25 @@ class WorkerState:
         if not self.assigned:
             self.last_done = now
         self.assigned[task_id] = estimate_ms
+
+    def prefetch(self) -> int:
+        """How many tasks it holds beyond its slots: ``WORKER_PREFETCH`` (enough that bytes on their way
+        keep its slots fed on a LAN), more when its tasks are short, as many as ``PREFETCH_COVER_MS`` of
+        its slots' work (its whole headroom at most). Short tasks cost more in control messages than in
+        their slots: a deeper pipeline takes their bytes in bursts and returns their ``Done``s together
+        (``Worker._report``), so a pass places several at a time. Unmeasured: the least."""
+        least = min(const.WORKER_PREFETCH, self.headroom)
+        if self.model_ms is None or self.fetch_low_ms is None:
+            return least
+        turn = max(1e-3, self.model_ms + self.fetch_low_ms)
+        return max(least, min(self.headroom, int(const.PREFETCH_COVER_MS * self.slots / turn)))
+
+    def free(self) -> int:
+        """Tasks it may be sent now: its credits less the part of its grant kept back while its tasks are
+        not short. The worker's grant counts everything it has in hand (tasks, tickets' holds, a hung
+        slot's task), and every task or hold sent spends a credit, so this is exact: never more in hand
+        than its slots and ``prefetch()``."""
+        return self.credits - (self.headroom - self.prefetch())
 
     def finish_ms(self, estimate_ms: float) -> float:
         """When a task of ``estimate_ms`` sent now would be done: its slots work off what is assigned first."""
@@ -180,7 +202,7 @@ class WorkerState:
                 floor = 0.0  # the same for its turn time: unknown, not what it was long ago
         return placement.WorkerLoad(
             node_id=self.node_id,
-            credits=self.credits,
+            credits=self.free(),
             slots=self.slots,
             assigned_ms=sum(self.assigned.values()),
             service_ms=dict(self.service_ms),
@@ -252,6 +274,9 @@ class Scheduler:
         self.tickets = Tickets()  # slots held ahead for clients' next tasks
         self.direct = 0  # tasks that came by a ticket (a count for the tests)
         self.ticket_ttl = const.TICKET_TTL  # 0: no tickets (the unit tests of plain placement)
+        # how far beyond its slots a worker's grant goes (Worker.send_ready); the unit tests of plain
+        # placement set WORKER_PREFETCH: a grant is then exactly what may be sent
+        self.headroom = const.WORKER_PREFETCH_MAX
 
     # ---- role ------------------------------------------------------------------------
     async def set_role(self, leader_id: str, leader_addr: str, term: int) -> None:
@@ -585,6 +610,7 @@ class Scheduler:
                     msg.host,
                     msg.vram_mb,
                     frozenset(msg.models) if msg.models else None,
+                    headroom=self.headroom,
                 )
                 self.workers[ident] = w
                 log.info("worker %s joined (%d slots, %s)", msg.node_id, w.slots, msg.provider)
@@ -593,7 +619,7 @@ class Scheduler:
             w.addr = self.advertised if local else f"{msg.host}:{msg.task_port}"
             w.local = local  # how to reach it: the last Ready came by a call or by the socket
             # a Ready is the worker's whole grant, not an increment; never more than its slots and prefetch
-            w.credits = min(max(0, msg.credits), w.slots + const.WORKER_PREFETCH)
+            w.credits = min(max(0, msg.credits), w.slots + w.headroom)
             await self.kick()
         elif isinstance(msg, Done):
             await self._done(ident, msg)
@@ -609,7 +635,7 @@ class Scheduler:
             w.assigned.pop(msg.task_id, None)
             # every Done returns the slot it used, whichever leader sent the task; never past its grant
             # (a worker that lies, answering tasks it never had, gets no more than slots + prefetch)
-            w.credits = min(w.credits + 1, w.slots + const.WORKER_PREFETCH)
+            w.credits = min(w.credits + 1, w.slots + w.headroom)
             if msg.task_id:  # not an unused ticket's hold
                 self._measure(w, p, msg)
                 if p is not None:
@@ -647,6 +673,12 @@ class Scheduler:
             w.floor_ms = placement.ewma(w.floor_ms, (now - w.last_done) * 1000 * w.slots)
             w.floor_at = now
         if msg.ok and msg.model_ms > 0:  # how busy its slots are, and whether bytes wait for them: crews grow by it
+            w.model_ms = placement.ewma(w.model_ms, msg.model_ms)
+            # came by a Place, the hold first (bytes that came before it say 0 ms, nothing of the path):
+            # the bytes' time, its least (queued behind no other task's) drifting up as samples do
+            if msg.size > 0 and msg.fetch_ms > 0:
+                low = w.fetch_low_ms
+                w.fetch_low_ms = msg.fetch_ms if low is None or msg.fetch_ms < low else low + (msg.fetch_ms - low) / 64
             if w.last_done:
                 busy = min(1.0, msg.model_ms / max(1e-3, (now - w.last_done) * 1000 * w.slots))
                 w.busy = placement.ewma(w.busy, busy, 0.5)
@@ -790,7 +822,7 @@ class Scheduler:
         """Place queued tasks: each goes to a worker now or waits for its best worker."""
         if not self.leading or not self.queue or not self.workers:
             return
-        credits = sum(max(0, w.credits) for w in self.workers.values())
+        credits = sum(max(0, w.free()) for w in self.workers.values())
         if credits == 0:
             return  # nothing can be sent before a worker returns a credit
         now = time.monotonic()

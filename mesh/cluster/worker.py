@@ -3,7 +3,8 @@ the clients directly, runs them in the slots and answers the clients directly.
 
 Credit-based: the worker grants the leader ``slots + prefetch`` credits (less what it holds)
 when it follows it, and each ``Done`` it sends returns one, so it never holds more tasks than it
-can start soon. For each task the leader sends a ``Task`` header (hold a slot) and tells the
+can start soon. It grants ``WORKER_PREFETCH_MAX`` beyond its slots; the leader uses that much only
+for short tasks (``WorkerState.free``). For each task the leader sends a ``Task`` header (hold a slot) and tells the
 client where to send the bytes; the client's ``Data`` (image + mask) comes in on the node's task
 port. Whichever of the two arrives first waits for the other, ``DATA_WAIT`` at most (a hold waits
 longer for a big task: ``placement.data_wait_s``, the time to move it at ``DATA_MIN_RATE`` more):
@@ -77,7 +78,7 @@ class Worker:
         pool: Executor,
         *,
         task_port: int = 0,
-        prefetch: int = const.WORKER_PREFETCH,
+        prefetch: int = const.WORKER_PREFETCH_MAX,
         vram_mb: int = 0,
         models: list[str] | None = None,
     ) -> None:
