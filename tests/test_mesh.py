@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import signal
 from collections import Counter
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mesh import const
 from mesh.surface.client import Client, Job, JobResult
 from mesh.wire.transport import Context
 
@@ -92,6 +94,23 @@ def test_batch_survives_kill_9_of_the_leader_then_of_a_worker(tmp_path: Path) ->
         assert sum(n.alive for n in c.nodes) == 1
         survivor = next(n for n in c.nodes if n.alive)
         assert "leads mesh" in survivor.text() and "is dead" in survivor.text()
+
+
+def test_short_tasks_fed_deep_survive_kill_9_of_a_worker_then_of_the_leader(tmp_path: Path) -> None:
+    """Null tasks (the benchmark's sleep executor at 0 ms) on loopback: their turn is well under
+    PREFETCH_COVER_MS, so each worker is given up to WORKER_PREFETCH_MAX tasks beyond its slot. A worker
+    killed with that many in hand (the leader re-queues them once it is dead, 2 s later), then the
+    leader: every task still answered exactly once."""
+    with cluster(tmp_path, extra=["--slots", "1", "--bench-delay-ms", "0"]) as c:
+        c.start(3)
+        wait_mesh(c, 3)
+        results, delivered, client = run_batch(c, 12000, {400: "kill-worker", 11000: "kill-leader"}, window=64)
+        check_exactly_once(results, delivered, 12000)
+        assert client.failovers >= 1
+        assert sum(n.alive for n in c.nodes) == 1
+        # the dead worker held more than the LAN's prefetch (10-12 here): the deep pipeline was tested
+        requeued = [int(k) for n in c.nodes for k in re.findall(r"(\d+) of its tasks re-queued", n.text())]
+        assert requeued and max(requeued) > 1 + const.WORKER_PREFETCH, requeued
 
 
 def test_one_task_at_a_time_goes_by_tickets_and_survives_its_workers_dying(tmp_path: Path) -> None:
