@@ -160,7 +160,7 @@ ATTACKS: dict[str, tuple[Attack, float]] = {  # the attack, and how long it runs
 
 def one(c: Cluster, name: str, attack: Attack, tasks: int, secs: float, lead: float = 0.5) -> dict[str, Any]:
     s = wait_until(lambda: formed(c, 3), 60, "the mesh before the attack")
-    hp = HostilePeer()
+    hp = HostilePeer(c.name)
     counts: dict[str, Any] = {}
 
     def batch() -> None:
