@@ -19,7 +19,7 @@ import asyncio
 import shutil
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import numpy as np
@@ -67,7 +67,7 @@ def formed(c: Cluster, n: int) -> dict[str, Any]:
     return s if s.get("leader") and len(ready) == n else {}
 
 
-Attack = Callable[[Cluster, HostilePeer, dict[str, Any], float], Awaitable[None]]
+Attack = Callable[[Cluster, HostilePeer, dict[str, Any], float], Coroutine[Any, Any, None]]
 
 
 async def term(c: Cluster, hp: HostilePeer, s: dict[str, Any], secs: float) -> None:

@@ -41,6 +41,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -155,7 +156,7 @@ def rate_bytes(rate: str) -> float:
     raise SystemExit(f"--rate {rate!r}: give it as 100mbit, 1gbit or 500kbit")
 
 
-def wait_formed(lan: Lan, ns: str, port: int, nodes: int, env: dict[str, str], timeout: float = 60) -> dict:
+def wait_formed(lan: Lan, ns: str, port: int, nodes: int, env: dict[str, str], timeout: float = 60) -> dict[str, Any]:
     """Until every node is alive and registered with the leader (status --json from a client host)."""
     deadline = time.monotonic() + timeout
     last = ""
@@ -165,7 +166,7 @@ def wait_formed(lan: Lan, ns: str, port: int, nodes: int, env: dict[str, str], t
             capture_output=True, text=True, env=env, timeout=30,
         )  # fmt: skip
         if p.returncode == 0:
-            s = json.loads(p.stdout)
+            s: dict[str, Any] = json.loads(p.stdout)
             live = [n for n in s["nodes"] if n["alive"]]
             if s["leader"] and len(live) == nodes and all(n.get("ready") for n in live):
                 return s
@@ -176,7 +177,7 @@ def wait_formed(lan: Lan, ns: str, port: int, nodes: int, env: dict[str, str], t
     raise SystemExit(f"the mesh did not form within {timeout:g} s ({last})")
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     lan = Lan(args.nodes + args.clients, args.rate, args.cc)
     procs: list[subprocess.Popen[bytes]] = []
     work = Path(tempfile.mkdtemp(prefix="lmlan"))
@@ -262,7 +263,7 @@ def _sample_sockets(ns: str, client: subprocess.Popen[bytes]) -> threading.Threa
     return t
 
 
-def _run_raw(args: argparse.Namespace, lan: Lan, work: Path, env: dict[str, str]) -> dict:
+def _run_raw(args: argparse.Namespace, lan: Lan, work: Path, env: dict[str, str]) -> dict[str, Any]:
     """--raw: the same hosts, links and traffic with no mesh (bench/_rawlan.py): plain TCP echo servers
     that sleep the service time, clients that keep their window out to the least-busy server."""
     raw = str(ROOT / "bench" / "_rawlan.py")
@@ -295,7 +296,7 @@ def _run_raw(args: argparse.Namespace, lan: Lan, work: Path, env: dict[str, str]
     return _figures(args, per, "", "")
 
 
-def _figures(args: argparse.Namespace, per: list[dict], killed: str, leader: str) -> dict:
+def _figures(args: argparse.Namespace, per: list[dict[str, Any]], killed: str, leader: str) -> dict[str, Any]:
     if os.environ.get("LAN_DUMP"):
         Path(os.environ["LAN_DUMP"]).write_text(json.dumps(per))
     began = min(r["started"] for r in per)

@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 import numpy as np
 from _common import ROOT, Job, cluster, run_jobs, save, tmpdir, wait_mesh
@@ -48,7 +49,7 @@ def mask(side: int, frac: float, seed: int) -> bytes:
     return buf.getvalue()
 
 
-def measure(port: int, model: str, side: int, frac: float, repeat: int, window: int, strategy: str) -> dict:
+def measure(port: int, model: str, side: int, frac: float, repeat: int, window: int, strategy: str) -> dict[str, Any]:
     jobs = [
         Job(photo(side, k), mask(side, frac, k), model=model, hd_strategy=strategy, pixels=side * side, label=str(k))
         for k in range(repeat)

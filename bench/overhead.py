@@ -37,7 +37,8 @@ from typing import Any
 import psutil
 from _common import ROOT, Job, cluster, pct, run_jobs, save, tmpdir, wait_mesh
 
-from tests.cluster import free_port_block, wait_until
+from mesh.surface.demo import free_port_block
+from tests.cluster import wait_until
 
 BENCH = Path(__file__).resolve().parent
 
@@ -114,7 +115,7 @@ def _broker(front: int, back: int) -> None:
     f.bind(f"tcp://127.0.0.1:{front}")
     b.bind(f"tcp://127.0.0.1:{back}")
     idle: list[bytes] = []
-    waiting: list[list[bytes]] = []
+    waiting: list[list[zmq.Frame]] = []
     poller = zmq.Poller()
     poller.register(f, zmq.POLLIN)
     poller.register(b, zmq.POLLIN)

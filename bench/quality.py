@@ -15,6 +15,7 @@ import platform
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -63,7 +64,7 @@ def main() -> None:
     eng = engine.Engine(spec, path, "cpu")
     shape = ModelShape(spec.size, spec.multiple)
     rng = np.random.default_rng(2026)
-    rows = []
+    rows: list[dict[str, Any]] = []
     methods = ["builtin", "telea", "ns"]
     print(
         f"{'photo':10s} {'mask':8s} {'cover':>6s} "
@@ -86,7 +87,7 @@ def main() -> None:
                 t = time.perf_counter()
                 ns = cv2.inpaint(bgr, m8, 3, cv2.INPAINT_NS)[:, :, ::-1]
                 ns_ms = (time.perf_counter() - t) * 1000
-                row = {
+                row: dict[str, Any] = {
                     "photo": name,
                     "size": f"{img.shape[1]}x{img.shape[0]}",
                     "mask": shape_name,

@@ -124,13 +124,13 @@ def main() -> None:
         out |= {"mixed_delays_ms": delays, "mixed": mix}
     if "slow" in parts:
         batches = 2 if args.quick else 3
-        rows = [slow(n, 1000.0, 4, batches) for n in (4, 8)]
+        slow_rows = [slow(n, 1000.0, 4, batches) for n in (4, 8)]
         print(f"\nsmall batches of a slow model (1000 ms a task, 4 per node), {batches} batches after a warm-up")
         print(f"{'nodes':>5} {'tasks':>6} {'makespans s':>22} {'ideal s':>8} {'over ideal':>11}")
-        for r in rows:
-            spans = " / ".join(f"{x:.2f}" for x in r["makespans_s"])  # type: ignore[attr-defined]
-            print(f"{r['nodes']:>5} {r['tasks']:>6} {spans:>22} {r['ideal_s']:>8.2f} {r['over_ideal']:>10.1%}")
-        out |= {"slow": rows}
+        for sr in slow_rows:
+            spans = " / ".join(f"{x:.2f}" for x in sr["makespans_s"])  # type: ignore[attr-defined]
+            print(f"{sr['nodes']:>5} {sr['tasks']:>6} {spans:>22} {sr['ideal_s']:>8.2f} {sr['over_ideal']:>10.1%}")
+        out |= {"slow": slow_rows}
     save("scaling" if parts == {"equal", "mixed", "slow"} else "scaling-" + "-".join(sorted(parts)), out)
 
 
