@@ -54,6 +54,7 @@ SLOT_START_TIMEOUT = 60.0  # s a slot process has to load its model and report r
 SLOT_MAX_RETRIES = 2  # times a task is retried after its slot process crashed
 WORKER_PREFETCH = 3  # tasks a worker may hold beyond its free slots (credit-based flow): enough that bytes
 # on their way over a LAN keep its slots fed (1 left a 100 Mbit/s client link half idle: bench/lan.py)
+READY_MEASURED_MAX = 64  # "model@size-class" slot times a worker keeps and sends in its Ready
 WORKER_PREFETCH_MAX = 16  # ... for short tasks whose bytes come at once: PREFETCH_COVER_MS of its slots' work
 PREFETCH_COVER_MS = 12.0  # (a task's turn = its slot time + its bytes' least time to come: 100 ms tasks, or
 # 64 KiB over 100 Mbit/s, 5.2 ms, keep 3; null tasks on loopback go to 16: a deeper pipeline sends their

@@ -8,6 +8,7 @@ from typing import Any
 
 from mesh import const
 from mesh.cluster.scheduler import Pending, Scheduler
+from mesh.control import placement
 from mesh.wire.protocol import (
     HUNG,
     NO_DATA,
@@ -113,6 +114,29 @@ def test_a_worker_is_sent_more_beyond_its_slots_only_when_its_tasks_are_short() 
             await leader._on_back(b"w1", Done(tid, True, node_id="w1", model_ms=500.0, fetch_ms=0.2, size=65536), [])
         assert w.prefetch() == const.WORKER_PREFETCH
         assert len(w.assigned) == 1 + const.WORKER_PREFETCH and w.free() == 0
+
+    asyncio.run(go())
+
+
+def test_a_new_leader_places_by_the_slot_times_its_workers_bring_in_their_ready() -> None:
+    """A leader elected mid-batch knew nothing of its workers' speeds: a CPU node (2 s a task) took as
+    many tasks as a GPU (50 ms) until both had answered. Each Ready now carries the worker's own slot
+    times; the leader seeds with them only what it has not timed itself."""
+
+    async def go() -> None:
+        leader, _front, back = _leader()
+        key = placement.service_key(task_of(Submit("x")).model, 0)
+        await leader._on_back(b"gpu", Ready("gpu", credits=4, slots=1, measured={key: 50.0}), [])
+        await leader._on_back(b"cpu", Ready("cpu", credits=4, slots=1, measured={key: 2000.0}), [])
+        for i in range(4):
+            await leader._submit(b"c", Submit(f"t{i}", priority="batch"))
+        sent = [ident for ident, m, _ in back.sent if isinstance(m, Task)]
+        assert sent == [b"gpu"] * 4  # unmeasured, the two split them 2 / 2
+        await leader._on_back(b"gpu", Done("t0", True, node_id="gpu", model_ms=80.0), [])
+        timed = leader.workers[b"gpu"].service_ms[key]
+        assert 50.0 < timed < 80.0  # its own measurement goes on from the seed
+        await leader._on_back(b"gpu", Ready("gpu", credits=1, slots=1, measured={key: 1.0}), [])
+        assert leader.workers[b"gpu"].service_ms[key] == timed  # a later Ready does not overwrite it
 
     asyncio.run(go())
 

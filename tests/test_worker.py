@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from mesh import const
 from mesh.cluster.worker import LOCAL, Worker
+from mesh.control.placement import service_key
 from mesh.execute.slots import SlotResult
 from mesh.wire.protocol import HUNG, NO_DATA, RETRY, WITHDRAWN, Data, Direct, Done, Message, Ready, Result, Task
 from mesh.wire.transport import Context
@@ -360,6 +361,40 @@ def test_held_dones_reach_a_remote_leader_as_one_message() -> None:
         finally:
             w.close()
             backend.close()
+            ctx.close()
+
+    asyncio.run(go())
+
+
+def test_a_ready_to_a_new_leader_carries_the_slots_times_so_far() -> None:
+    """Over real sockets: the first Ready has no times; after a task ran (EchoPool: 1 ms in the slot),
+    the Ready to the next leader carries that time under the task's model and size class."""
+
+    async def go() -> None:
+        ctx = Context()
+        old, new = ctx.router(), ctx.router()
+        ports = old.bind("127.0.0.1", 0), new.bind("127.0.0.1", 0)
+        w = Worker(ctx, "w1", "127.0.0.1", EchoPool(), task_port=7000)  # type: ignore[arg-type]
+
+        async def reply(client: bytes, msg: Message, blobs: list[Any]) -> None:
+            pass
+
+        w.reply = reply
+        try:
+            async with asyncio.timeout(5):
+                await w.follow(f"tcp://127.0.0.1:{ports[0]}")
+                _, first, _ = await old.recv()
+                assert isinstance(first, Ready) and first.measured == {}
+                w.reserve(Task(task_id="a", model="m", pixels=640 * 480))
+                w.data(b"c", Data("a"), [b"img", b"m"])
+                await _settle(w)
+                await w.follow(f"tcp://127.0.0.1:{ports[1]}")
+                _, second, _ = await new.recv()
+                assert isinstance(second, Ready) and second.measured == {service_key("m", 640 * 480): 1.0}
+        finally:
+            w.close()
+            old.close()
+            new.close()
             ctx.close()
 
     asyncio.run(go())

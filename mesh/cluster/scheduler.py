@@ -616,6 +616,7 @@ class Scheduler:
                 log.info("worker %s joined (%d slots, %s)", msg.node_id, w.slots, msg.provider)
             elif msg.models:
                 w.models = frozenset(msg.models)  # it copied or fetched a model since it joined
+            self._seed(w, msg.measured)
             w.addr = self.advertised if local else f"{msg.host}:{msg.task_port}"
             w.local = local  # how to reach it: the last Ready came by a call or by the socket
             # a Ready is the worker's whole grant, not an increment; never more than its slots and prefetch
@@ -625,6 +626,17 @@ class Scheduler:
             await self._done(ident, msg)
         elif isinstance(msg, Bye):
             await self.drop_worker(msg.node_id, "left")
+
+    @staticmethod
+    def _seed(w: WorkerState, measured: dict[str, float]) -> None:
+        """The worker's own slot times (its ``Ready``), for the kinds of task this leader has not timed
+        there yet: a leader elected mid-batch places by them from its first task (before, every worker
+        read as the fleet's mean until it answered: a slow CPU node took its full share first). What
+        this leader measures itself goes on from the seed; a peer that lies gains no more than by lying
+        in its ``Done``s, and its credits bound that."""
+        for key, ms in list(measured.items())[: const.READY_MEASURED_MAX]:
+            if key not in w.service_ms and 0.0 < ms <= const.TASK_DEADLINE_MAX * 1000:
+                w.service_ms[key] = ms
 
     async def _done(self, ident: bytes, msg: Done) -> None:
         w = self.workers.get(ident)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mesh import const
-from mesh.control.placement import data_wait_s
+from mesh.control.placement import data_wait_s, ewma, service_key
 from mesh.execute.slots import Executor, SlotResult
 from mesh.wire.protocol import (
     HUNG,
@@ -102,6 +102,9 @@ class Worker:
         self.done = 0
         self.failed = 0
         self.outcomes: Counter[str] = Counter()  # finished tasks by outcome ("ok" or the error code)
+        # its slots' times per "model@size-class" (EWMA), sent with each Ready: a leader elected later
+        # places by them from its first task instead of taking every worker for the fleet's mean
+        self.measured: dict[str, float] = {}
         self.on_finished: Callable[[str, bool, float], None] | None = None  # (model, ok, ms in the slot)
         self.following = ""  # the endpoint of the leader's backend it follows ("local": its own node's)
         # its own node's scheduler, reached by a call instead of a socket while this node leads
@@ -318,6 +321,7 @@ class Worker:
             vram_mb=self.vram_mb,
             models=tuple(self.models),
             task_port=self.task_port,
+            measured=dict(self.measured),
         )
         await self._send(ready)
 
@@ -355,6 +359,9 @@ class Worker:
             self.on_finished(task.model, res.ok, res.total_ms)
         if res.ok:
             self.done += 1
+            key = service_key(task.model, task.pixels)
+            if key in self.measured or len(self.measured) < const.READY_MEASURED_MAX:
+                self.measured[key] = ewma(self.measured.get(key), res.total_ms)
         else:
             self.failed += 1
             if res.error_code == "failed":

@@ -191,6 +191,8 @@ class Ready(Message):
     vram_mb: int = 0
     models: tuple[str, ...] = ()
     task_port: int = 0  # where clients send it the bytes of the tasks placed on it (at ``host``)
+    # its own slots' times so far, EWMA per "model@size-class": a new leader places by them at once
+    measured: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
