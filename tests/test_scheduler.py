@@ -137,6 +137,9 @@ def test_a_new_leader_places_by_the_slot_times_its_workers_bring_in_their_ready(
         assert 50.0 < timed < 80.0  # its own measurement goes on from the seed
         await leader._on_back(b"gpu", Ready("gpu", credits=1, slots=1, measured={key: 1.0}), [])
         assert leader.workers[b"gpu"].service_ms[key] == timed  # a later Ready does not overwrite it
+        lies = {"a@s": float("nan"), "b@s": float("inf"), "c@s": -1.0, "d@s": 0.0, "e@s": 1e12}
+        await leader._on_back(b"liar", Ready("liar", credits=1, slots=1, measured=lies), [])
+        assert leader.workers[b"liar"].service_ms == {}  # no time a slot could have taken
 
     asyncio.run(go())
 
