@@ -329,18 +329,24 @@ def test_a_done_waits_while_the_slot_has_its_next_tasks_in_hand() -> None:
     asyncio.run(go())
 
 
+def _remote(ctx: Context, pool: Any) -> Worker:
+    """A worker that follows a leader over a socket (the test binds it), its answers to clients dropped."""
+    w = Worker(ctx, "w1", "127.0.0.1", pool, task_port=7000)
+
+    async def reply(client: bytes, msg: Message, blobs: list[Any]) -> None:
+        pass
+
+    w.reply = reply
+    return w
+
+
 def test_held_dones_reach_a_remote_leader_as_one_message() -> None:
     async def go() -> None:
         ctx = Context()
         backend = ctx.router()
         port = backend.bind("127.0.0.1", 0)
-        w = Worker(ctx, "w1", "127.0.0.1", GatePool(), task_port=7000)  # type: ignore[arg-type]
-        pool: GatePool = w.pool  # type: ignore[assignment]
-
-        async def reply(client: bytes, msg: Message, blobs: list[Any]) -> None:
-            pass
-
-        w.reply = reply
+        pool = GatePool()
+        w = _remote(ctx, pool)
         try:
             async with asyncio.timeout(5):
                 await w.follow(f"tcp://127.0.0.1:{port}")
@@ -374,12 +380,7 @@ def test_a_ready_to_a_new_leader_carries_the_slots_times_so_far() -> None:
         ctx = Context()
         old, new = ctx.router(), ctx.router()
         ports = old.bind("127.0.0.1", 0), new.bind("127.0.0.1", 0)
-        w = Worker(ctx, "w1", "127.0.0.1", EchoPool(), task_port=7000)  # type: ignore[arg-type]
-
-        async def reply(client: bytes, msg: Message, blobs: list[Any]) -> None:
-            pass
-
-        w.reply = reply
+        w = _remote(ctx, EchoPool())
         try:
             async with asyncio.timeout(5):
                 await w.follow(f"tcp://127.0.0.1:{ports[0]}")
