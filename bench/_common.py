@@ -25,7 +25,8 @@ from tests.cluster import Cluster, cluster, status, wait_mesh  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 __all__ = [
-    "Client", "Cluster", "Job", "JobResult", "cluster", "machine", "pct", "run_jobs", "save", "status", "wait_mesh"
+    "Client", "Cluster", "Job", "JobResult", "cluster", "machine", "pct", "run_jobs", "save", "save_runs", "status",
+    "wait_mesh",
 ]  # fmt: skip
 
 
@@ -53,6 +54,14 @@ def save(name: str, data: dict[str, Any]) -> Path:
     path.write_text(json.dumps({"machine": machine(), **data}, indent=2) + "\n")
     print(f"saved {path.relative_to(ROOT)}")
     return path
+
+
+def save_runs(name: str, runs: list[dict[str, Any]], **extra: Any) -> Path:
+    """Save ``runs`` after those the file under ``name`` holds already: A/B sets that alternate two
+    checkouts, one run per call, build up one file."""
+    path = RESULTS / f"{name}.json"
+    before = json.loads(path.read_text())["runs"] if path.exists() else []
+    return save(name, {**extra, "runs": [*before, *runs]})
 
 
 def run_jobs(

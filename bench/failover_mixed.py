@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import secrets
 import statistics
@@ -25,7 +24,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from _common import RESULTS, Client, Job, JobResult, cluster, run_jobs, save, tmpdir, wait_mesh
+from _common import Client, Job, JobResult, cluster, run_jobs, save_runs, tmpdir, wait_mesh
 
 from mesh.wire.transport import Context
 
@@ -41,7 +40,7 @@ def one_run(tasks: int, kill_at: int) -> dict[str, Any]:
     with cluster(tmpdir(), extra=["--slots", "1"]) as c:
         for ms in (FAST_MS, FAST_MS, SLOW_MS, SLOW_MS):
             c.start(1, args=["--bench-delay-ms", str(ms)])
-        snap = wait_mesh(c, 4)
+        wait_mesh(c, 4)
         slow_ports = {n.port for n in c.nodes[2:]}
         run_jobs(c.nodes[0].port, jobs(8), window=8)  # warm-up: every worker measured
         snap = wait_mesh(c, 4)
@@ -104,9 +103,7 @@ def main() -> None:
     print(f"median: {med} s from the kill to the end, {slow} tasks on the slow nodes after it")
     for r in runs:
         r |= {"label": args.label, "tasks": args.tasks, "kill_at": args.kill_at}
-    path = RESULTS / f"{args.out}.json"  # runs are appended, as bench/lan.py does: A/B sets interleave
-    before = json.loads(path.read_text())["runs"] if path.exists() else []
-    save(args.out, {"fast_ms": FAST_MS, "slow_ms": SLOW_MS, "runs": [*before, *runs]})
+    save_runs(args.out, runs, fast_ms=FAST_MS, slow_ms=SLOW_MS)
 
 
 if __name__ == "__main__":

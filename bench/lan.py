@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import save  # noqa: E402
+from _common import save_runs  # noqa: E402
 from _lanclient import release  # noqa: E402
 
 
@@ -398,9 +398,7 @@ def main() -> None:
                 f"downlink {use['down_busy']:.0%} ({use['down_gaps']:.0%} under half)"
             )
     if args.out:
-        path = ROOT / "bench" / "results" / f"{args.out}.json"
-        runs = json.loads(path.read_text())["runs"] if path.exists() else []
-        save(args.out, {"runs": [*runs, r]})
+        save_runs(args.out, [r])
 
 
 if __name__ == "__main__":
