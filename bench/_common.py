@@ -19,6 +19,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mesh import aio  # noqa: E402
 from mesh.surface.client import Client, Job, JobResult  # noqa: E402
 from mesh.wire.transport import Context  # noqa: E402
 from tests.cluster import Cluster, cluster, status, wait_mesh  # noqa: E402
@@ -100,7 +101,7 @@ def run_jobs(
             client.close()
             ctx.close()
 
-    return asyncio.run(main())
+    return aio.run(main())  # not asyncio.run: its 3.11 repr of the results (mesh/aio.py)
 
 
 def pct(xs: list[float], q: float) -> float:

@@ -16,7 +16,6 @@ prefetch's worth (4 tasks, 4 s) at once.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import secrets
 import statistics
@@ -26,6 +25,7 @@ from typing import Any
 
 from _common import Client, Job, JobResult, cluster, run_jobs, save_runs, tmpdir, wait_mesh
 
+from mesh import aio
 from mesh.wire.transport import Context
 
 FAST_MS, SLOW_MS = 20.0, 1000.0
@@ -72,7 +72,7 @@ def one_run(tasks: int, kill_at: int) -> dict[str, Any]:
                 client.close()
                 ctx.close()
 
-        res = asyncio.run(main())
+        res = aio.run(main())  # not asyncio.run: mesh/aio.py
         out["after_kill_s"] = round(time.monotonic() - t0[0], 2)
         out["slow_tasks_after_kill"] = sum(after.values())
         out["answered"] = len(res)

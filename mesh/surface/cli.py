@@ -30,8 +30,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from mesh import aio, const
 from mesh import config as config_mod
-from mesh import const
 from mesh.config import Config
 from mesh.errors import InputError, MeshError, NoMesh, TaskFailed
 from mesh.execute.models import Registry
@@ -196,7 +196,7 @@ def _guard(fn: Callable[[], T]) -> T:
 
 
 def _arun(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+    return aio.run(coro)  # not asyncio.run: see mesh/aio.py
 
 
 def _config(**flags: Any) -> Config:
