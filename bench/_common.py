@@ -31,6 +31,17 @@ __all__ = [
 ]  # fmt: skip
 
 
+def like_the_cli() -> None:
+    """Set up this process's allocator as the ``lamamesh`` command does its own (``mesh/malloc.py``): a
+    benchmark's client process stands in for ``lamamesh submit``. Nothing in a checkout before it (the
+    old trees ``bench/trees.py`` runs)."""
+    try:
+        from mesh.malloc import keep_freed_memory
+    except ImportError:
+        return
+    keep_freed_memory()
+
+
 def machine() -> dict[str, Any]:
     cpu = "?"
     try:

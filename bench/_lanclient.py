@@ -19,8 +19,12 @@ sys.path.insert(0, str(ROOT))
 from mesh.surface.client import Client, Job, JobResult  # noqa: E402
 from mesh.wire.transport import Context  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from _common import like_the_cli  # noqa: E402
+
 
 async def main(args: argparse.Namespace) -> None:
+    like_the_cli()
     # failovers and resubmissions, one line each, on this client host's stderr
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s client{args.seed} %(message)s")
     host, _, port = args.peer.rpartition(":")

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from _common import ROOT, Job, cluster, pct, run_jobs, save, tmpdir, wait_mesh
+from _common import ROOT, Job, cluster, like_the_cli, pct, run_jobs, save, tmpdir, wait_mesh
 
 from mesh.surface.demo import free_port_block
 from tests.cluster import wait_until
@@ -340,6 +340,7 @@ def main() -> None:
         "(a 2-core box varies by 15-50%% from run to run)",
     )
     args = ap.parse_args()
+    like_the_cli()  # every system's client runs in this process, as `lamamesh submit` would
     sizes = [int(x) for x in args.sizes.split(",")]
     systems: dict[str, Callable[[list[int], int, int], dict[int, dict[str, float]]]] = {
         "lamamesh": functools.partial(bench_lamamesh, nodes=args.lamamesh_nodes),

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mesh"
-BASE = {"const", "errors", "config", "kinds", "frozen", "aio", "__init__", "__main__"}
+BASE = {"const", "errors", "config", "kinds", "frozen", "aio", "malloc", "__init__", "__main__"}
 RANK = {"base": 0, "wire": 1, "control": 2, "execute": 2, "cluster": 3, "surface": 4}
 
 

@@ -30,7 +30,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from mesh import aio, const
+from mesh import aio, const, malloc
 from mesh import config as config_mod
 from mesh.config import Config
 from mesh.errors import InputError, MeshError, NoMesh, TaskFailed
@@ -1182,6 +1182,7 @@ def models_fetch(
 
 
 def main() -> None:
+    malloc.keep_freed_memory()  # this process's allocator only: see mesh/malloc.py
     app()
 
 
