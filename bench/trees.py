@@ -46,8 +46,11 @@ def run_once(tree: Path, sizes: str, n: int, nodes: int = 2) -> dict[str, dict[s
 
 
 def revision(tree: Path) -> str:
+    """The checkout's commit, with "+" when it has uncommitted changes (bench files copied into an old
+    tree, or work not yet committed: two trees at one commit are then told apart)."""
     got = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True)
-    return got.stdout.strip() or "?"
+    dirty = subprocess.run(["git", "status", "--porcelain", "-uno"], cwd=tree, capture_output=True, text=True)
+    return (got.stdout.strip() or "?") + ("+" if dirty.stdout.strip() else "")
 
 
 def main() -> None:
