@@ -16,16 +16,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mesh import const
 from mesh.errors import InputError
+from mesh.execute.header import OUTPUT_FORMATS
 
-OUTPUT_FORMATS = {
-    "png": "PNG",
-    "jpg": "JPEG",
-    "jpeg": "JPEG",
-    "webp": "WEBP",
-    "tif": "TIFF",
-    "tiff": "TIFF",
-    "bmp": "BMP",
-}
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")
 
 
@@ -246,12 +238,3 @@ def encode(picture: Picture, fmt: str, quality: int = 0) -> bytes:
         options |= {"compress_level": 1}
     im.save(buf, format=fmt, **options)
     return buf.getvalue()
-
-
-def pixels(data: bytes) -> int:
-    """Width x height from the image header alone (no decode); 0 when it cannot be read."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return int(im.size[0]) * int(im.size[1])
-    except Exception:  # any unreadable input: the slot reports the real error later
-        return 0

@@ -174,8 +174,8 @@ def _setup_logging(level: str, as_json: bool = False) -> None:
 
 
 def pixels(data: bytes) -> int:
-    """Width x height from the image header (Pillow and numpy load only for commands that send images)."""
-    from mesh.execute.images import pixels as header_pixels
+    """Width x height from the image header (Pillow loads only for commands that send images)."""
+    from mesh.execute.header import pixels as header_pixels
 
     return header_pixels(data)
 
@@ -415,7 +415,6 @@ async def _with_mesh(
 ) -> T:
     """Run ``work`` with a client of the mesh; with no mesh, on an embedded node unless ``no_local``
     (True: the user said --no-local; None: the command never runs locally)."""
-    from mesh.cluster.node import embedded
     from mesh.surface.client import Client
     from mesh.wire.transport import Context, load_key
 
@@ -437,6 +436,8 @@ async def _with_mesh(
                 raise NoMesh(f"{exc} (and --no-local forbids running locally)") from None
             if not quiet:
                 err.print(f"lamamesh: {exc}; running on an embedded local node", markup=False)
+            from mesh.cluster.node import embedded  # only now: the node, zeroconf and psutil cost ~0.1 s to import
+
             async with embedded(cfg) as node:
                 client.peers = [("127.0.0.1", node.task_port)]
                 await client.connect()
@@ -555,7 +556,7 @@ def _submit_one(
         raise InputError(f"-o {output} is an input; give another file name (or --overwrite to replace it)")
     out_fmt = ""
     if output is not None and output.suffix:
-        from mesh.execute.images import OUTPUT_FORMATS
+        from mesh.execute.header import OUTPUT_FORMATS
 
         if output.suffix.lower().lstrip(".") not in OUTPUT_FORMATS:
             raise InputError(f"cannot write {output.suffix} files; use .png, .jpg, .webp, .tif or .bmp")

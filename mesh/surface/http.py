@@ -37,7 +37,7 @@ from aiohttp import web
 from mesh import const
 from mesh.cluster.face import NodeFace
 from mesh.errors import ConfigError, NoMesh
-from mesh.execute.images import pixels
+from mesh.execute.header import pixels
 from mesh.execute.models import data_dir
 from mesh.kinds import Priority
 from mesh.surface.client import Client, Job
