@@ -16,15 +16,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mesh.malloc import keep_freed_memory  # noqa: E402
 from mesh.surface.client import Client, Job, JobResult  # noqa: E402
 from mesh.wire.transport import Context  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "bench"))
-from _common import like_the_cli  # noqa: E402
-
 
 async def main(args: argparse.Namespace) -> None:
-    like_the_cli()
+    keep_freed_memory()  # as the `lamamesh` command does for itself (mesh/malloc.py)
     # failovers and resubmissions, one line each, on this client host's stderr
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s client{args.seed} %(message)s")
     host, _, port = args.peer.rpartition(":")
