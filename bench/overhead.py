@@ -75,10 +75,14 @@ def bench_lamamesh(sizes: list[int], n: int, inflight: int, nodes: int = 2) -> d
         for size in sizes:
             payload = os.urandom(size)
             run_jobs(port, [Job(payload, b"m") for _ in range(20)], window=1)  # warm-up
+            procs = [psutil.Process(nd.proc.pid) for nd in c.nodes]
+            before = [_cpu_s(p) for p in procs], _cpu_s(psutil.Process(), children=False)
             res, _, one = run_jobs(port, [Job(payload, b"m") for _ in range(n)], window=1, keep_data=False)
+            after = [_cpu_s(p) for p in procs], _cpu_s(psutil.Process(), children=False)
+            # CPU a task one at a time (us, all processes): the work on the p50's path and beside it
+            cpu_one = (sum(after[0]) - sum(before[0]) + after[1] - before[1]) / max(1, n) * 1e6
             lat = [r.latency_ms for r in res]
             leader = one.leader.leader_id if one.leader is not None else ""
-            procs = [psutil.Process(nd.proc.pid) for nd in c.nodes]
             before = [_cpu_s(p) for p in procs], _cpu_s(psutil.Process(), children=False)
             res2, secs, _ = run_jobs(
                 port, [Job(payload, b"m", priority="batch") for _ in range(n * 2)], window=inflight, keep_data=False
@@ -100,6 +104,7 @@ def bench_lamamesh(sizes: list[int], n: int, inflight: int, nodes: int = 2) -> d
                 # tasks/s on a shared VM, whose wall-clock figures spread by 20-40% from run to run
                 "cpu_us_nodes": round((sum(after[0]) - sum(before[0])) / max(1, len(res2)) * 1e6, 1),
                 "cpu_us_client": round((after[1] - before[1]) / max(1, len(res2)) * 1e6, 1),
+                "cpu_us_one": round(cpu_one, 1),
             }
     return out
 

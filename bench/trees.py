@@ -88,6 +88,8 @@ def main() -> None:
             tps = statistics.median(m["tasks_per_s"] for m in mine)
             cpu = [m["cpu_us_nodes"] + m["cpu_us_client"] for m in mine if "cpu_us_nodes" in m]
             per = f"  cpu {statistics.median(cpu):5.0f} us/task" if cpu else ""
+            one = [m["cpu_us_one"] for m in mine if "cpu_us_one" in m]
+            per += f"  (one at a time {statistics.median(one):5.0f})" if one else ""
             print(f"  {int(size) // 1024:>6} KiB  {revs[t]:>9}  {p50:6.3f} ms  {tps:9,.0f}/s{per}  ({t})")
     save(args.out, {"sizes": args.sizes, "n": args.n, "rounds": args.rounds, "nodes": args.nodes, "runs": runs})
 

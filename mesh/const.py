@@ -6,7 +6,7 @@ Read these as ``const.NAME`` at call time (or pass them in through ``Config``): 
 
 from __future__ import annotations
 
-PROTOCOL_VERSION = 6  # wire protocol version: the `v` of every message and the mDNS TXT record
+PROTOCOL_VERSION = 7  # wire protocol version: the `v` of every message and the mDNS TXT record
 
 # ports
 DEFAULT_TASK_PORT = 5555  # the node's client-facing ROUTER; backend ROUTER port + 1, gossip PUB port + 2

@@ -126,6 +126,20 @@ def test_one_task_at_a_time_goes_by_tickets_and_survives_its_workers_dying(tmp_p
         assert sum(n.alive for n in c.nodes) == 1
 
 
+def test_one_task_at_a_time_on_the_leaders_own_node_survives_its_kill_9(tmp_path: Path) -> None:
+    """Between equal workers a ticket names the leader's own node, and a lone task goes there as one
+    message on the leader connection (``Direct(submit)``), answered on it. The leader killed -9 with the
+    next task on its way there: that connection is gone, so the task is submitted to the new leader;
+    every task answered exactly once."""
+    with cluster(tmp_path, extra=["--slots", "1", "--device", "cpu"]) as c:
+        c.start(3)
+        wait_mesh(c, 3)
+        results, delivered, client = run_batch(c, 30, {10: "kill-leader"}, window=1)
+        check_exactly_once(results, delivered, 30)
+        assert client.failovers >= 1 and client.lone >= 10, (client.failovers, client.lone)
+        assert sum(n.alive for n in c.nodes) == 2
+
+
 def test_graceful_leave_of_the_leader_hands_its_queue_back(tmp_path: Path) -> None:
     with cluster(tmp_path, extra=["--slots", "1", "--device", "cpu"]) as c:
         c.start(3)

@@ -111,7 +111,7 @@ def test_garbage_on_the_socket_is_dropped_and_counted(tmp_path: Path) -> None:
         raw.setsockopt(zmq.LINGER, 0)
         raw.connect(f"tcp://127.0.0.1:{node.task_port}")
         try:
-            for frames in ([b"\xc1"], [b"\x93\x01\x02"], [b"{}"] * 4, [b"\x82\xa1v\x07\xa1t\xa4ping"]):
+            for frames in ([b"\xc1"], [b"\x93\x01\x02"], [b"{}"] * 4, [b"\x82\xa1v\x63\xa1t\xa4ping"]):
                 await raw.send_multipart(frames)
             (r,) = await client.run([Job(png(IMG), png(MASK))], timeout=30)
             assert r.ok

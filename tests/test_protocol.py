@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from mesh import const
 from mesh.errors import ProtocolError, VersionMismatch
 from mesh.wire import protocol
-from mesh.wire.protocol import MESSAGES, Ping, Place, Submit
+from mesh.wire.protocol import MESSAGES, Ping, Place, Result, Submit
 
 from .fuzzwire import frames
 
@@ -143,7 +143,7 @@ def test_a_bundle_of_messages_without_data_frames_is_one_frame() -> None:
             [{"v": const.PROTOCOL_VERSION, "t": "ping"}, [{"v": const.PROTOCOL_VERSION, "t": "ping"}] * 2],
             "holds a list",
         ),
-        ([{"v": const.PROTOCOL_VERSION, "t": "ping"}, {"v": const.PROTOCOL_VERSION, "t": "data"}], "data frames"),
+        ([{"v": const.PROTOCOL_VERSION, "t": "data"}, {"v": const.PROTOCOL_VERSION, "t": "ping"}], "comes last"),
         ([{"v": const.PROTOCOL_VERSION, "t": "ping"}, {"v": 4, "t": "ping"}], "version"),
         (
             [{"v": const.PROTOCOL_VERSION, "t": "ping"}, {"v": const.PROTOCOL_VERSION, "t": "ping", "nonce": "x"}],
@@ -165,10 +165,16 @@ def test_any_message_or_bundle_only_raises_protocol_error(msg: list[bytes]) -> N
             assert isinstance(m, protocol.Message) and len(blobs) <= m.blobs
 
 
-def test_a_bundle_carries_no_data_frames() -> None:
+def test_only_a_bundles_last_message_carries_data_frames() -> None:
     frame = protocol.encode_bundle([Ping(1), Ping(2)])
     with pytest.raises(ProtocolError, match="data frames"):
         protocol.decode_frames([frame, b"x"])
+    # a lone task's next ticket rides on its Result: the frames are the Result's
+    offer, result = Place(node_id="n", addr="h:1", ticket="k"), Result("t", True, node_id="n")
+    frame = protocol.encode_bundle([offer, result])
+    assert protocol.decode_frames([frame, b"out"]) == [(offer, []), (result, [b"out"])]
+    with pytest.raises(ProtocolError, match="at most 1"):
+        protocol.decode_frames([frame, b"out", b"more"])
 
 
 def test_bad_message_log_is_rate_limited_per_peer(caplog: pytest.LogCaptureFixture) -> None:

@@ -15,6 +15,7 @@ from mesh.wire.protocol import (
     WITHDRAWN,
     Bye,
     Cancel,
+    Direct,
     Done,
     Message,
     Place,
@@ -38,8 +39,8 @@ class FakeRouter:
     async def send(self, peer: bytes, msg: Message, blobs: Any = ()) -> None:
         self.sent.append((peer, msg, list(blobs)))
 
-    async def send_bundle(self, peer: bytes, msgs: list[Message]) -> None:
-        self.sent.extend((peer, m, []) for m in msgs)
+    async def send_bundle(self, peer: bytes, msgs: list[Message], blobs: Any = ()) -> None:
+        self.sent.extend((peer, m, list(blobs) if i == len(msgs) - 1 else []) for i, m in enumerate(msgs))
         self.bundles.append((peer, [m.t for m in msgs]))
 
 
@@ -550,6 +551,48 @@ def test_a_tickets_task_done_before_its_submit_came_is_not_placed_again() -> Non
         await leader._on_back(b"w1", Done("t2", True, node_id="w1", ticket=offer.ticket), [])  # the Direct was quick
         await leader._submit(b"c", Submit("t2", ticket=offer.ticket))
         assert "t2" not in leader.tasks and not leader.queue and leader.outcomes["ok"] == 1
+
+    asyncio.run(go())
+
+
+def test_a_lone_tasks_direct_to_the_leaders_node_is_its_submit_and_gets_the_next_ticket_with_its_result() -> None:
+    """One photo at a time on the leader's own node: ``Direct(submit)`` is the task's Submit and its bytes
+    in one message; the next ticket rides on the task's Result (one message back, not two). A hung slot
+    sends no Result: the offer then goes alone when its Done comes. A node that no longer leads answers
+    ``moved`` (the client submits it again to the new leader) and still hands the bytes to its worker."""
+
+    async def go() -> None:
+        leader, front, _ = _ticketing()
+        holds: list[Task] = []
+        directs: list[tuple[bytes, Direct, list[Any]]] = []
+        leader.local_worker = holds.append
+        leader.on_direct = lambda c, m, b: directs.append((c, m, b))
+        await leader._on_back(b"n1", Ready("n1", credits=4, slots=1, host="h", task_port=1), [], local=True)
+        await leader._submit(b"c", Submit("t1"))
+        (first,) = _offers(front)  # the first task's ticket comes alone: the task went the plain way
+        await leader._on_back(b"n1", Done("t1", True, node_id="n1"), [], local=True)
+
+        lone = Direct("t2", ticket=first.ticket, submit=True)
+        await leader._on_front(b"c", lone, [b"img", b"mask"])
+        assert leader.tasks["t2"].worker == b"n1" and leader.tasks["t2"].by_ticket and leader.direct == 1
+        assert directs == [(b"c", lone, [b"img", b"mask"])]  # the worker runs it in the ticket's slot
+        assert len(_offers(front)) == 1  # the next ticket waits for t2's Result
+        await leader.answer(b"c", Result("t2", True, node_id="n1"), [b"out"])
+        assert front.bundles[-1] == (b"c", ["place", "result"])
+        second = _offers(front)[-1]
+        assert second.ticket not in ("", first.ticket) and front.sent[-1][2] == [b"out"]
+        await leader._on_back(b"n1", Done("t2", True, node_id="n1", ticket=first.ticket), [], local=True)
+        assert "t2" not in leader.tasks and len(_offers(front)) == 2
+
+        await leader._on_front(b"c", Direct("t3", ticket=second.ticket, submit=True), [b"img", b"mask"])
+        hung = Done("t3", False, HUNG, "its slot hung", "n1", ticket=second.ticket)
+        await leader._on_back(b"n1", hung, [], local=True)  # no Result came: the offer goes alone
+        assert len(_offers(front)) == 3 and not leader.riding
+
+        await leader.set_role("n2", "h2:1", 2)
+        await leader._on_front(b"c", Direct("t4", ticket=_offers(front)[-1].ticket, submit=True), [b"i", b"m"])
+        moved = [m for _, m, _ in front.sent if isinstance(m, Result) and m.task_id == "t4"]
+        assert [m.error_code for m in moved] == ["moved"] and directs[-1][1].task_id == "t4"
 
     asyncio.run(go())
 

@@ -248,7 +248,7 @@ class Node:
         )
         worker.models = self.models  # one list: a model copied later is announced by both
         worker.local = sched.from_local_worker  # while we lead, our worker is a call away
-        worker.reply = front.send  # results go to the clients on the task port their bytes came by
+        worker.reply = sched.answer  # results go to the clients on the task port their bytes came by
         worker.on_finished = self._task_finished
         sched.local_worker = worker.reserve
         sched.on_data = worker.data

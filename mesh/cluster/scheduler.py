@@ -60,6 +60,7 @@ from mesh.wire.protocol import (
     Submit,
     Task,
     encode,
+    submit_of,
     task_of,
 )
 from mesh.wire.transport import Router
@@ -272,6 +273,9 @@ class Scheduler:
         self._soon: asyncio.Task[None] | None = None  # a pass asked for by this node's own worker
         self.on_direct: Callable[[bytes, Direct, list[Any]], None] | None = None  # this node's worker, a ticket's task
         self.tickets = Tickets()  # slots held ahead for clients' next tasks
+        # task id -> (its client, the offer of its next ticket): a lone task's ``Direct(submit)``, answered
+        # by this node's worker, gets its next ticket with its ``Result``, one message (see ``answer``)
+        self.riding: dict[str, tuple[bytes, Place]] = {}
         self.direct = 0  # tasks that came by a ticket (a count for the tests)
         self.ticket_ttl = const.TICKET_TTL  # 0: no tickets (the unit tests of plain placement)
         # how far beyond its slots a worker's grant goes (Worker.send_ready); the unit tests of plain
@@ -289,6 +293,7 @@ class Scheduler:
         elif self.leading and not was:
             self.workers.clear()
             self.tickets.clear()
+            self.riding.clear()
         self._changed.set()
 
     async def hand_back(self, why: str) -> None:
@@ -310,6 +315,7 @@ class Scheduler:
         self._vturn.clear()
         self.workers.clear()
         self.tickets.clear()
+        self.riding.clear()
         if n:
             log.info("%s: handed %d tasks back to their clients", why, n)
 
@@ -371,6 +377,8 @@ class Scheduler:
             if self.on_data is not None:
                 self.on_data(client, msg, blobs)
         elif isinstance(msg, Direct):
+            if msg.submit and msg.task_id:  # a lone task for this node on the leader connection: its Submit first
+                await self._submit(client, submit_of(msg), ride=True)
             if self.on_direct is not None:
                 self.on_direct(client, msg, blobs)
         elif isinstance(msg, Submit):
@@ -418,7 +426,9 @@ class Scheduler:
         self._record(task_id, self.node_id, code, error, 0.0)
         await self.front.send(client, Result(task_id, False, code, error, self.node_id))
 
-    async def _submit(self, client: bytes, msg: Submit) -> None:
+    async def _submit(self, client: bytes, msg: Submit, ride: bool = False) -> None:
+        """A client's task: queued for placement, or placed at once by its ticket (``_redeem``; ``ride``:
+        it came as ``Direct(submit)`` to this node, whose worker answers it with the next ticket)."""
         log.debug("submit %s from %s", msg.task_id[:40], client.hex())
         if not msg.task_id:
             return await self._reject(client, "", "input", "task has no id")
@@ -449,7 +459,7 @@ class Scheduler:
             elif known.by_ticket and known.worker is not None and not msg.ticket:
                 await self._unticket(known)
             return None
-        if msg.ticket and await self._redeem(client, msg):
+        if msg.ticket and await self._redeem(client, msg, ride):
             return None
         self.tickets.lapsed(client, msg.model, msg.requires)
         if self.per_client[client] >= self.max_queued_per_client:
@@ -501,6 +511,7 @@ class Scheduler:
         like: Pending,
         loads: dict[str, placement.WorkerLoad] | None = None,
         now: float | None = None,
+        ride: bool = False,
     ) -> None:
         """Nothing waits in the queue: hold a slot, where placement would put it, for ``client``'s next
         task like ``like`` (its model and requirement), so that task's bytes go straight there with
@@ -508,7 +519,9 @@ class Scheduler:
         The hold takes a credit; the worker gives it back when the task is done or, unused, after
         ``TICKET_TTL`` plus twice the expected finish of a task there (the client's current task must
         end before it has a next one); the client uses it within half that. One ticket per client;
-        none while any task waits (they would jump the queue)."""
+        none while any task waits (they would jump the queue). ``ride``: ``like`` runs on this node's
+        worker, which answers it on the connection it came by: the offer goes with that ``Result``
+        (the client has no use for it sooner: nothing else of its is in flight)."""
         if self.ticket_ttl <= 0 or self.queue or self.tickets.holds(client) or not self.leading or not self.accepting:
             return
         t = like.task
@@ -537,9 +550,27 @@ class Scheduler:
             await self.back.send(w.identity, hold)
         # the client's window is half the hold, so a late use still finds the slot held
         offer = Place(node_id=w.node_id, addr=w.addr, ticket=ticket, model=t.model, requires=t.requires, ttl_s=ttl / 2)
-        await self.front.send(client, offer)
+        if ride:
+            self.riding[t.task_id] = (client, offer)
+        else:
+            await self.front.send(client, offer)
 
-    async def _redeem(self, client: bytes, msg: Submit) -> bool:
+    async def answer(self, client: bytes, result: Message, blobs: list[Any]) -> None:
+        """This node's worker answers a client (on the connection the task's bytes came by), with the
+        client's next ticket when one rides on this task (``_offer_ticket``): one message, not two."""
+        ride = self.riding.pop(result.task_id, None) if self.riding and isinstance(result, Result) else None
+        if ride is not None and ride[0] == client:
+            await self.front.send_bundle(client, [ride[1], result], blobs)
+        else:
+            await self.front.send(client, result, blobs)
+
+    async def _unride(self, task_id: str) -> None:
+        """The task is over and its worker sent no ``Result`` (a hung slot): the offer riding on it goes alone."""
+        ride = self.riding.pop(task_id, None) if self.riding else None
+        if ride is not None:
+            await self.front.send(*ride)
+
+    async def _redeem(self, client: bytes, msg: Submit, ride: bool = False) -> bool:
         """A ``Submit`` whose bytes went straight to a ticket's worker: placed there, nothing to send.
         False (submitted like any task) when the ticket is not this client's, not for this kind of
         task, or gone (used, expired, its worker dead): the worker then answers the bytes ``retry``,
@@ -561,7 +592,7 @@ class Scheduler:
         self.per_client[client] += 1
         self.client_seen[client] = now
         self.direct += 1
-        await self._offer_ticket(client, p, loads, now)
+        await self._offer_ticket(client, p, loads, now, ride=ride and w.local)
         return True
 
     # ---- workers -------------------------------------------------------------------
@@ -641,6 +672,7 @@ class Scheduler:
     async def _done(self, ident: bytes, msg: Done) -> None:
         w = self.workers.get(ident)
         p = self.tasks.get(msg.task_id) if msg.task_id else None
+        await self._unride(msg.task_id)
         if msg.ticket and self.tickets.over(msg.ticket, ident, msg.task_id):  # done before its Submit came
             self._record_done(msg)
         if w is not None:
@@ -804,6 +836,8 @@ class Scheduler:
         self.per_client.pop(client, None)
         self.client_seen.pop(client, None)
         self.tickets.drop_client(client)  # its hold comes back with the worker's Done when it ends
+        for task_id in [k for k, (c, _) in self.riding.items() if c == client]:
+            del self.riding[task_id]
         self.outcomes[outcome] += len(mine)
         self._changed.set()
         return len(mine)

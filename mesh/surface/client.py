@@ -73,12 +73,13 @@ class Job:
     def submit(self, ticket: str = "") -> Submit:
         return self._spec(Submit, ticket)
 
-    def direct(self, ticket: str) -> Direct:
-        return self._spec(Direct, ticket)
+    def direct(self, ticket: str, submit: bool = False) -> Direct:
+        return self._spec(Direct, ticket, submit=submit)
 
-    def _spec(self, kind: type[_Spec], ticket: str) -> _Spec:
+    def _spec(self, kind: type[_Spec], ticket: str, **more: Any) -> _Spec:
         return kind(
             ticket=ticket,
+            **more,
             task_id=self.task_id,
             model=self.model,
             priority=self.priority,
@@ -151,6 +152,7 @@ class Client:
         self.resubmitted = 0  # tasks submitted to a leader again (a worker or the leader was lost, moved, retry)
         self.resent = 0  # tasks whose bytes were sent a second time (placed again)
         self.direct = 0  # tasks sent straight to a worker under a ticket (no placement round trip)
+        self.lone = 0  # of those, sent as one message on the leader connection to the leader's own node
         self._answered = False  # some node answered a probe (a mesh exists, perhaps still electing)
 
     async def _probe(self, host: str, port: int, timeout: float | None = None) -> tuple[Dealer, Pong] | None:
@@ -335,6 +337,7 @@ class _Sent:
     first: float  # when it was first submitted (for its latency)
     last: float  # when it was last sent anywhere (the resend rule)
     worker: str = ""  # host:port its bytes went to ("" = waiting for a placement)
+    via_leader: bool = False  # they went on the leader connection (a lone task on its node): its answer comes there
     data_sent: int = 0  # times its bytes were sent
     asked: bool = False  # submitted, its placement not come yet (counted in _Batch.asked)
 
@@ -429,8 +432,11 @@ class _Batch:
 
     def close(self) -> None:
         t = self.ticket
-        if t is not None and t.addr in self.workers:  # unused: its slot is free at once, not when it lapses
-            self.workers[t.addr].send_now(Direct(ticket=t.ticket))
+        d = self.workers.get(t.addr) if t is not None else None
+        if t is not None and d is None and self._on_leader(t):
+            d = self.client.dealer
+        if t is not None and d is not None:  # unused: its slot is free at once, not when it lapses
+            d.send_now(Direct(ticket=t.ticket))
         self.ticket = None
         for d in self.workers.values():
             d.close()
@@ -507,22 +513,40 @@ class _Batch:
             if not await self.send_direct(sent):
                 await self.submit(sent)
 
+    def _on_leader(self, t: Place) -> bool:
+        """The ticket names the leader's own node (the one our leader connection reaches)."""
+        leader = self.client.leader
+        return leader is not None and bool(t.node_id) and t.node_id == leader.leader_id
+
     async def send_direct(self, sent: _Sent) -> bool:
         """A new task, while we hold a ticket for its kind: its bytes straight to the ticket's worker,
-        the leader told by ``Submit(ticket)`` (no placement round trip). False: no ticket to use."""
+        the leader told by ``Submit(ticket)`` (no placement round trip). False: no ticket to use.
+
+        A lone task (nothing else in flight: one photo at a time, an HTTP request) whose ticket names
+        the leader's own node goes as one message on the leader connection, ``Direct(submit=True)``:
+        the node takes it as the Submit and the bytes, and answers on that connection. One message
+        less each way than two to the same node. With more in flight the bytes keep off the leader
+        connection: our Submits and pings would wait behind them on a slow link."""
         t, job = self.ticket, sent.job
         if t is not None and time.monotonic() > self.ticket_until:
             self.ticket = t = None  # lapsed: the worker gives the slot back; the leader offers another
         if t is None or (t.model, t.requires) != (job.model, job.requires):
             return False
-        self.ticket = None
-        d = self.worker(t.addr)
-        if d is None:
-            return False
-        self.client.submitted = True
-        # the leader first (not in the outbox): it offers our next ticket when this Submit comes
-        await self.leader.send(job.submit(t.ticket))
-        await d.send(job.direct(t.ticket), [job.image, job.mask])
+        if len(self.pending) == 1 and self._on_leader(t):
+            self.ticket = None
+            self.client.submitted = True
+            await self.leader.send(job.direct(t.ticket, submit=True), [job.image, job.mask])
+            sent.via_leader = True
+            self.client.lone += 1
+        else:
+            self.ticket = None
+            d = self.worker(t.addr)
+            if d is None:
+                return False
+            self.client.submitted = True
+            # the leader first (not in the outbox): it offers our next ticket when this Submit comes
+            await self.leader.send(job.submit(t.ticket))
+            await d.send(job.direct(t.ticket), [job.image, job.mask])
         sent.worker, sent.last, sent.data_sent = t.addr, time.monotonic(), 1
         self.client.direct += 1
         return True
@@ -542,7 +566,7 @@ class _Batch:
         """(Again) ask the leader to place it; the bytes wait for the answer. Sent by ``flush``."""
         if sent.worker or sent.data_sent:
             self.client.resubmitted += 1
-        sent.worker = ""
+        sent.worker, sent.via_leader = "", False
         sent.last = time.monotonic()
         if not sent.asked:
             sent.asked = True
@@ -647,7 +671,7 @@ class _Batch:
             self.client.resent += 1
             log.debug("task %s placed again at %s (attempt %d)", msg.task_id[:12], msg.addr, msg.attempt)
         self._placed(sent)
-        sent.worker, sent.last = msg.addr, time.monotonic()
+        sent.worker, sent.last, sent.via_leader = msg.addr, time.monotonic(), False
         sent.data_sent += 1
         await d.send(Data(msg.task_id, msg.attempt), [sent.job.image, sent.job.mask])
 
@@ -656,7 +680,7 @@ class _Batch:
         if sent is None:
             return  # a second answer (the task ran twice): delivered once already
         if msg.error_code == MOVED:  # the leader no longer leads: unplaced, so watch_leader submits it anew
-            sent.worker = ""
+            sent.worker, sent.via_leader = "", False
             self.moved, self.hint = True, msg.error
             return
         if msg.error_code == RETRY:  # a worker had no placement for its bytes: ask the leader again
@@ -734,7 +758,8 @@ class _Batch:
         self.last_heard = self.last_ping = time.monotonic()
         if silent and old is not None and old.leader_addr in self.workers:
             await self.forget_worker(old.leader_addr, "was the leader that went silent")
-        # the tasks not placed yet go to the new leader; those whose bytes are at a live worker stay there
-        for sent in [s for s in self.pending.values() if not s.worker]:
+        # the tasks not placed yet go to the new leader; those whose bytes are at a live worker stay there,
+        # but not those sent on the old leader connection (closed now: their answers would come on it)
+        for sent in [s for s in self.pending.values() if not s.worker or s.via_leader]:
             await self.submit(sent)
         return True

@@ -125,11 +125,13 @@ class Direct(TaskSpec):
     ticket; frames: image, mask. Answered like ``Data`` (``Result`` on the same connection); one whose
     ticket the worker does not hold (yet) is kept like early bytes, and unclaimed answered ``retry`` (the
     client then submits it plainly). No ``task_id`` and no frames: the client is done and lets the
-    ticket go (its slot is free at once)."""
+    ticket go (its slot is free at once). ``submit``: sent to the leader's own node on the client's
+    connection to the leader, it is the task's ``Submit`` too (one message for a lone task, not two)."""
 
     t: ClassVar[str] = "direct"
     blobs: ClassVar[int] = 2
     ticket: str = ""
+    submit: bool = False
 
 
 @dataclass(frozen=True)
@@ -418,7 +420,17 @@ def task_of(spec: Submit | Direct, *, deadline_s: float = 0.0, ticket: str = "")
     fields = task.__dict__
     fields.update(spec.__dict__)
     fields["attempt"], fields["deadline_s"], fields["ticket"], fields["ttl_s"] = 0, deadline_s, ticket, 0.0
+    fields.pop("submit", None)  # a Direct's: not a Task field
     return task
+
+
+def submit_of(direct: Direct) -> Submit:
+    """The ``Submit`` a ``Direct`` with ``submit`` stands for (same fields, its ticket; see ``task_of``)."""
+    msg = Submit.__new__(Submit)
+    fields = msg.__dict__
+    fields.update(direct.__dict__)
+    del fields["submit"]
+    return msg
 
 
 MESSAGES: dict[str, type[Message]] = {
@@ -519,12 +531,12 @@ def encode(msg: Message) -> bytes:
 
 
 def encode_bundle(msgs: Sequence[Message]) -> bytes:
-    """Several messages without data frames for one peer as one header frame (a msgpack array of
-    their maps): one ZeroMQ message to send, wake for and read instead of several. One message is
-    encoded alone. ``BUNDLE_MAX`` at most, each of a type that carries no data frames."""
+    """Several messages for one peer as one header frame (a msgpack array of their maps): one ZeroMQ
+    message to send, wake for and read instead of several. One message is encoded alone.
+    ``BUNDLE_MAX`` at most; only the last may carry data frames (they follow the header frame)."""
     if len(msgs) == 1:
         return encode(msgs[0])
-    assert 0 < len(msgs) <= const.BUNDLE_MAX and all(m.blobs == 0 for m in msgs), "not a bundle"
+    assert 0 < len(msgs) <= const.BUNDLE_MAX and all(m.blobs == 0 for m in msgs[:-1]), "not a bundle"
     data: bytes = msgpack.packb([_body(m) for m in msgs], use_bin_type=True)
     return data
 
@@ -547,12 +559,12 @@ def decode_bundle(data: bytes | memoryview) -> list[Message]:
     if not 1 < len(body) <= const.BUNDLE_MAX:
         raise ProtocolError(f"a bundle of {len(body)} messages; 2 to {const.BUNDLE_MAX} may come as one")
     out = []
-    for item in body:
+    for i, item in enumerate(body):
         if not isinstance(item, dict):
             raise ProtocolError(f"a bundle holds a {type(item).__name__}, not a map")
         msg = _message(item)
-        if msg.blobs:
-            raise ProtocolError(f"{msg.t} carries data frames: it never comes in a bundle")
+        if msg.blobs and i < len(body) - 1:
+            raise ProtocolError(f"{msg.t} carries data frames: in a bundle it comes last")
         out.append(msg)
     return out
 
@@ -619,13 +631,13 @@ def decode_frames(
         raise ProtocolError(f"{len(frames)} frames, over the limit of {const.MAX_FRAMES}")
     msgs = decode_bundle(frames[0])
     blobs = list(frames[1:])
-    if len(blobs) > msgs[0].blobs:  # a bundle's messages carry none
-        raise ProtocolError(f"{msgs[0].t} carries {len(blobs)} data frames, expected at most {msgs[0].blobs}")
+    if len(blobs) > msgs[-1].blobs:  # the frames are the last message's (a bundle's others carry none)
+        raise ProtocolError(f"{msgs[-1].t} carries {len(blobs)} data frames, expected at most {msgs[-1].blobs}")
     for b in blobs:
         if len(b) > max_frame:
             raise ProtocolError(f"data frame of {len(b)} bytes is over the limit of {max_frame}")
     if len(msgs) > 1:
-        return [(m, []) for m in msgs]
+        return [*((m, []) for m in msgs[:-1]), (msgs[-1], blobs)]
     return [(msgs[0], blobs)]
 
 

@@ -302,8 +302,9 @@ class _Socket:
         except ProtocolError as exc:
             self.ctx.bad.note(peer, exc)
             return None
-        if len(got) > 1:
-            self._held.extend(got[1:])
+        if len(got) > 1:  # the data frames are the last message's: held as frames, as a lone message's are
+            self._held.extend(got[1:-1])
+            self._held.append((got[-1][0], frames[1 : 1 + len(got[-1][1])]))
         msg, blobs = got[0]
         return msg, frames[1 : 1 + len(blobs)]
 
@@ -424,9 +425,13 @@ class Router(_Bound):
     async def send(self, peer: bytes, msg: Message, blobs: Sequence[Blob] = ()) -> None:
         await self._send_frames([peer, protocol.encode(msg), *blobs])
 
-    async def send_bundle(self, peer: bytes, msgs: Sequence[Message]) -> None:
-        """Messages without data frames to ``peer``, ``BUNDLE_MAX`` to a ZeroMQ message."""
-        await self._send_bundles([peer], msgs)
+    async def send_bundle(self, peer: bytes, msgs: Sequence[Message], blobs: Sequence[Blob] = ()) -> None:
+        """Messages without data frames to ``peer``, ``BUNDLE_MAX`` to a ZeroMQ message. With ``blobs``:
+        one ZeroMQ message, ``BUNDLE_MAX`` messages at most, the frames the last one's."""
+        if blobs:
+            await self._send_frames([peer, protocol.encode_bundle(msgs), *blobs])
+        else:
+            await self._send_bundles([peer], msgs)
 
 
 class Dealer(_Socket):
