@@ -142,6 +142,8 @@ async def forged_tickets(c: Cluster, hp: HostilePeer, s: dict[str, Any], secs: f
     lead.connect("127.0.0.1", leader["port"])
     for i in range(20):
         await lead.send(Submit(f"sub-{i}", ticket=f"{i:016x}", size=1))
+    for i in range(20):  # a lone task's Submit and bytes in one message, naming a made-up ticket
+        await lead.send(Direct(f"lone-{i}", ticket=f"{i + 500:016x}", submit=True, size=1), [blob, b"m"])
     await asyncio.sleep(secs)
     await lead.send(Cancel())
 
@@ -154,7 +156,7 @@ ATTACKS: dict[str, tuple[Attack, float]] = {  # the attack, and how long it runs
     "50 peer lists of 1,024 closed endpoints": (peer_lists, 0.5),
     "1,100 idle TCP connections": (idle_flood, 0.5),
     "a client that never reads its results (1,000 x 64 KiB)": (unread, 0.5),
-    "forged tickets (900 Directs of 64 KiB, 20 Submits)": (forged_tickets, 0.5),
+    "forged tickets (900 Directs of 64 KiB, 20 Submits, 20 lone Directs)": (forged_tickets, 0.5),
 }
 
 

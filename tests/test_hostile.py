@@ -231,8 +231,9 @@ def front_id(snap: dict[str, Any], port: int) -> str:
 def test_forged_tickets_cost_a_node_no_task(mesh2: Cluster) -> None:
     """Tickets (a slot held ahead for a client's next task) from a peer that holds none: 300 ``Direct``
     with made-up tickets and 64 KiB each are kept like early bytes, at most ``DATA_STAGED_MAX``, the
-    rest answered ``retry`` at once; ``Submit`` naming a made-up ticket is placed like any task (and
-    dropped with the peer's ``Cancel``). Real tasks keep going and each is answered."""
+    rest answered ``retry`` at once; ``Submit`` naming a made-up ticket, or ``Direct(submit)`` (a lone
+    task's Submit and bytes in one), is placed like any task (and dropped with the peer's ``Cancel``).
+    Real tasks keep going and each is answered."""
     s = healthy(mesh2)
     hp = HostilePeer(mesh2.name)
     blob = bytes(65536)
@@ -246,6 +247,8 @@ def test_forged_tickets_cost_a_node_no_task(mesh2: Cluster) -> None:
         leader.connect("127.0.0.1", leader_port(mesh2, s))
         for i in range(3):
             await leader.send(Submit(f"sub-{i}", ticket=f"{i:016x}", size=1))
+        for i in range(3):  # a lone task's one message (its Submit and its bytes) naming a made-up ticket
+            await leader.send(Direct(f"lone-{i}", ticket=f"{i + 500:016x}", submit=True, size=1), [blob, b"m"])
         await leader.send(Cancel())
         retried = 0
         async with asyncio.timeout(20):
