@@ -100,3 +100,47 @@ def test_only_key_holders_join_submit_or_read_status(tmp_path: Path) -> None:
         refusals = [ln for ln in (a.text() + b.text()).splitlines() if "does not hold this mesh's key" in ln]
         assert len(refusals) <= 6  # rate-limited: one line per address per minute and socket
         assert "this mesh has no key" in stranger.text() and "this mesh has no key" not in a.text()
+
+
+def test_a_keyed_mesh_answers_tasks_one_at_a_time_by_tickets(tmp_path: Path) -> None:
+    """One task at a time goes by tickets: to the leader's own node as one message on the leader
+    connection, or straight to another worker. Over CurveZMQ both work, and a keyless client gets nothing."""
+    import asyncio
+
+    from mesh.errors import NoMesh
+    from mesh.surface.client import Client, Job
+    from mesh.wire.transport import Context
+
+    key = keyfile(tmp_path / "mesh.key")
+    with cluster(tmp_path, extra=["--bench-delay-ms", "5", "--secret-file", str(key)]) as c:
+        a, _b = c.start(2)
+
+        def ready() -> bool:
+            p = subprocess.run(
+                [*EXE, "status", "--json", "--peer", f"127.0.0.1:{a.port}", "--secret-file", str(key)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            nodes = json.loads(p.stdout).get("nodes", []) if p.returncode == 0 else []
+            return sum(1 for n in nodes if n["alive"] and n.get("ready")) == 2
+
+        wait_until(ready, 60, "the keyed nodes to form a mesh")
+
+        mesh_key = load_key(key)
+
+        async def run(with_key: bool) -> tuple[list[bool], int, int]:
+            ctx = Context(key=mesh_key if with_key else None)
+            client = Client(ctx, [("127.0.0.1", a.port)], probe_timeout=2.0)
+            try:
+                await client.connect()
+                res = await client.run([Job(b"img", b"mask") for _ in range(20)], window=1, timeout=60)
+                return [r.ok for r in res], client.direct, client.lone
+            finally:
+                client.close()
+                ctx.close()
+
+        oks, direct, lone = asyncio.run(run(True))
+        assert oks == [True] * 20 and direct >= 15 and lone >= 1, (direct, lone)
+        with pytest.raises(NoMesh):
+            asyncio.run(run(False))
