@@ -522,7 +522,8 @@ class _Batch:
         """A new task, while we hold a ticket for its kind: its bytes straight to the ticket's worker,
         the leader told by ``Submit(ticket)`` (no placement round trip). False: no ticket to use.
 
-        A lone task (nothing else in flight: one photo at a time, an HTTP request) whose ticket names
+        A lone task (nothing else in flight as it goes: ``run(window=1)``, or jobs read slower than they
+        are answered) whose ticket names
         the leader's own node goes as one message on the leader connection, ``Direct(submit=True)``:
         the node takes it as the Submit and the bytes, and answers on that connection. One message
         less each way than two to the same node. With more in flight the bytes keep off the leader
