@@ -523,28 +523,27 @@ class _Batch:
         the leader told by ``Submit(ticket)`` (no placement round trip). False: no ticket to use.
 
         A lone task (nothing else in flight as it goes: ``run(window=1)``, or jobs read slower than they
-        are answered) whose ticket names
-        the leader's own node goes as one message on the leader connection, ``Direct(submit=True)``:
-        the node takes it as the Submit and the bytes, and answers on that connection. One message
-        less each way than two to the same node. With more in flight the bytes keep off the leader
-        connection: our Submits and pings would wait behind them on a slow link."""
+        are answered) whose ticket names the leader's own node goes as one message on the leader
+        connection, ``Direct(submit=True)``: the node takes it as the Submit and the bytes, and answers
+        on that connection. One message less each way than two to the same node. With more in flight
+        the bytes keep off the leader connection: our Submits and pings would wait behind them on a
+        slow link."""
         t, job = self.ticket, sent.job
         if t is not None and time.monotonic() > self.ticket_until:
             self.ticket = t = None  # lapsed: the worker gives the slot back; the leader offers another
         if t is None or (t.model, t.requires) != (job.model, job.requires):
             return False
-        if len(self.pending) == 1 and self._on_leader(t):
-            self.ticket = None
-            self.client.submitted = True
+        self.ticket = None
+        lone = len(self.pending) == 1 and self._on_leader(t)
+        d = None if lone else self.worker(t.addr)
+        if not lone and d is None:
+            return False
+        self.client.submitted = True
+        if d is None:
             await self.leader.send(job.direct(t.ticket, submit=True), [job.image, job.mask])
             sent.via_leader = True
             self.client.lone += 1
         else:
-            self.ticket = None
-            d = self.worker(t.addr)
-            if d is None:
-                return False
-            self.client.submitted = True
             # the leader first (not in the outbox): it offers our next ticket when this Submit comes
             await self.leader.send(job.submit(t.ticket))
             await d.send(job.direct(t.ticket), [job.image, job.mask])
