@@ -3,6 +3,7 @@ join, gossip, submit or read status; strangers are refused (and logged), over re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -12,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mesh.errors import ConfigError
-from mesh.wire.transport import load_key, new_key_text
+from mesh.errors import ConfigError, NoMesh
+from mesh.surface.client import Client, Job
+from mesh.wire.transport import Context, load_key, new_key_text
 
 from .cluster import cluster, png, status, wait_until
 
@@ -105,12 +107,6 @@ def test_only_key_holders_join_submit_or_read_status(tmp_path: Path) -> None:
 def test_a_keyed_mesh_answers_tasks_one_at_a_time_by_tickets(tmp_path: Path) -> None:
     """One task at a time goes by tickets: to the leader's own node as one message on the leader
     connection, or straight to another worker. Over CurveZMQ both work, and a keyless client gets nothing."""
-    import asyncio
-
-    from mesh.errors import NoMesh
-    from mesh.surface.client import Client, Job
-    from mesh.wire.transport import Context
-
     key = keyfile(tmp_path / "mesh.key")
     with cluster(tmp_path, extra=["--bench-delay-ms", "5", "--secret-file", str(key)]) as c:
         a, _b = c.start(2)

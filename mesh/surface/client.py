@@ -431,13 +431,12 @@ class _Batch:
                 await asyncio.gather(*map(_pong, dealers))
 
     def close(self) -> None:
-        t = self.ticket
-        d = self.workers.get(t.addr) if t is not None else None
-        if t is not None and d is None and self._on_leader(t):
-            d = self.client.dealer
-        if t is not None and d is not None:  # unused: its slot is free at once, not when it lapses
-            d.send_now(Direct(ticket=t.ticket))
-        self.ticket = None
+        t, self.ticket = self.ticket, None
+        if t is not None:  # unused: its slot is free at once, not when it lapses
+            # on the connection a task of ours would have used: the worker's, or the leader's (a lone task's)
+            to = self.workers.get(t.addr) or (self.client.dealer if self._on_leader(t) else None)
+            if to is not None:
+                to.send_now(Direct(ticket=t.ticket))
         for d in self.workers.values():
             d.close()
         self.workers.clear()
