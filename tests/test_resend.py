@@ -126,3 +126,33 @@ def test_a_batch_reaches_every_worker_before_its_bytes_flow() -> None:
             ctx_w.close()
 
     asyncio.run(main())
+
+
+def test_a_lone_task_sent_on_the_leader_connection_is_submitted_again_when_the_leader_moves() -> None:
+    """A lone task's bytes went on the leader connection (``Direct(submit)`` to the leader's own node).
+    When that leader moves, the client closes the connection its answer would come on: the task goes to
+    the new leader, while a task whose bytes are at another live worker stays there."""
+    from mesh.surface.client import _Batch, _Sent
+    from mesh.wire.protocol import Pong
+
+    async def main() -> None:
+        client = Client(Context(), [("127.0.0.1", 1)])
+        client.leader = Pong(node_id="L", leader_id="L", leader_addr="h:1")
+
+        async def failover(hint: str, deadline: float | None) -> bool:
+            client.leader = Pong(node_id="N", leader_id="N", leader_addr="h:2")
+            return True
+
+        client._failover = failover  # type: ignore[method-assign]
+        batch = _Batch(client, [], None, window=1, timeout=None, keep=False)
+        lone, elsewhere = Job(b"i", b"m"), Job(b"i", b"m")
+        batch.pending = {
+            lone.task_id: _Sent(lone, 0.0, 0.0, worker="h:1", via_leader=True, data_sent=1),
+            elsewhere.task_id: _Sent(elsewhere, 0.0, 0.0, worker="h:3", data_sent=1),
+        }
+        batch.moved = True
+        assert await batch.watch_leader()
+        assert [m.task_id for m in batch.outbox] == [lone.task_id]
+        assert batch.pending[elsewhere.task_id].worker == "h:3"
+
+    asyncio.run(main())
