@@ -209,6 +209,42 @@ def test_plan_one_answers_as_a_pass_over_one_task(
     assert placement.plan_one(workers, task, affinity, policy) == (got[0] if got else None)
 
 
+@given(
+    st.lists(worker_loads, max_size=4, unique_by=lambda w: w.node_id),
+    st.sampled_from(["", "cpu", "gpu-low"]),
+    st.sampled_from(["", "s1"]),
+    st.sampled_from(list(placement.Policy)),
+    st.sampled_from(["a", "b", "c", "zz"]),
+)
+def test_plan_one_gives_its_preferred_worker_the_task_by_the_rule_as_written(
+    ws: list[WorkerLoad], requires: str, session: str, policy: str, prefer: str
+) -> None:
+    """``prefer``: the worker gets the task when it has credit, can run it and would finish it within
+    ``WAIT_GAIN_MS`` of the one chosen. plan_one compares by the finishes its choice computed; here
+    they are computed afresh (a sticky session's or a least-loaded choice computes none)."""
+    workers = {w.node_id: w for w in ws}
+    task = TaskNeeds("builtin", SMALL, session, requires, size=1 << 20)
+    affinity = {"s1": "b"}
+    plain = placement.plan_one(workers, task, affinity, policy)
+    got = placement.plan_one(workers, task, affinity, policy, prefer=prefer)
+    if plain is None:
+        assert got is None
+        return
+    own = workers.get(prefer)
+    fleet = placement.fleet_means(
+        workers.values() if policy == placement.Policy.LEAST_LOADED else [w for w in ws if placement.capable(w, task)]
+    )
+    takes = (
+        own is not None
+        and own.credits > 0
+        and placement.capable(own, task)
+        and placement.expected_finish_ms(own, task, fleet)
+        <= placement.expected_finish_ms(workers[plain.node_id], task, fleet) + placement.WAIT_GAIN_MS
+    )
+    node = prefer if takes else plain.node_id
+    assert got == placement.Placement(node, placement.service_estimate_ms(workers[node], task, fleet))
+
+
 def test_a_clients_tasks_stay_with_its_crew_until_it_may_grow() -> None:
     """A client's tasks go to its crew's workers (waiting for them when they have no credit), not
     to idle ones outside it: a client whose link is the limit gains nothing from more connections."""

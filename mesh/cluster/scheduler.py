@@ -67,6 +67,8 @@ from mesh.wire.transport import Router
 
 log = logging.getLogger("lamamesh.scheduler")
 PRIORITY: dict[str, int] = {Priority.INTERACTIVE: 0, Priority.BATCH: 1}
+_HOLD, _OFFER = Task(), Place()  # a ticket's hold and offer are these with their fields set (``evolve``: per task)
+_LOAD = placement.WorkerLoad(node_id="", credits=0, slots=1)  # WorkerState.load's, the same way
 ABANDONED = "abandoned"  # the outcome of a task dropped because its client went silent
 CANCELLED = "cancelled"  # the outcome of a task its client cancelled (it stopped)
 
@@ -201,7 +203,8 @@ class WorkerState:
                 rate, rates = None, {}
             if now - self.floor_at > const.TRANSFER_ESTIMATE_STALE:
                 floor = 0.0  # the same for its turn time: unknown, not what it was long ago
-        return placement.WorkerLoad(
+        return evolve(  # built like a message (``evolve``): asked per worker per task placed
+            _LOAD,
             node_id=self.node_id,
             credits=self.free(),
             slots=self.slots,
@@ -512,6 +515,7 @@ class Scheduler:
         loads: dict[str, placement.WorkerLoad] | None = None,
         now: float | None = None,
         ride: bool = False,
+        measured: bool | None = None,
     ) -> None:
         """Nothing waits in the queue: hold a slot, where placement would put it, for ``client``'s next
         task like ``like`` (its model and requirement), so that task's bytes go straight there with
@@ -521,7 +525,8 @@ class Scheduler:
         end before it has a next one); the client uses it within half that. One ticket per client;
         none while any task waits (they would jump the queue). ``ride``: ``like`` runs on this node's
         worker, which answers it on the connection it came by: the offer goes with that ``Result``
-        (the client has no use for it sooner: nothing else of its is in flight)."""
+        (the client has no use for it sooner: nothing else of its is in flight). ``loads``, ``now`` and
+        ``measured`` (``placement.measured`` for ``like``'s model): the caller's, when it has them."""
         if self.ticket_ttl <= 0 or self.queue or self.tickets.holds(client) or not self.leading or not self.accepting:
             return
         t = like.task
@@ -539,17 +544,21 @@ class Scheduler:
             return
         w = next(w for w in self.workers.values() if w.node_id == chosen.node_id)
         finish = w.finish_ms(chosen.estimate_ms)
-        limit = placement.deadline_s(finish, placement.measured(loads.values(), needs), t.size)
+        if measured is None:
+            measured = placement.measured(loads.values(), needs)
+        limit = placement.deadline_s(finish, measured, t.size)
         ticket = self.tickets.issue(client, w.identity, t.model, t.requires)
         ttl = round(min(const.TICKET_TTL_MAX, self.ticket_ttl + 2 * finish / 1000), 3)
-        hold = Task(model=t.model, requires=t.requires, deadline_s=round(limit, 1), ticket=ticket, ttl_s=ttl)
+        hold = evolve(_HOLD, model=t.model, requires=t.requires, deadline_s=round(limit, 1), ticket=ticket, ttl_s=ttl)
         w.credits -= 1
         if self.local_worker is not None and w.local:
             self.local_worker(hold)
         else:
             await self.back.send(w.identity, hold)
         # the client's window is half the hold, so a late use still finds the slot held
-        offer = Place(node_id=w.node_id, addr=w.addr, ticket=ticket, model=t.model, requires=t.requires, ttl_s=ttl / 2)
+        offer = evolve(
+            _OFFER, node_id=w.node_id, addr=w.addr, ticket=ticket, model=t.model, requires=t.requires, ttl_s=ttl / 2
+        )
         if ride:
             self.riding[t.task_id] = (client, offer)
         else:
@@ -583,16 +592,17 @@ class Scheduler:
             return False
         now = time.monotonic()
         p = Pending(task_of(msg), client, next(self._seq), now, by_ticket=True)
+        needs = p.needs()
         loads = {o.node_id: o.load(now) for o in self.workers.values()}  # for this task and the next ticket
         # its deadline is measured when any worker ran this model (not only this one: a guess is 600 s)
-        measured = placement.measured(loads.values(), p.needs())
-        self._assign(p, w, placement.service_estimate_ms(loads[w.node_id], p.needs()), measured, now)
+        measured = placement.measured(loads.values(), needs)
+        self._assign(p, w, placement.service_estimate_ms(loads[w.node_id], needs), measured, now)
         loads[w.node_id] = w.load(now)  # charged with this task now
         self.tasks[msg.task_id] = p
         self.per_client[client] += 1
         self.client_seen[client] = now
         self.direct += 1
-        await self._offer_ticket(client, p, loads, now, ride=ride and w.local)
+        await self._offer_ticket(client, p, loads, now, ride=ride and w.local, measured=measured)
         return True
 
     # ---- workers -------------------------------------------------------------------

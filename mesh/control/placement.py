@@ -229,6 +229,7 @@ def best(
     fleet: Fleet | None = None,
     crew: Crew | None = None,
     shared: Mapping[str, int] | None = None,
+    finishes: dict[str, float] | None = None,
 ) -> str | None:
     """The capable worker that will finish ``task`` soonest (credit or not), or None if none can run it.
 
@@ -238,7 +239,8 @@ def best(
     ``fleet``: the capable workers' means, when the caller already has them. ``crew``: the task's
     client's; only its members are looked at unless it may grow (or none of them can run the task);
     when it may, a worker outside it goes first among near-equal ones, and of those the one fewest
-    other crews hold (``shared``: how many crews hold each worker)."""
+    other crews hold (``shared``: how many crews hold each worker). ``finishes``: filled with the expected
+    finish of each worker scored (``plan_one`` compares its preferred worker by them)."""
     able = [w for w in workers.values() if capable(w, task)]
     if not able:
         return None
@@ -251,6 +253,8 @@ def best(
         inner = [w for w in able if w.node_id in crew.members]
         able = inner or able  # none of its workers can run this one: the crew grows for it
     scored = [(expected_finish_ms(w, task, means), w.node_id, w.credits > 0) for w in able]
+    if finishes is not None:
+        finishes.update((node, ms) for ms, node, _ in scored)
     top = min(scored)
     near = [s for s in scored if s[2] and s[0] <= top[0] + max(WAIT_GAIN_MS, WAIT_GAIN_FRACTION * top[0])]
     if not near:
@@ -286,11 +290,12 @@ def _choose(
     policy: str,
     fleets: dict[tuple[str, str, str] | None, Fleet],
     crews: Mapping[bytes, Crew] | None = None,
+    finishes: dict[str, float] | None = None,
 ) -> tuple[str | None, Fleet]:
     """The worker ``policy`` picks for ``task`` (None: none can run it) and the fleet means it was judged
     by: every worker's for the least-loaded contrast, else the capable ones' (``fleets`` keeps them by
     kind of task for the rest of a pass). ``crews``: per client (none given: no crews, every worker
-    is looked at; a client not in it has an empty crew, which its first task starts)."""
+    is looked at; a client not in it has an empty crew, which its first task starts). ``finishes``: see ``best``."""
     if policy == Policy.LEAST_LOADED:
         if None not in fleets:
             fleets[None] = fleet_means(loads.values())
@@ -305,7 +310,7 @@ def _choose(
         for c in crews.values():
             for node in c.members:
                 shared[node] = shared.get(node, 0) + 1
-    return best(loads, task, affinity, fleets[kind], crew, shared), fleets[kind]
+    return best(loads, task, affinity, fleets[kind], crew, shared, finishes), fleets[kind]
 
 
 def plan(
@@ -364,17 +369,19 @@ def plan_one(
     (equal, within the estimates' noise)."""
     if sum(max(0, w.credits) for w in workers.values()) <= 0:
         return None
-    node, fleet = _choose(workers, task, affinity, policy, {}, crews)
+    finishes: dict[str, float] = {}  # what choosing found; a worker it did not score (sticky, crew) is asked
+    node, fleet = _choose(workers, task, affinity, policy, {}, crews, finishes)
     if node is None or workers[node].credits <= 0:
         return None
     own = workers.get(prefer) if prefer != node else None
-    if (
-        own is not None
-        and own.credits > 0
-        and capable(own, task)
-        and expected_finish_ms(own, task, fleet) <= expected_finish_ms(workers[node], task, fleet) + WAIT_GAIN_MS
-    ):
-        node = prefer
+    if own is not None and own.credits > 0 and capable(own, task):
+
+        def finish(w: WorkerLoad) -> float:
+            got = finishes.get(w.node_id)
+            return expected_finish_ms(w, task, fleet) if got is None else got
+
+        if finish(own) <= finish(workers[node]) + WAIT_GAIN_MS:
+            node = prefer
     return Placement(node, service_estimate_ms(workers[node], task, fleet))
 
 
