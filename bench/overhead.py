@@ -97,6 +97,10 @@ def bench_lamamesh(sizes: list[int], n: int, inflight: int, nodes: int = 2) -> d
                 **summary(lat, len(res2) / secs),
                 "by_ticket": getattr(one, "direct", 0),  # 0 in checkouts before tickets
                 "on_leader": sum(r.node_id == leader for r in res),
+                # the leader lost or moved during the run (a skewed on_leader with a slow p50: the tasks
+                # before went to the old leader's node, and the client submitted the lone ones again)
+                "failovers": getattr(one, "failovers", 0),
+                "resubmitted": getattr(one, "resubmitted", 0),
                 # with 64 in flight placement spreads the tasks over both nodes (right on a LAN); on one
                 # 2-core host the second node's process only competes for the same cores
                 "inflight_on_leader": round(sum(r.node_id == leader for r in res2) / max(1, len(res2)), 3),

@@ -75,6 +75,7 @@ def main() -> None:
             brief = "  ".join(
                 f"{int(k) // 1024} KiB {v['p50_ms']:.2f} ms {v['tasks_per_s']:,.0f}/s"
                 + (f" ({v['on_leader']:.0f} on the leader's node)" if "on_leader" in v else "")
+                + (f" ({v['failovers']:.0f} failovers, {v['resubmitted']:.0f} again)" if v.get("failovers") else "")
                 + (f" ({v['inflight_on_leader']:.0%} in flight)" if "inflight_on_leader" in v else "")
                 + (f" cpu {v['cpu_us_nodes'] + v['cpu_us_client']:.0f} us" if "cpu_us_nodes" in v else "")
                 for k, v in got.items()
