@@ -52,6 +52,39 @@ def test_a_bundle_arrives_as_its_messages_in_order_on_every_receive() -> None:
     asyncio.run(go())
 
 
+def test_held_now_gives_the_rest_of_the_bundle_read_and_never_reads_the_socket() -> None:
+    """The client handles a bundle's messages in one loop turn (a lone task's next ticket and its
+    Result come as one): ``held_now`` gives what is left of the bundle read, then None, even with
+    another message waiting on the socket (that one waits its turn among the sockets)."""
+
+    async def go() -> None:
+        ctx = Context()
+        router = ctx.router()
+        port = router.bind("127.0.0.1", 0)
+        dealer = ctx.dealer()
+        try:
+            async with asyncio.timeout(5):
+                dealer.connect("127.0.0.1", port)
+                await dealer.send(Ping(1))
+                peer, _, _ = await router.recv()
+                await router.send_bundle(peer, [Place(ticket="t9"), Result("a", True)], [b"out"])
+                await router.send(peer, Place("later", "n", "h:1"))
+                first, blobs = await dealer.recv()
+                assert first == Place(ticket="t9") and blobs == []
+                rest = dealer.held_now()
+                assert rest is not None and rest[0] == Result("a", True)
+                assert [bytes(b) for b in rest[1]] == [b"out"]
+                assert dealer.held_now() is None
+                got = await dealer.recv()
+                assert got[0] == Place("later", "n", "h:1")
+        finally:
+            dealer.close()
+            router.close()
+            ctx.close()
+
+    asyncio.run(go())
+
+
 def test_a_client_refills_a_few_places_at_once_while_the_leader_has_enough_of_its_tasks() -> None:
     batch = _Batch(Client(Context(), [("127.0.0.1", 1)]), (Job(b"i", b"m") for _ in range(100)), None,
                    window=16, timeout=None, keep=False)  # fmt: skip

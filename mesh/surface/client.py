@@ -408,6 +408,10 @@ class _Batch:
             got = await self.receive()
             if got is not None:
                 await self.handle(*got)
+                # the rest of its bundle now, not a loop turn each: a lone task's Result comes after
+                # its next ticket in one bundle, and its answer waited a turn behind the ticket
+                while (rest := got[0].held_now()) is not None:
+                    await self.handle(got[0], *rest)
             await self.resend_stale()
             if not await self.watch_leader():
                 break

@@ -478,6 +478,10 @@ class Dealer(_Socket):
             if got is not None:
                 return got
 
+    def held_now(self) -> tuple[Message, list[zmq.Frame]] | None:
+        """The next message of the bundle read last, or None: reads nothing from the socket."""
+        return self._held.popleft() if self._held else None
+
     def recv_now(self) -> tuple[Message, list[zmq.Frame]] | None:
         """A message already here, or None (never waits)."""
         if self._held:
