@@ -471,8 +471,8 @@ class Dealer(_Socket):
             self.peer = ""
 
     async def recv(self) -> tuple[Message, list[zmq.Frame]]:
-        if self._held:
-            return self._held.popleft()
+        if (held := self.held_now()) is not None:
+            return held
         while True:
             got = self._decode(self.peer, await self._recv_frames())
             if got is not None:
@@ -484,8 +484,8 @@ class Dealer(_Socket):
 
     def recv_now(self) -> tuple[Message, list[zmq.Frame]] | None:
         """A message already here, or None (never waits)."""
-        if self._held:
-            return self._held.popleft()
+        if (held := self.held_now()) is not None:
+            return held
         while True:
             frames = self._recv_ready()
             if frames is None:
