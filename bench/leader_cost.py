@@ -7,6 +7,9 @@ another), a task at a time on this node's worker, with a result.
 - ``lone``: a lone task on the leader's own node (protocol v7): ``Direct(submit)`` redeems its
   ticket and plans and holds the next, the ``Result`` goes with that ticket as one bundle, then the
   ``Done``. Checkouts before v7 have no such path and print only ``plain``.
+- ``lone_path``: of ``lone``, the part in the task's path, from its ``Direct`` to its ``Result`` sent
+  (the ``Done`` is handled while the client reads the answer; since the seventeenth session the next
+  ticket is planned there too, ahead).
 
 Prints microseconds per task (the least of ``--repeat`` runs of ``--n`` tasks: the other processes on
 a shared VM only ever add) and saves JSON with ``--out``. It measures the checkout it sits in: copy it
@@ -74,6 +77,16 @@ async def plain(n: int, tag: str) -> float:
 
 
 async def lone(n: int, tag: str) -> float:
+    return (await lone_parts(n, tag))[0]
+
+
+async def lone_path(n: int, tag: str) -> float:
+    """Of ``lone``, the part in the task's path: from its ``Direct`` to its ``Result`` sent (what the
+    leader does after, handling the ``Done``, overlaps the client reading the answer)."""
+    return (await lone_parts(n, tag))[1]
+
+
+async def lone_parts(n: int, tag: str) -> tuple[float, float]:
     leader = await _leader(tickets=True)
     front = leader.front
     await leader._submit(b"c", protocol.Submit(f"{tag}-first", size=65536))  # the plain way: its ticket comes
@@ -81,10 +94,13 @@ async def lone(n: int, tag: str) -> float:
     await leader._on_back(b"n1", first, [], local=True)
     ticket = next(m for _, m, _ in reversed(front.sent) if isinstance(m, protocol.Place) and m.ticket).ticket  # type: ignore[attr-defined]
     t0 = time.perf_counter()
+    path = 0.0
     for i in range(n):
         tid = f"{tag}-{i}"
+        t1 = time.perf_counter()
         await leader._on_front(b"c", protocol.Direct(tid, ticket=ticket, submit=True, size=65536), [b"i", b"m"])
         await leader.answer(b"c", protocol.Result(tid, True, node_id="n1"), [b"out"])
+        path += time.perf_counter() - t1
         offer = front.sent[-2][1]  # type: ignore[attr-defined]
         if not isinstance(offer, protocol.Place) or not offer.ticket:
             raise RuntimeError(f"task {i}: no ticket rode on the Result")
@@ -95,7 +111,7 @@ async def lone(n: int, tag: str) -> float:
         front.bundles.clear()  # type: ignore[attr-defined]
     if leader.direct != n:
         raise RuntimeError(f"{leader.direct} of {n} tasks came by their ticket")
-    return (time.perf_counter() - t0) / n * 1e6
+    return (time.perf_counter() - t0) / n * 1e6, path / n * 1e6
 
 
 def main() -> None:
@@ -104,7 +120,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--out", default="")
     args = ap.parse_args()
-    paths = {"plain": plain} | ({"lone": lone} if LONE else {})
+    paths = {"plain": plain} | ({"lone": lone, "lone_path": lone_path} if LONE else {})
     out: dict[str, Any] = {}
     for name, path in paths.items():
         runs = [round(asyncio.run(path(args.n, f"{name}{r}")), 2) for r in range(args.repeat)]

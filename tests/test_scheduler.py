@@ -597,6 +597,149 @@ def test_a_lone_tasks_direct_to_the_leaders_node_is_its_submit_and_gets_the_next
     asyncio.run(go())
 
 
+def test_a_riding_ticket_is_planned_as_if_its_task_were_done() -> None:
+    """A lone task's next ticket reaches its client with the task's answer, so the next task comes when
+    this one is done: the ticket is planned as if it were. A 10 ms task counted against the leader's
+    own worker made an idle worker look 10 ms sooner, and the lone client's tickets left the node. A
+    ticket redeemed at another worker (its answer comes from there, the offer from here) still counts
+    its task. Planned ahead or on arrival alike."""
+
+    async def go(ahead: bool) -> None:
+        leader, front, _ = _ticketing()
+        leader.local_worker = lambda t: None
+        leader.on_direct = lambda c, m, b: None
+        if not ahead:
+            leader._plan_ahead = lambda p, w: None  # type: ignore[method-assign]
+        await leader._on_back(b"n1", Ready("n1", credits=4, slots=1, host="h", task_port=1), [], local=True)
+        await leader._submit(b"c", Submit("t1"))  # the first ticket, at n1 (the only worker yet)
+        await leader._on_back(b"n1", Done("t1", True, node_id="n1", model_ms=10.0), [], local=True)
+        ticket = _offers(front)[-1]
+        assert ticket.node_id == "n1"
+        await leader._on_back(b"w2", Ready("w2", credits=4, slots=1, host="h2", task_port=1), [])
+        for w in leader.workers.values():
+            w.service_ms[placement.service_key("builtin", 0)] = 10.0
+        for i in range(2, 7):  # lone tasks on the leader's own node: each next ticket stays there
+            await leader._on_front(b"c", Direct(f"t{i}", ticket=ticket.ticket, submit=True), [b"i", b"m"])
+            await leader.answer(b"c", Result(f"t{i}", True, node_id="n1"), [b"out"])
+            await leader._on_back(b"n1", Done(f"t{i}", True, node_id="n1", model_ms=10.0), [], local=True)
+            ticket = _offers(front)[-1]
+            assert ticket.node_id == "n1", i
+        assert (leader.planned_ahead > 0) == ahead
+        # a plain Submit by the ticket (the bytes went to n1 on a second connection): the task counts
+        await leader._submit(b"c", Submit("t9", ticket=ticket.ticket))
+        assert _offers(front)[-1].node_id == "w2"
+
+    asyncio.run(go(ahead=True))
+    asyncio.run(go(ahead=False))
+
+
+def _lone_run(seed: int) -> tuple[int, int, set[str]]:
+    """A lone client's tasks (each by the ticket the last brought) on a leader with another worker, and
+    between them, at random: the other worker's grant changing, another client's tasks placed and done
+    with slot times that make that worker much faster or slower, the clock moving on (up to 3 s: idle
+    figures go stale and plans made ahead expire), sweeps. Time is a fake clock. Each time the leader
+    takes a plan made ahead, it is checked against planning afresh at that moment. Returns how many
+    plans were taken, how many lone tasks there were, and the workers the tickets went to."""
+    import random
+    import types
+
+    from mesh.cluster import scheduler as sched_mod
+
+    rng = random.Random(seed)
+    now = [1000.0]
+    fake = types.SimpleNamespace(monotonic=lambda: now[0], time=lambda: now[0])
+    real, sched_mod.time = sched_mod.time, fake  # type: ignore[assignment]
+    try:
+        return asyncio.run(_lone_script(rng, now))
+    finally:
+        sched_mod.time = real
+
+
+async def _lone_script(rng: Any, now: list[float]) -> tuple[int, int, set[str]]:
+    leader, front, _ = _ticketing()
+    holds: list[Task] = []
+    leader.local_worker = holds.append
+    leader.on_direct = lambda c, m, b: None
+    take = leader._take_ahead
+
+    def checked(client: bytes, p: Pending, at: float) -> Any:
+        got = take(client, p, at)
+        if got is not None:  # what planning it now finds (this node's worker without the task coming)
+            loads = {o.node_id: o.load(at) for o in leader.workers.values()}
+            needs = placement.TaskNeeds(p.task.model, p.task.pixels, p.task.session, p.task.requires, p.task.size)
+            fresh = leader._plan_ticket(loads, needs)
+            assert got.chosen == fresh, (got.chosen, fresh)
+            assert got.measured == placement.measured(loads.values(), needs)
+            assert got.estimate_ms == placement.service_estimate_ms(loads["n1"], needs)
+        return got
+
+    leader._take_ahead = checked  # type: ignore[method-assign]
+    await leader._on_back(b"n1", Ready("n1", credits=4, slots=1, host="h", task_port=1), [], local=True)
+    await leader._on_back(b"w2", Ready("w2", credits=4, slots=1, host="h2", task_port=2), [])
+    size = 1 << 20
+    wide = rng.random() < 0.5  # links that differ a lot, or alike
+    nodes: set[str] = set()
+    lone = others = 0
+    for i in range(80):
+        offers = _offers(front)
+        offer = offers[-1] if offers and leader.tickets.holds(b"c") else None
+        for _ in range(rng.choice((0, 1, 1, 2, 3))):  # what else happens before the client's next task
+            what = rng.random()
+            if what < 0.2:
+                grant = Ready("w2", credits=rng.choice((0, 1, 4)), slots=1, host="h2", task_port=2)
+                await leader._on_back(b"w2", grant, [])
+            elif what < 0.6:
+                others += 1
+                tid = f"d{others}"
+                await leader._submit(b"d", Submit(tid, size=size if wide else 65536))
+                got = leader.tasks.get(tid)
+                if got is not None and got.worker is not None:
+                    ms = rng.choice((0.2, 40.0))  # that worker becomes much faster or slower
+                    fetch = rng.choice((0.5, 10.0)) if wide else 1.0
+                    done = Done(tid, True, node_id=got.worker.decode(), model_ms=ms, fetch_ms=fetch, size=size)
+                    await leader._on_back(got.worker, done, [], got.worker == b"n1")
+            elif what < 0.85:
+                now[0] += rng.choice((0.001, 0.3, 0.9, 1.7, 2.5))
+            else:
+                await leader.sweep(now[0])
+        now[0] += 0.0005
+        tid, ms = f"t{i}", rng.choice((0.5, 20.0))
+        if offer is None:  # no ticket: a plain task (its answer brings one)
+            await leader._submit(b"c", Submit(tid, size=size))
+            got = leader.tasks.get(tid)
+            if got is not None and got.worker is not None:
+                fetch = rng.choice((1.0, 40.0)) if wide else 5.0  # a fast or slow link (stale: the fleet's)
+                done = Done(tid, True, node_id=got.worker.decode(), model_ms=ms, fetch_ms=fetch, size=size)
+                await leader._on_back(got.worker, done, [], got.worker == b"n1")
+            continue
+        nodes.add(offer.node_id)
+        if offer.node_id == "n1":  # a lone task with its bytes to the leader's node; its next ticket rides back
+            lone += 1
+            await leader._on_front(b"c", Direct(tid, ticket=offer.ticket, submit=True, size=size), [b"i", b"m"])
+            await leader.answer(b"c", Result(tid, True, node_id="n1"), [b"out"])
+            now[0] += ms / 1000
+            await leader._on_back(b"n1", Done(tid, True, node_id="n1", model_ms=ms, ticket=offer.ticket), [], True)
+        else:  # its bytes to the other worker, its Submit here: the next ticket comes at once
+            await leader._submit(b"c", Submit(tid, ticket=offer.ticket, size=size))
+            now[0] += ms / 1000
+            await leader._on_back(b"w2", Done(tid, True, node_id="w2", model_ms=ms, ticket=offer.ticket), [])
+    return leader.planned_ahead, lone, nodes
+
+
+def test_a_lone_clients_ticket_planned_ahead_goes_where_planning_it_on_arrival_would() -> None:
+    """A lone client's next ticket is planned once its last task is done, while the client reads the
+    answer (``Scheduler._plan_ahead``), and used when its task comes if nothing changed since. Whatever
+    else happens in between (other workers' grants and times, other clients, time making idle figures
+    stale), a plan taken is what planning then would find."""
+    planned = lone = 0
+    nodes: set[str] = set()
+    for seed in range(40):
+        got = _lone_run(seed)
+        planned, lone, nodes = planned + got[0], lone + got[1], nodes | got[2]
+    assert nodes == {"n1", "w2"}  # tickets went to both workers
+    assert lone // 5 < planned < lone  # many lone tasks took a plan made ahead, not all
+
+
 def test_a_dead_workers_tickets_go_and_their_tasks_are_submitted_plainly() -> None:
     async def go() -> None:
         leader, front, _ = _ticketing()

@@ -67,6 +67,24 @@ from mesh.wire.transport import Router
 
 log = logging.getLogger("lamamesh.scheduler")
 PRIORITY: dict[str, int] = {Priority.INTERACTIVE: 0, Priority.BATCH: 1}
+AHEAD_FRESH = 1.0  # s a lone client's next ticket planned ahead stays usable (idle estimates go stale in 2)
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """A lone client's next ticket, planned once its last task was done (``Scheduler._plan_ahead``): used
+    when its next task comes if nothing else happened in the scheduler since (``gen``), for a task like
+    the one it was planned for."""
+
+    client: bytes
+    gen: int
+    until: float  # monotonic: the plan is not used after (``AHEAD_FRESH``, or an idle worker's figures going stale)
+    needs: placement.TaskNeeds
+    chosen: placement.Placement | None
+    measured: bool
+    estimate_ms: float  # the task's slot time on this node's worker, to charge it there
+
+
 _HOLD, _OFFER = Task(), Place()  # a ticket's hold and offer are these with their fields set (``evolve``: per task)
 _LOAD = placement.WorkerLoad(node_id="", credits=0, slots=1)  # WorkerState.load's, the same way
 ABANDONED = "abandoned"  # the outcome of a task dropped because its client went silent
@@ -85,6 +103,7 @@ class Pending:
     avoid: str = ""  # node id of the worker its last placement expired on
     turn: int = 0  # its client's fair-share round (see Scheduler._turn_of)
     by_ticket: bool = False  # placed by its client's ticket: its bytes went straight to the worker
+    lone: bool = False  # came with its bytes to this node's worker (Direct(submit)): its next ticket rides on it
     placed: float = 0.0  # monotonic time it was last sent to a worker
     _needs: placement.TaskNeeds | None = None
 
@@ -220,6 +239,11 @@ class WorkerState:
         )
 
 
+def _ticket_needs(t: Task) -> placement.TaskNeeds:
+    """What placement weighs for a ticket: a task like ``t`` (its model, size and kind), no crew."""
+    return placement.TaskNeeds(t.model, t.pixels, t.session, t.requires, t.size)
+
+
 class Scheduler:
     def __init__(
         self,
@@ -280,6 +304,11 @@ class Scheduler:
         # by this node's worker, gets its next ticket with its ``Result``, one message (see ``answer``)
         self.riding: dict[str, tuple[bytes, Place]] = {}
         self.direct = 0  # tasks that came by a ticket (a count for the tests)
+        # one more each time something placement reads may have changed (workers' loads and figures, the
+        # queue, affinity, roles): a plan made ahead (``_plan_ahead``) is good while it is unchanged
+        self.gen = 0
+        self.ahead: Ahead | None = None
+        self.planned_ahead = 0  # lone tasks whose next ticket came from a plan made ahead (a count for the tests)
         self.ticket_ttl = const.TICKET_TTL  # 0: no tickets (the unit tests of plain placement)
         # how far beyond its slots a worker's grant goes (Worker.send_ready); the unit tests of plain
         # placement set WORKER_PREFETCH: a grant is then exactly what may be sent
@@ -288,6 +317,7 @@ class Scheduler:
     # ---- role ------------------------------------------------------------------------
     async def set_role(self, leader_id: str, leader_addr: str, term: int) -> None:
         """Told by the node after each election decision."""
+        self.gen += 1
         was = self.leading
         self.leader_id, self.leader_addr, self.term = leader_id, leader_addr, term
         self.leading = leader_id == self.node_id
@@ -302,6 +332,7 @@ class Scheduler:
     async def hand_back(self, why: str) -> None:
         """Answer every task not yet placed with ``moved`` so its client resubmits to the leader; the
         placed ones are with their workers, which answer the clients directly."""
+        self.gen += 1
         n = 0
         for task_id, p in list(self.tasks.items()):
             if p.worker is None:
@@ -382,11 +413,14 @@ class Scheduler:
         elif isinstance(msg, Direct):
             if msg.submit and msg.task_id:  # a lone task for this node on the leader connection: its Submit first
                 await self._submit(client, submit_of(msg), ride=True)
+                self.gen += 1
             if self.on_direct is not None:
                 self.on_direct(client, msg, blobs)
         elif isinstance(msg, Submit):
             await self._submit(client, msg)
+            self.gen += 1
         elif isinstance(msg, Cancel):
+            self.gen += 1
             if client in self.per_client:
                 n = self._drop_client(client, CANCELLED)
                 log.info("client %s cancelled: dropped its %d tasks", client.hex(), n)
@@ -465,6 +499,7 @@ class Scheduler:
         if msg.ticket and await self._redeem(client, msg, ride):
             return None
         self.tickets.lapsed(client, msg.model, msg.requires)
+        self.gen += 1
         if self.per_client[client] >= self.max_queued_per_client:
             err = Overloaded(
                 f"more than {self.max_queued_per_client} tasks queued from one client (max_queued_per_client); "
@@ -516,6 +551,7 @@ class Scheduler:
         now: float | None = None,
         ride: bool = False,
         measured: bool | None = None,
+        chosen: placement.Placement | None = None,
     ) -> None:
         """Nothing waits in the queue: hold a slot, where placement would put it, for ``client``'s next
         task like ``like`` (its model and requirement), so that task's bytes go straight there with
@@ -526,31 +562,29 @@ class Scheduler:
         none while any task waits (they would jump the queue). ``ride``: ``like`` runs on this node's
         worker, which answers it on the connection it came by: the offer goes with that ``Result``
         (the client has no use for it sooner: nothing else of its is in flight). ``loads``, ``now`` and
-        ``measured`` (``placement.measured`` for ``like``'s model): the caller's, when it has them."""
+        ``measured`` (``placement.measured`` for ``like``'s model): the caller's, when it has them;
+        ``chosen``: the worker and estimate a plan made ahead found (``_plan_ahead``), when it holds."""
         if self.ticket_ttl <= 0 or self.queue or self.tickets.holds(client) or not self.leading or not self.accepting:
             return
         t = like.task
-        needs = placement.TaskNeeds(t.model, t.pixels, t.session, t.requires, t.size)
-        if now is None or loads is None:  # the caller's, when it has them (a redeemed ticket's Submit)
-            now = time.monotonic()
-            loads = {w.node_id: w.load(now) for w in self.workers.values()}
-        # no crew for a ticket: a client with one task at a time has no link to share among workers, and
-        # a crew of one wanting a second member sent every other ticket to the other node (64 KiB one at a
-        # time, loopback: p50 0.45 -> 0.52 ms, tickets on the node that is not the leader's cost a process).
-        # Between equal workers this node's own: its hold and its answer go by a call, not a message
-        own = next((w.node_id for w in self.workers.values() if w.local), "")
-        chosen = placement.plan_one(loads, needs, self.affinity, self.policy, prefer=own)
-        if chosen is None:
-            return
+        if chosen is None or measured is None:
+            if now is None or loads is None:  # the caller's, when it has them (a redeemed ticket's Submit)
+                now = time.monotonic()
+                loads = {w.node_id: w.load(now) for w in self.workers.values()}
+            needs = _ticket_needs(t)
+            chosen = self._plan_ticket(loads, needs)
+            if chosen is None:
+                return
+            if measured is None:
+                measured = placement.measured(loads.values(), needs)
         w = next(w for w in self.workers.values() if w.node_id == chosen.node_id)
         finish = w.finish_ms(chosen.estimate_ms)
-        if measured is None:
-            measured = placement.measured(loads.values(), needs)
         limit = placement.deadline_s(finish, measured, t.size)
         ticket = self.tickets.issue(client, w.identity, t.model, t.requires)
         ttl = round(min(const.TICKET_TTL_MAX, self.ticket_ttl + 2 * finish / 1000), 3)
         hold = evolve(_HOLD, model=t.model, requires=t.requires, deadline_s=round(limit, 1), ticket=ticket, ttl_s=ttl)
         w.credits -= 1
+        self.gen += 1
         if self.local_worker is not None and w.local:
             self.local_worker(hold)
         else:
@@ -563,6 +597,55 @@ class Scheduler:
             self.riding[t.task_id] = (client, offer)
         else:
             await self.front.send(client, offer)
+
+    def _plan_ticket(
+        self, loads: dict[str, placement.WorkerLoad], needs: placement.TaskNeeds
+    ) -> placement.Placement | None:
+        """Where a ticket for a task like ``needs`` goes. No crew for a ticket: a client with one task at a
+        time has no link to share among workers, and a crew of one wanting a second member sent every other
+        ticket to the other node (64 KiB one at a time, loopback: p50 0.45 -> 0.52 ms, tickets on the node
+        that is not the leader's cost a process). Between equal workers this node's own: its hold and its
+        answer go by a call, not a message."""
+        own = next((w.node_id for w in self.workers.values() if w.local), "")
+        return placement.plan_one(loads, needs, self.affinity, self.policy, prefer=own)
+
+    def _plan_ahead(self, p: Pending, w: WorkerState | None) -> None:
+        """A lone task (``Pending.lone``) is done on this node's worker, and its client holds the ticket
+        for its next (it came with this task's answer): plan the ticket after that one now, while the
+        client reads the answer and sends its next task, not when that task comes (every lone task paid
+        for the loads and the placement in its own path: about half of the leader's time a task). Used by
+        ``_redeem`` when nothing changed since (``gen``). Planned as ``_redeem`` would plan it then: this
+        node's worker without the task that will be running (a riding ticket reaches its client with that
+        task's answer, so its task comes when that one is done)."""
+        self.ahead = None
+        if w is None or not (p.lone and w.local and self.tickets.holds(p.client)) or p.client in self.per_client:
+            return
+        if self.ticket_ttl <= 0 or self.queue or not self.leading or not self.accepting:
+            return
+        now = time.monotonic()
+        needs = _ticket_needs(p.task)
+        loads = {o.node_id: o.load(now) for o in self.workers.values()}
+        measured = placement.measured(loads.values(), needs)
+        estimate = placement.service_estimate_ms(loads[w.node_id], needs)
+        # what an idle worker shows placement changes with time alone (``WorkerState.load``): the plan is
+        # what planning later would find until the first of those changes
+        until = now + AHEAD_FRESH
+        for o in self.workers.values():
+            if not o.assigned:
+                for at in (o.measured_at, o.floor_at):
+                    if now <= at + const.TRANSFER_ESTIMATE_STALE < until:
+                        until = at + const.TRANSFER_ESTIMATE_STALE
+        chosen = self._plan_ticket(loads, needs)
+        self.ahead = Ahead(p.client, self.gen, until, needs, chosen, measured, estimate)
+
+    def _take_ahead(self, client: bytes, p: Pending, now: float) -> Ahead | None:
+        """The plan made ahead for ``client``'s task ``p``, if it still holds (see ``_plan_ahead``)."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is None or ahead.gen != self.gen or ahead.client != client or now > ahead.until:
+            return None
+        if ahead.needs != _ticket_needs(p.task):
+            return None
+        return ahead
 
     async def answer(self, client: bytes, result: Message, blobs: list[Any]) -> None:
         """This node's worker answers a client (on the connection the task's bytes came by), with the
@@ -591,19 +674,36 @@ class Scheduler:
         if w is None:
             return False
         now = time.monotonic()
-        p = Pending(task_of(msg), client, next(self._seq), now, by_ticket=True)
-        needs = p.needs()
-        loads = {o.node_id: o.load(now) for o in self.workers.values()}  # for this task and the next ticket
-        # its deadline is measured when any worker ran this model (not only this one: a guess is 600 s)
-        measured = placement.measured(loads.values(), needs)
-        self._assign(p, w, placement.service_estimate_ms(loads[w.node_id], needs), measured, now)
-        loads[w.node_id] = w.load(now)  # charged with this task now
-        self.tasks[msg.task_id] = p
+        ride = ride and w.local
+        p = Pending(task_of(msg), client, next(self._seq), now, by_ticket=True, lone=ride)
+        ahead = self._take_ahead(client, p, now) if ride else None
+        if ahead is not None:  # planned when its client's last task was done, and nothing changed since
+            self._assign(p, w, ahead.estimate_ms, ahead.measured, now)
+            self.planned_ahead += 1
+            if ahead.chosen is None:
+                self._register(client, p, now)
+                return True
+            loads, measured, chosen = None, ahead.measured, ahead.chosen
+        else:
+            needs = p.needs()
+            loads = {o.node_id: o.load(now) for o in self.workers.values()}  # for this task and the next ticket
+            # its deadline is measured when any worker ran this model (not only this one: a guess is 600 s)
+            measured = placement.measured(loads.values(), needs)
+            self._assign(p, w, placement.service_estimate_ms(loads[w.node_id], needs), measured, now)
+            chosen = None
+            if not ride:  # charged with this task now. A riding ticket reaches the client with this task's
+                # answer, so its task comes when this one is done: planned as if it were (a 9 ms task here
+                # sent a lone client's next tasks to an idle node, 205-303 of 400 at 8 MiB on loopback)
+                loads[w.node_id] = w.load(now)
+        self._register(client, p, now)
+        await self._offer_ticket(client, p, loads, now, ride=ride, measured=measured, chosen=chosen)
+        return True
+
+    def _register(self, client: bytes, p: Pending, now: float) -> None:
+        self.tasks[p.task.task_id] = p
         self.per_client[client] += 1
         self.client_seen[client] = now
         self.direct += 1
-        await self._offer_ticket(client, p, loads, now, ride=ride and w.local, measured=measured)
-        return True
 
     # ---- workers -------------------------------------------------------------------
     async def serve_back(self) -> None:
@@ -633,6 +733,7 @@ class Scheduler:
             self._soon = None
 
     async def _on_back(self, ident: bytes, msg: Message, blobs: list[Any], local: bool = False) -> None:
+        self.gen += 1
         if isinstance(msg, Ready):
             if not self.leading or not self.accepting:
                 return  # the worker follows the gossip and will find the leader
@@ -717,6 +818,7 @@ class Scheduler:
         self._record_done(msg)
         await self.kick()
         self._changed.set()
+        self._plan_ahead(p, w)
         return None
 
     @staticmethod
@@ -797,6 +899,7 @@ class Scheduler:
         if now - self._last_sweep < 0.5:
             return
         self._last_sweep = now
+        self.gen += 1
         for p in [p for p in self.tasks.values() if p.worker is not None and now > p.deadline]:
             await self._expire(p, f"no answer within {p.task.deadline_s:g} s")
         await self.sweep_clients(now)
@@ -840,6 +943,7 @@ class Scheduler:
     def _drop_client(self, client: bytes, outcome: str) -> int:
         """Forget every task of ``client``, counted under ``outcome`` (status and /metrics, not as
         failed). A placed one's slot comes back with the worker's ``Done`` (``no_data`` at worst)."""
+        self.gen += 1
         mine = [task_id for task_id, p in self.tasks.items() if p.client == client]
         for task_id in mine:
             del self.tasks[task_id]  # its queue entry is skipped when next popped
@@ -854,6 +958,7 @@ class Scheduler:
 
     async def drop_worker(self, node_id: str, why: str) -> None:
         """A worker died or left: re-queue every task it held."""
+        self.gen += 1
         for ident, w in list(self.workers.items()):
             if w.node_id != node_id:
                 continue
@@ -984,6 +1089,7 @@ class Scheduler:
         ``out`` gathered as one message per worker and one per client."""
         self._assign(p, w, estimate_ms, measured, now)
         w.credits -= 1
+        self.gen += 1
         self._join(p.client, w)
         if p.task.session:
             self.affinity[p.task.session] = w.node_id
