@@ -633,6 +633,90 @@ def test_a_riding_ticket_is_planned_as_if_its_task_were_done() -> None:
     asyncio.run(go(ahead=False))
 
 
+def test_a_ticket_planned_ahead_is_not_used_once_an_idle_workers_figures_go_stale() -> None:
+    """What placement sees of an idle worker changes with time alone: its turn time and transfer rate
+    read as unknown once ``TRANSFER_ESTIMATE_STALE`` has passed since they were measured. A plan made
+    ahead holds only until the first such moment, then the ticket is planned on arrival. Here the other
+    worker's 30 ms turn time, measured under load, goes stale between the plan and the task: planned then,
+    it is the sooner one (0.5 ms against 3)."""
+    import types
+
+    from mesh.cluster import scheduler as sched_mod
+
+    async def go(gap: float) -> tuple[str, int]:
+        leader, front, _ = _ticketing()
+        leader.local_worker = lambda t: None
+        leader.on_direct = lambda c, m, b: None
+        await leader._on_back(b"n1", Ready("n1", credits=4, slots=1, host="h", task_port=1), [], local=True)
+        await leader._on_back(b"w2", Ready("w2", credits=4, slots=1, host="h2", task_port=2), [])
+        key = placement.service_key("builtin", 0)
+        n1, w2 = leader.workers[b"n1"], leader.workers[b"w2"]
+        n1.service_ms[key], w2.service_ms[key] = 3.0, 0.5
+        w2.floor_ms, w2.floor_at = 30.0, now[0] - 1.5  # stale 0.5 s from now
+        await leader._submit(b"c", Submit("t1"))
+        await leader._on_back(b"n1", Done("t1", True, node_id="n1", model_ms=3.0), [], local=True)
+        ticket = _offers(front)[-1]
+        assert ticket.node_id == "n1"  # w2's turn time makes it the slower
+        now[0] += 0.001
+        await leader._on_front(b"c", Direct("t2", ticket=ticket.ticket, submit=True), [b"i", b"m"])
+        await leader.answer(b"c", Result("t2", True, node_id="n1"), [b"out"])
+        now[0] += 0.001
+        await leader._on_back(b"n1", Done("t2", True, node_id="n1", model_ms=3.0), [], local=True)
+        assert leader.ahead is not None and leader.ahead.chosen is not None
+        assert leader.ahead.chosen.node_id == "n1"
+        ticket = _offers(front)[-1]
+        now[0] += gap  # the client reads the answer and sends its next task
+        await leader._on_front(b"c", Direct("t3", ticket=ticket.ticket, submit=True), [b"i", b"m"])
+        await leader.answer(b"c", Result("t3", True, node_id="n1"), [b"out"])  # its next ticket rides on it
+        return _offers(front)[-1].node_id, leader.planned_ahead
+
+    now = [1000.0]
+    fake = types.SimpleNamespace(monotonic=lambda: now[0], time=lambda: now[0])
+    real, sched_mod.time = sched_mod.time, fake  # type: ignore[assignment]
+    try:
+        assert asyncio.run(go(0.2)) == ("n1", 1)  # w2's figure still fresh: the plan made ahead is taken
+        now[0] = 1000.0
+        assert asyncio.run(go(0.7)) == ("w2", 0)  # stale by then (within AHEAD_FRESH): planned on arrival
+    finally:
+        sched_mod.time = real
+
+
+def test_everything_placement_reads_moves_the_generation_a_plan_made_ahead_is_checked_by() -> None:
+    """``Scheduler.gen`` moves with each thing that can change where a ticket goes: a worker's message
+    (grant, answer, goodbye), a client's Submit, Cancel or lone task, a placement, a ticket given, a
+    sweep, a role change, a worker or client dropped. A plan made ahead is used only while it has not."""
+
+    async def go() -> None:
+        leader, front, _ = _ticketing()
+        leader.local_worker = lambda t: None
+        leader.on_direct = lambda c, m, b: None
+
+        def lone() -> Any:
+            return leader._on_front(b"c", Direct("t2", ticket=_offers(front)[-1].ticket, submit=True), [])
+
+        steps: list[tuple[str, Any]] = [
+            ("a grant", lambda: leader._on_back(b"n1", Ready("n1", credits=4, slots=1, host="h"), [], local=True)),
+            ("a second worker", lambda: leader._on_back(b"w2", Ready("w2", credits=4, slots=1, host="h2"), [])),
+            ("a Submit (placed, a ticket given)", lambda: leader._on_front(b"c", Submit("t1"), [])),
+            ("an answer", lambda: leader._on_back(b"n1", Done("t1", True, node_id="n1"), [], local=True)),
+            ("a lone task", lone),
+            ("a sweep", lambda: leader.sweep(time.monotonic() + 1)),
+            ("a Cancel", lambda: leader._on_front(b"c", Cancel(), [])),
+            ("a worker dropped", lambda: leader.drop_worker("w2", "gone")),
+            ("a goodbye", lambda: leader._on_back(b"n1", Bye("n1"), [], local=True)),
+            ("a role change", lambda: leader.set_role("n9", "h9:1", 2)),
+        ]
+        for what, step in steps:
+            gen = leader.gen
+            await step()
+            assert leader.gen > gen, what
+        gen = leader.gen
+        leader._drop_client(b"c", "abandoned")
+        assert leader.gen > gen
+
+    asyncio.run(go())
+
+
 def _lone_run(seed: int) -> tuple[int, int, set[str]]:
     """A lone client's tasks (each by the ticket the last brought) on a leader with another worker, and
     between them, at random: the other worker's grant changing, another client's tasks placed and done
