@@ -305,7 +305,8 @@ class Scheduler:
         self.riding: dict[str, tuple[bytes, Place]] = {}
         self.direct = 0  # tasks that came by a ticket (a count for the tests)
         # one more each time something placement reads may have changed (workers' loads and figures, the
-        # queue, affinity, roles): a plan made ahead (``_plan_ahead``) is good while it is unchanged
+        # queue, affinity, roles), where it changes: a plan made ahead (``_plan_ahead``) is good while it
+        # is unchanged
         self.gen = 0
         self.ahead: Ahead | None = None
         self.planned_ahead = 0  # lone tasks whose next ticket came from a plan made ahead (a count for the tests)
@@ -413,14 +414,11 @@ class Scheduler:
         elif isinstance(msg, Direct):
             if msg.submit and msg.task_id:  # a lone task for this node on the leader connection: its Submit first
                 await self._submit(client, submit_of(msg), ride=True)
-                self.gen += 1
             if self.on_direct is not None:
                 self.on_direct(client, msg, blobs)
         elif isinstance(msg, Submit):
             await self._submit(client, msg)
-            self.gen += 1
         elif isinstance(msg, Cancel):
-            self.gen += 1
             if client in self.per_client:
                 n = self._drop_client(client, CANCELLED)
                 log.info("client %s cancelled: dropped its %d tasks", client.hex(), n)
@@ -535,6 +533,7 @@ class Scheduler:
         ``retry`` (the bytes came after the ticket's hold had ended, on a busy link: the hold's credit
         is back already) or it went unanswered for ``CLIENT_RESEND_AFTER``. Place it like any task,
         now (before: it stayed charged to that worker until its deadline, 30-600 s)."""
+        self.gen += 1
         w = self.workers.get(p.worker) if p.worker is not None else None
         if w is not None:
             w.assigned.pop(p.task.task_id, None)
@@ -700,6 +699,8 @@ class Scheduler:
         return True
 
     def _register(self, client: bytes, p: Pending, now: float) -> None:
+        """A redeemed ticket's task is held, on its worker (charged by ``_assign``)."""
+        self.gen += 1
         self.tasks[p.task.task_id] = p
         self.per_client[client] += 1
         self.client_seen[client] = now
